@@ -1,0 +1,68 @@
+"""One settings object for the switch (DESIGN.md: pydantic-settings, ``BPNT_*``).
+
+Defaults run the embedded demo: SQLite under ``./var`` and demo keys.  The demo
+keys are public test values: a production deployment must set every ``*_hex``
+key from its key ceremony (environment or the TOML file named by
+``BPNT_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Rp 200.000 a month per KPM, in sen (2 implied decimals, HOST_SPEC §2).
+DEFAULT_PERIOD_AMOUNT_SEN = 20_000_000
+
+
+class Settings(BaseSettings):
+    """Switch configuration; every field can be set as ``BPNT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BPNT_", extra="ignore")
+
+    database_url: str = "sqlite:///var/bpnt.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8583, ge=0, le=65535)
+    #: Key-encryption key (AES-256) for terminal keys at rest.
+    kek_hex: str = Field(default="00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF", repr=False)
+    #: HMAC key that turns a PAN into the token stored in the database.
+    pan_token_key_hex: str = Field(default="5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A", repr=False)
+    #: PIN verification key (double-length 3DES) for IBM 3624 offsets.
+    pvk_hex: str = Field(default="0123456789ABCDEFFEDCBA9876543210", repr=False)
+    #: Issuer master key for application cryptograms (EMV option A).
+    imk_ac_hex: str = Field(default="0123456789ABCDEF0123456789ABCDEF", repr=False)
+    period_amount_sen: int = Field(default=DEFAULT_PERIOD_AMOUNT_SEN, gt=0)
+    max_frame_bytes: int = 2048
+    idle_timeout_s: float = 120.0
+    partial_frame_timeout_s: float = 10.0
+    max_connections: int = 4096
+    max_pin_tries: int = 3
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("BPNT_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from init arguments, then ``BPNT_*`` variables, then the TOML file."""
+    return Settings(**overrides)
