@@ -1,0 +1,222 @@
+"""EMV application cryptograms for the KKS card (HOST_SPEC §7), built on pyemv.
+
+Shared by the switch (verifies the ARQC, answers with an ARPC) and the card
+emulator (computes the ARQC), so both sides use one definition of the
+cryptogram input.
+
+Key hierarchy (EMV 4.3 Book 2, Annex A1.3-A1.4):
+
+* issuer master key ``IMK-AC`` (the switch holds it);
+* ICC master key ``MK-AC`` = option A derivation from PAN and PAN sequence
+  number (Book 2 A1.4.1), written into the card at personalisation;
+* session key ``SK-AC`` = common session key derivation (Book 2 A1.3.1) with
+  ``R = ATC || 00 00 00 00 00 00``.
+
+ARQC input (Book 2 §8.1.1, the recommended minimum data set of Table 26)::
+
+    CDOL1 data (9F02 9F03 9F1A 95 5F2A 9A 9C 9F37, 29 bytes) || AIP 82 (2) || ATC 9F36 (2)
+
+MAC'd with ISO/IEC 9797-1 algorithm 3 under ``SK-AC``, padding method 2
+(``pyemv.ac.generate_ac`` with ``PaddingType.EMV``).  The Issuer Application
+Data (9F10) is *not* part of the input: it only carries the cryptogram
+version, so a card and the switch agree on the input without parsing it.
+
+HOST_SPEC §7 does not carry ``9F03`` (amount, other) in DE 55; BPNT has no
+cash-back, so the switch uses six zero bytes when it is absent.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Final
+
+from pyemv import ac as _ac
+from pyemv import kd as _kd
+from pyemv import tlv as _tlv
+
+__all__ = [
+    "CDOL1_TAGS",
+    "CDOL1_LENGTH",
+    "DE55_TAG_ORDER",
+    "IAD",
+    "IccDataError",
+    "arqc_input",
+    "build_icc_data",
+    "build_tag_91",
+    "cdol1_dol",
+    "compute_arpc",
+    "compute_arqc",
+    "derive_icc_mk_ac",
+    "derive_session_key_ac",
+    "parse_icc_data",
+    "verify_arqc",
+]
+
+#: CDOL1 of the KKS card: (tag, length) in the order the card concatenates the
+#: terminal data (EMV Book 3 §5.4 data object list; Book 2 Table 26 data).
+CDOL1_TAGS: Final[tuple[tuple[str, int], ...]] = (
+    ("9F02", 6),  # amount, authorised (n12, sen)
+    ("9F03", 6),  # amount, other (n12)
+    ("9F1A", 2),  # terminal country code (n3, 0360)
+    ("95", 5),  # terminal verification results
+    ("5F2A", 2),  # transaction currency code (n3, 0360)
+    ("9A", 3),  # transaction date YYMMDD
+    ("9C", 1),  # transaction type
+    ("9F37", 4),  # unpredictable number
+)
+
+#: Length of the CDOL1-related data in GENERATE AC (29 bytes).
+CDOL1_LENGTH: Final[int] = sum(length for _, length in CDOL1_TAGS)
+
+#: DE 55 tag order of HOST_SPEC §7.
+DE55_TAG_ORDER: Final[tuple[str, ...]] = (
+    "9F26",
+    "9F27",
+    "9F10",
+    "9F37",
+    "9F36",
+    "95",
+    "9A",
+    "9C",
+    "9F02",
+    "5F2A",
+    "82",
+    "9F1A",
+    "84",
+)
+
+#: Issuer Application Data the card returns in tag 9F10: length 06, derivation
+#: key index 01, cryptogram version 0A ("BPNT CSK v1": the input above), CVR.
+IAD: Final[bytes] = bytes.fromhex("06010A03A00000")
+
+_ZERO_AMOUNT: Final[bytes] = bytes(6)
+
+
+class IccDataError(ValueError):
+    """DE 55 is not valid BER-TLV (EMV Book 3 Annex B) or lacks a needed tag."""
+
+
+def derive_icc_mk_ac(imk_ac: bytes, pan: str, psn: str) -> bytes:
+    """ICC master key for AC from the issuer master key, EMV option A (Book 2 A1.4.1).
+
+    >>> derive_icc_mk_ac(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"),
+    ...                  "12345678901234567", "01").hex().upper()
+    '73AD54688CEF2934B0979857E3C719F1'
+    """
+    return bytes(_kd.derive_icc_mk_a(imk_ac, pan, psn))
+
+
+def derive_session_key_ac(icc_mk_ac: bytes, atc: bytes) -> bytes:
+    """AC session key, common session key derivation with R = ATC || 00*6 (Book 2 A1.3.1)."""
+    if len(atc) != 2:
+        raise ValueError("ATC must be 2 bytes")
+    return bytes(_kd.derive_common_sk(icc_mk_ac, atc + bytes(6)))
+
+
+def cdol1_dol() -> bytes:
+    """The CDOL1 (tag 8C) value: tags and lengths of `CDOL1_TAGS` (Book 3 §5.4)."""
+    return b"".join(bytes.fromhex(tag) + bytes([length]) for tag, length in CDOL1_TAGS)
+
+
+def arqc_input(*, cdol1_data: bytes, aip: bytes, atc: bytes) -> bytes:
+    """The data MAC'd into the cryptogram: CDOL1 data || AIP || ATC (module docstring)."""
+    if len(cdol1_data) != CDOL1_LENGTH:
+        raise ValueError(f"CDOL1 data must be {CDOL1_LENGTH} bytes, got {len(cdol1_data)}")
+    if len(aip) != 2 or len(atc) != 2:
+        raise ValueError("AIP and ATC must be 2 bytes each")
+    return cdol1_data + aip + atc
+
+
+def compute_arqc(icc_mk_ac: bytes, *, cdol1_data: bytes, aip: bytes, atc: bytes) -> bytes:
+    """The 8-byte application cryptogram (Book 2 §8.1, A1.2; padding method 2)."""
+    sk_ac = derive_session_key_ac(icc_mk_ac, atc)
+    data = arqc_input(cdol1_data=cdol1_data, aip=aip, atc=atc)
+    return bytes(_ac.generate_ac(sk_ac, data, _ac.PaddingType.EMV))
+
+
+def _cdol1_from_tags(icc_tags: Mapping[str, bytes]) -> bytes | None:
+    """CDOL1 data rebuilt from DE 55 tags; ``None`` if a tag is missing or mis-sized."""
+    parts: list[bytes] = []
+    for tag, length in CDOL1_TAGS:
+        value = icc_tags.get(tag)
+        if value is None and tag == "9F03":
+            value = _ZERO_AMOUNT
+        if value is None or len(value) != length:
+            return None
+        parts.append(bytes(value))
+    return b"".join(parts)
+
+
+def verify_arqc(imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes]) -> bool:
+    """Recompute the ARQC from DE 55 and compare with 9F26 (HOST_SPEC §7).
+
+    Returns ``False``, never raises, when a tag is missing or has the wrong
+    length: a malformed request is a failed cryptogram check (RC 63).
+    """
+    cdol1 = _cdol1_from_tags(icc_tags)
+    aip = icc_tags.get("82")
+    atc = icc_tags.get("9F36")
+    arqc = icc_tags.get("9F26")
+    if cdol1 is None or aip is None or atc is None or arqc is None:
+        return False
+    if len(aip) != 2 or len(atc) != 2 or len(arqc) != 8:
+        return False
+    try:
+        icc_mk_ac = derive_icc_mk_ac(imk_ac, pan, psn)
+        expected = compute_arqc(icc_mk_ac, cdol1_data=cdol1, aip=bytes(aip), atc=bytes(atc))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, bytes(arqc))
+
+
+def compute_arpc(
+    imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes], arc: bytes
+) -> bytes:
+    """ARPC method 1 over the request's ARQC and the 2-byte ARC (Book 2 §8.2.1).
+
+    Raises `IccDataError` when 9F26 or 9F36 is missing or mis-sized.
+    """
+    arqc = icc_tags.get("9F26")
+    atc = icc_tags.get("9F36")
+    if arqc is None or len(arqc) != 8 or atc is None or len(atc) != 2:
+        raise IccDataError("9F26 (8 bytes) and 9F36 (2 bytes) are needed for the ARPC")
+    if len(arc) != 2:
+        raise ValueError("ARC must be 2 bytes")
+    sk_ac = derive_session_key_ac(derive_icc_mk_ac(imk_ac, pan, psn), bytes(atc))
+    return bytes(_ac.generate_arpc_1(sk_ac, bytes(arqc), arc))
+
+
+def build_tag_91(arpc: bytes, arc: bytes) -> bytes:
+    """Value of tag 91, issuer authentication data: ARPC (8) || ARC (2) (Book 2 §8.2.1)."""
+    if len(arpc) != 8 or len(arc) != 2:
+        raise ValueError("ARPC must be 8 bytes and ARC 2 bytes")
+    return arpc + arc
+
+
+def parse_icc_data(de55: bytes) -> dict[str, bytes]:
+    """Decode DE 55 BER-TLV (Book 3 Annex B) into a flat ``{"9F26": b"...", ...}``.
+
+    >>> parse_icc_data(bytes.fromhex("9F360200019C0100"))
+    {'9F36': b'\\x00\\x01', '9C': b'\\x00'}
+    """
+    try:
+        decoded = _tlv.decode(bytes(de55), flatten=True)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise IccDataError(f"malformed DE 55: {exc}") from exc
+    return {str(tag): bytes(value) for tag, value in decoded.items()}
+
+
+def build_icc_data(tags: Mapping[str, bytes]) -> bytes:
+    """Encode DE 55: the HOST_SPEC §7 tags in that order, then any others as given.
+
+    >>> build_icc_data({"9C": b"\\x00", "9F36": b"\\x00\\x01"}).hex().upper()
+    '9F360200019C0100'
+    """
+    upper = {tag.upper(): bytes(value) for tag, value in tags.items()}
+    ordered = {tag: upper[tag] for tag in DE55_TAG_ORDER if tag in upper}
+    ordered.update((tag, value) for tag, value in upper.items() if tag not in ordered)
+    try:
+        return bytes(_tlv.encode(ordered))
+    except ValueError as exc:
+        raise IccDataError(f"cannot encode DE 55: {exc}") from exc
