@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8583, ge=0, le=65535)
     #: Key-encryption key (AES-256) for terminal keys at rest.
-    kek_hex: str = Field(default="00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF", repr=False)
+    kek_hex: str = Field(
+        default="00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF", repr=False
+    )
     #: HMAC key that turns a PAN into the token stored in the database.
     pan_token_key_hex: str = Field(default="5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A5A", repr=False)
     #: PIN verification key (double-length 3DES) for IBM 3624 offsets.

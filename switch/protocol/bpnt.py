@@ -75,3 +75,27 @@ def decode_balance(text: str) -> int:
             amount = int(rec[8:])
             return amount if rec[7] == "C" else -amount
     raise ProtocolError("no available-balance record", field="54")
+
+
+@dataclass(frozen=True)
+class CardData:
+    """Card identity carried by a request: from track 2 (DE 35) or DE 2 + DE 14."""
+
+    pan: str
+    expiry_yymm: str
+
+
+def card_data(fields_pan: str | None, fields_expiry: str | None, track2: str | None) -> CardData:
+    """HOST_SPEC §3-4: DE 35 wins when present; its PAN ends at the ``D`` separator.
+
+    >>> card_data(None, None, "6032981234567890D28122210000")
+    CardData(pan='6032981234567890', expiry_yymm='2812')
+    """
+    if track2:
+        pan, sep, rest = track2.upper().partition("D")
+        if not sep or len(rest) < 4 or not pan.isdigit() or not 12 <= len(pan) <= 19:
+            raise ProtocolError("track 2 has no PAN, separator and expiry", field="35")
+        return CardData(pan, rest[:4])
+    if fields_pan and fields_expiry:
+        return CardData(fields_pan, fields_expiry)
+    raise ProtocolError("no card data (DE 35, or DE 2 and DE 14)", field="35")

@@ -82,6 +82,6 @@ def response_mti(request_mti: str) -> str:
     >>> response_mti("0200"), response_mti("0401")
     ('0210', '0410')
     """
-    if len(request_mti) != 4 or not request_mti.isdigit():
-        return "0810"
+    if len(request_mti) != 4 or not request_mti.isdigit() or request_mti[2] == "9":
+        return "0810"  # no response class exists; only ever used to echo a format error
     return f"{request_mti[:2]}{int(request_mti[2]) + 1}0"

@@ -1,0 +1,43 @@
+# The front door.  Every target sets up what it needs (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run serve test lint bench load clean help
+
+help:
+	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
+	@echo "make test   - the whole test suite"
+	@echo "make serve  - the switch alone on 127.0.0.1:8583 (BPNT_* settings apply)"
+	@echo "make lint   - ruff and mypy"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m terminal_sim.cli demo
+
+serve: $(STAMP)
+	$(PY) -m switch.cli seed-demo
+	$(PY) -m switch.cli allocate --period $$(date +%Y-%m)
+	$(PY) -m switch.cli serve
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench load:
+	@echo "make $@ is not built yet: it arrives with the PostgreSQL/benchmark issue (#3)."
+	@exit 2
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,112 @@
+"""``bpnt-switch``: serve, set up and inspect the switch."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from switch.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "db", None):
+        overrides["database_url"] = args.db
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    return load_settings(**overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from switch.server import serve
+
+    asyncio.run(serve(_settings(args)))
+    return 0
+
+
+def _cmd_seed_demo(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from switch.admin.demo import build_world, seed_database
+    from switch.host.keyring import Keyring
+    from switch.ledger.database import open_database
+    from switch.ledger.models import Terminal
+
+    settings = _settings(args)
+    db = open_database(settings.database_url)
+    with db.transaction() as session:
+        if session.scalar(select(func.count()).select_from(Terminal)):
+            print("database already holds terminals: demo world not seeded again")
+            return 0
+    world = build_world(kpm_count=args.kpm)
+    seed_database(db, Keyring.from_settings(settings), world)
+    print(f"seeded {len(world.cards)} cards and {len(world.terminals)} terminals")
+    return 0
+
+
+def _cmd_allocate(args: argparse.Namespace) -> int:
+    from switch.ledger.database import open_database
+    from switch.ledger.postings import allocate_period
+
+    settings = _settings(args)
+    amount_sen = args.amount_sen or settings.period_amount_sen
+    result = allocate_period(open_database(settings.database_url), args.period, amount_sen)
+    print(f"period {args.period}: credited {result.credited_count} KPM, "
+          f"{result.already_count} already credited, total {result.total_credited_sen} sen")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from switch.ledger.database import open_database
+    from switch.ledger.invariants import check_invariants
+
+    report = check_invariants(open_database(_settings(args).database_url, create=False))
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bpnt-switch", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the switch (TCP, HOST_SPEC §1)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8583)")
+    serve.set_defaults(func=_cmd_serve)
+
+    seed = sub.add_parser("seed-demo", help="register the demo KPM, cards and terminals")
+    seed.add_argument("--kpm", type=int, default=200)
+    seed.set_defaults(func=_cmd_seed_demo)
+
+    alloc = sub.add_parser("allocate", help="credit every active KPM for a period (once)")
+    alloc.add_argument("--period", required=True, help="e.g. 2026-11")
+    alloc.add_argument("--amount-sen", type=int, help="default: BPNT_PERIOD_AMOUNT_SEN")
+    alloc.set_defaults(func=_cmd_allocate)
+
+    check = sub.add_parser("check", help="verify the money invariant; exit 1 if broken")
+    check.set_defaults(func=_cmd_check)
+
+    for p in (serve, seed, alloc, check):
+        p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""TCP transport: 2-byte length + unit (HOST_SPEC §1).  Reads units, calls the
+host, writes units.  Nothing else (DESIGN.md).
+
+Limits (TIGER_STYLE): frame size, connections in total, an idle timeout and a
+shorter partial-frame timeout (a slow-loris client is cut off), one request in
+flight per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from switch.protocol.errors import FramingError
+from switch.protocol.framing import TcpFramer, frame_tcp
+from switch.settings import Settings
+
+log = logging.getLogger("bpnt.tcp")
+
+UnitHandler = Callable[[bytes], Awaitable[bytes | None]]
+READ_CHUNK_BYTES = 4096
+
+
+class TcpTransport:
+    def __init__(self, handler: UnitHandler, settings: Settings) -> None:
+        self._handler = handler
+        self._settings = settings
+        self._connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound (host, port), useful with port 0 in tests."""
+        self._server = await asyncio.start_server(
+            self._serve_connection, self._settings.host, self._settings.port
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        log.info("listening on %s:%d", host, port)
+        return host, port
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() first"
+        async with self._server:
+            await self._server.serve_forever()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self._connections >= self._settings.max_connections:
+            log.warning("connection limit %d reached: refusing", self._settings.max_connections)
+            writer.close()
+            return
+        self._connections += 1
+        try:
+            await self._read_loop(reader, writer)
+        except (ConnectionError, TimeoutError, FramingError) as exc:
+            log.info("connection closed: %s", type(exc).__name__)
+        finally:
+            self._connections -= 1
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = TcpFramer(max_unit_bytes=self._settings.max_frame_bytes)
+        while True:
+            timeout_s = (
+                self._settings.partial_frame_timeout_s
+                if framer.pending_bytes
+                else self._settings.idle_timeout_s
+            )
+            data = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout_s)
+            if not data:
+                return
+            framer.receive_data(data)
+            while (unit := framer.next_unit()) is not None:
+                response = await self._handler(unit)
+                if response is None:
+                    return
+                writer.write(frame_tcp(response))
+                await writer.drain()

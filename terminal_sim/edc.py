@@ -1,0 +1,325 @@
+"""The e-warong EDC as a state machine (HOST_SPEC §4-6).
+
+idle → card inserted → application selected → card read → amount → PIN →
+online → receipt → idle.  A request that gets no response leaves a pending
+reversal that is sent before the next transaction (HOST_SPEC §5); it is
+repeated (0401) until the host answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from switch.clock import Clock, SystemClock
+from switch.host.logon import parse_key_data
+from switch.protocol import codes
+from switch.protocol.bpnt import BasketLine, decode_balance, encode_basket
+from switch.protocol.errors import ProtocolError
+from switch.protocol.message import Message, mask_pan
+from switch.protocol.unit import Tpdu, Unit, decode_unit, encode_unit
+from switch.security.pin import encrypt_pin_block
+from terminal_sim import emv
+from terminal_sim.card_reader import CardReader, ReaderError
+from terminal_sim.link import Link, LinkError
+from terminal_sim.receipt import purchase_receipt
+
+log = logging.getLogger("bpnt.edc")
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CARD_INSERTED = "card inserted"
+    APP_SELECTED = "application selected"
+    CARD_READ = "card read"
+    AMOUNT_ENTERED = "amount entered"
+    PIN_ENTERED = "PIN entered"
+    ONLINE = "online"
+    RECEIPT = "receipt"
+
+
+#: The legal moves; any other is a bug in the simulator (an assertion).
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.IDLE: frozenset({State.CARD_INSERTED, State.ONLINE}),
+    State.CARD_INSERTED: frozenset({State.APP_SELECTED, State.IDLE}),
+    State.APP_SELECTED: frozenset({State.CARD_READ, State.IDLE}),
+    State.CARD_READ: frozenset({State.AMOUNT_ENTERED, State.PIN_ENTERED, State.IDLE}),
+    State.AMOUNT_ENTERED: frozenset({State.PIN_ENTERED, State.IDLE}),
+    State.PIN_ENTERED: frozenset({State.ONLINE, State.IDLE}),
+    State.ONLINE: frozenset({State.RECEIPT, State.IDLE}),
+    State.RECEIPT: frozenset({State.IDLE}),
+}
+
+MAX_STAN = 999_999
+#: Attempts to deliver a pending reversal before a transaction is refused.
+REVERSAL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class EdcConfig:
+    tid: str
+    mid: str
+    tmk: bytes = field(repr=False)
+    nii: str = "0001"
+    #: HOST_SPEC §5: the terminal timeout, default 30 s.
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What the cardholder and agent saw."""
+
+    kind: str
+    rc: str | None
+    display: str
+    stan: str = ""
+    amount_sen: int = 0
+    balance_sen: int | None = None
+    receipt: tuple[str, ...] = ()
+    timed_out: bool = False
+
+    @property
+    def approved(self) -> bool:
+        return self.rc == codes.APPROVED
+
+
+class Edc:
+    def __init__(
+        self,
+        config: EdcConfig,
+        link: Link,
+        reader: CardReader,
+        *,
+        clock: Clock | None = None,
+        on_screen: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.link = link
+        self.reader = reader
+        self.clock = clock or SystemClock()
+        self.on_screen = on_screen or (lambda _line: None)
+        self.state = State.IDLE
+        self.stan = 0
+        self.invoice = 0
+        self.batch = 1
+        self.pending_reversal: Message | None = None
+        self._reversal_sent = False
+        self._tpk: bytes | None = None
+        self._processing_code = "000000"
+        #: The last financial request sent (for duplicate-transmission scenarios).
+        self.last_request: Message | None = None
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _move(self, new: State) -> None:
+        assert new in TRANSITIONS[self.state], f"EDC cannot go {self.state} -> {new}"
+        self.state = new
+
+    def _show(self, text: str) -> None:
+        self.on_screen(f"[{self.config.tid}] {text}")
+
+    def _next_stan(self) -> str:
+        """HOST_SPEC §3: STAN wraps 999999 → 000001."""
+        self.stan = self.stan % MAX_STAN + 1
+        return f"{self.stan:06d}"
+
+    def _base_fields(self, pcode: str) -> dict[int, str | bytes]:
+        now = self.clock.now()
+        return {3: pcode, 11: self._next_stan(), 12: now.strftime("%H%M%S"),
+                13: now.strftime("%m%d"), 24: self.config.nii[-3:], 41: self.config.tid,
+                42: self.config.mid}
+
+    def _send(self, request: Message) -> Message:
+        unit = encode_unit(Unit(Tpdu(self.config.nii, "0000"), request))
+        raw = self.link.exchange(unit, self.config.timeout_s)
+        try:
+            response = decode_unit(raw).message
+        except ProtocolError as exc:
+            raise LinkError(f"unreadable response: {exc}") from exc
+        if response.opt_text(11) not in (None, request.opt_text(11)):
+            raise LinkError("response STAN does not match the request")
+        return response
+
+    # -- administrative -----------------------------------------------------------
+
+    def logon(self) -> TxnResult:
+        """0800/920000: take fresh TPK/TAK from DE 62 (HOST_SPEC §6)."""
+        request = Message("0800", self._base_fields("920000"))
+        try:
+            response = self._send(request)
+        except LinkError as exc:
+            self._show(f"LOGON GAGAL: {exc}")
+            return TxnResult("logon", None, codes.TIMEOUT_DISPLAY, timed_out=True)
+        rc = response.opt_text(39) or codes.SYSTEM_MALFUNCTION
+        if rc == codes.APPROVED:
+            self._tpk, _tak = parse_key_data(self.config.tmk, response.text(62))
+        self._show(f"LOGON {codes.display_for(rc)}")
+        return TxnResult("logon", rc, codes.display_for(rc), request.text(11))
+
+    def ensure_logged_on(self) -> bool:
+        """Log on unless working keys are already held."""
+        return self._tpk is not None or self.logon().approved
+
+    def echo(self) -> TxnResult:
+        request = Message("0800", {k: v for k, v in self._base_fields("990000").items()
+                                   if k != 42})
+        try:
+            rc = self._send(request).opt_text(39) or codes.SYSTEM_MALFUNCTION
+        except LinkError:
+            return TxnResult("echo", None, codes.TIMEOUT_DISPLAY, timed_out=True)
+        return TxnResult("echo", rc, codes.display_for(rc), request.text(11))
+
+    def send_pending_reversal(self) -> bool:
+        """Deliver the pending reversal (0400, then 0401 repeats); True when none is left."""
+        for _ in range(REVERSAL_ATTEMPTS):
+            if self.pending_reversal is None:
+                return True
+            mti = "0401" if self._reversal_sent else "0400"
+            self._reversal_sent = True
+            try:
+                response = self._send(Message(mti, self.pending_reversal.fields))
+            except LinkError as exc:
+                self._show(f"REVERSAL {mti} GAGAL: {exc}")
+                continue
+            self._show(f"REVERSAL STAN {self.pending_reversal.text(11)} "
+                       f"RC {response.opt_text(39)}")
+            self.pending_reversal = None
+            self._reversal_sent = False
+        return self.pending_reversal is None
+
+    # -- card transactions ----------------------------------------------------------
+
+    def balance_inquiry(self, pin: str) -> TxnResult:
+        return self._card_transaction("balance", pin, None)
+
+    def purchase(
+        self,
+        basket: Sequence[BasketLine],
+        pin: str,
+        *,
+        amount_override_sen: int | None = None,
+        processing_code: str = "000000",
+    ) -> TxnResult:
+        """A purchase; the overrides let scenarios send what a faulty EDC would."""
+        self._processing_code = processing_code
+        return self._card_transaction("purchase", pin, list(basket), amount_override_sen)
+
+    def resend(self, request: Message) -> Message:
+        """Send an earlier request again as it was (a duplicate transmission)."""
+        return self._send(request)
+
+    def _card_transaction(
+        self, kind: str, pin: str, basket: list[BasketLine] | None,
+        amount_override_sen: int | None = None,
+    ) -> TxnResult:
+        assert self.state is State.IDLE, f"EDC busy in {self.state}"
+        if not self.send_pending_reversal():
+            return self._finish(TxnResult(kind, None, codes.display_for(codes.HOST_UNAVAILABLE)))
+        if self._tpk is None:
+            logon = self.logon()
+            if not logon.approved:
+                return self._finish(TxnResult(kind, logon.rc, logon.display, logon.stan,
+                                              timed_out=logon.timed_out))
+        amount_sen = sum(line.total_sen for line in basket) if basket is not None else 0
+        if amount_override_sen is not None:
+            amount_sen = amount_override_sen
+        try:
+            card, de55 = self._read_card(amount_sen, basket is not None)
+        except ReaderError as exc:
+            self._show(exc.edc_message)
+            return self._finish(TxnResult(kind, None, exc.edc_message))
+        self._move(State.PIN_ENTERED)
+        assert self._tpk is not None
+        request = self._card_request(kind, card, de55, pin, basket, amount_sen)
+        return self._go_online(kind, request, card, basket)
+
+    def _read_card(self, amount_sen: int, purchase: bool) -> tuple[emv.CardData, bytes]:
+        self._move(State.CARD_INSERTED)
+        self.reader.power_on()
+        card = emv.read_card(self.reader)
+        self._move(State.APP_SELECTED)
+        self._move(State.CARD_READ)
+        self._show(f"KARTU {mask_pan(card.pan)}")
+        if purchase:
+            self._move(State.AMOUNT_ENTERED)
+        de55 = emv.generate_arqc(
+            self.reader, card, amount_sen=amount_sen, txn_date=self.clock.now().date(),
+            unpredictable_number=os.urandom(4), txn_type=0x00 if purchase else 0x31,
+        )
+        return card, de55
+
+    def _card_request(
+        self,
+        kind: str,
+        card: emv.CardData,
+        de55: bytes,
+        pin: str,
+        basket: list[BasketLine] | None,
+        amount_sen: int,
+    ) -> Message:
+        assert self._tpk is not None
+        fields = self._base_fields(self._processing_code if basket is not None else "310000")
+        fields.update({22: "051", 23: f"{int(card.psn):03d}", 25: "00", 35: card.track2,
+                       52: encrypt_pin_block(self._tpk, pin, card.pan), 55: de55})
+        if basket is None:
+            return Message("0100", fields)
+        self.invoice += 1
+        fields.update({4: f"{amount_sen:012d}", 48: encode_basket(basket),
+                       62: f"{self.invoice:06d}"})
+        return Message("0200", fields)
+
+    def _go_online(
+        self,
+        kind: str,
+        request: Message,
+        card: emv.CardData,
+        basket: list[BasketLine] | None,
+    ) -> TxnResult:
+        self._move(State.ONLINE)
+        amount_sen = int(request.opt_text(4) or 0)
+        if kind == "purchase":
+            # Stored before sending: if no answer comes, this is what undoes it.
+            self.pending_reversal = Message(
+                "0400", {k: v for k, v in request.fields.items() if k not in (52, 64)}
+            )
+            self._reversal_sent = False
+        self.last_request = request
+        try:
+            response = self._send(request)
+        except LinkError as exc:
+            self._show(f"{codes.TIMEOUT_DISPLAY} ({exc})")
+            return self._finish(TxnResult(kind, None, codes.TIMEOUT_DISPLAY, request.text(11),
+                                          amount_sen, timed_out=True))
+        self.pending_reversal = None
+        rc = response.opt_text(39) or codes.SYSTEM_MALFUNCTION
+        balance = decode_balance(response.text(54)) if response.has(54) else None
+        display = codes.display_for(rc)
+        self._show(f"{display} (RC {rc})")
+        receipt: tuple[str, ...] = ()
+        if rc == codes.APPROVED:
+            self._move(State.RECEIPT)
+            receipt = self._receipt(kind, request, response, card, basket, amount_sen, balance)
+            for line in receipt:
+                self.on_screen(line)
+        return self._finish(TxnResult(kind, rc, display, request.text(11), amount_sen,
+                                      balance, receipt))
+
+    def _receipt(self, kind: str, request: Message, response: Message, card: emv.CardData,
+                 basket: list[BasketLine] | None, amount_sen: int,
+                 balance: int | None) -> tuple[str, ...]:
+        return tuple(purchase_receipt(
+            mid=self.config.mid, tid=self.config.tid, when=self.clock.now(), pan=card.pan,
+            batch=f"{self.batch:06d}", invoice=request.opt_text(62) or "-",
+            stan=request.text(11), rrn=response.opt_text(37) or "-",
+            approval_code=response.opt_text(38) or "-", basket=basket or [],
+            amount_sen=amount_sen, balance_sen=balance,
+            title="PEMBELIAN BPNT" if kind == "purchase" else "INFO SALDO BPNT",
+        ))
+
+    def _finish(self, result: TxnResult) -> TxnResult:
+        self.reader.power_off()
+        self.state = State.IDLE
+        return result

@@ -1,0 +1,63 @@
+"""What the EDC prints: rupiah formatting and the purchase receipt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from switch.protocol.bpnt import BasketLine
+from switch.protocol.message import mask_pan
+
+WIDTH = 32
+
+
+def rupiah(amount_sen: int) -> str:
+    """Indonesian format: dot for thousands, comma for sen.
+
+    >>> rupiah(13_000_000), rupiah(150), rupiah(-5_000)
+    ('Rp 130.000', 'Rp 1,50', '-Rp 50')
+    """
+    sign = "-" if amount_sen < 0 else ""
+    rupiahs, sen = divmod(abs(amount_sen), 100)
+    text = f"{rupiahs:,}".replace(",", ".")
+    return f"{sign}Rp {text}" + (f",{sen:02d}" if sen else "")
+
+
+def _pair(left: str, right: str) -> str:
+    return f"{left}{right:>{max(1, WIDTH - len(left))}}"
+
+
+def purchase_receipt(
+    *,
+    mid: str,
+    tid: str,
+    when: datetime,
+    pan: str,
+    batch: str,
+    invoice: str,
+    stan: str,
+    rrn: str,
+    approval_code: str,
+    basket: Sequence[BasketLine],
+    amount_sen: int,
+    balance_sen: int | None,
+    title: str = "PEMBELIAN BPNT",
+) -> list[str]:
+    lines = [
+        "E-WARONG BPNT".center(WIDTH),
+        mid.center(WIDTH),
+        _pair(f"TID {tid}", f"BATCH {batch}"),
+        _pair(when.strftime("%d/%m/%y"), when.strftime("%H:%M:%S")),
+        title.center(WIDTH),
+        f"KARTU {mask_pan(pan)}",
+        _pair(f"INV {invoice}", f"STAN {stan}"),
+        _pair(f"RRN {rrn}", f"APPR {approval_code}"),
+        "-" * WIDTH,
+    ]
+    for line in basket:
+        lines.append(_pair(f"{line.item_code} x{line.quantity}", rupiah(line.total_sen)))
+    lines += ["-" * WIDTH, _pair("TOTAL", rupiah(amount_sen))]
+    if balance_sen is not None:
+        lines.append(_pair("SISA SALDO", rupiah(balance_sen)))
+    lines.append("TRANSAKSI BERHASIL".center(WIDTH))
+    return lines

@@ -1,0 +1,201 @@
+"""Named scenarios: one per decline and failure of the foundation (issue 2,
+FAILURES.md F2, F3, F5, F7, F8, F13).  Each returns steps with what the EDC
+showed and what was expected, so ``make run`` and ``edc-sim scenario NAME``
+show the same thing a developer would see on a real EDC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from switch.protocol import codes
+from switch.protocol.bpnt import BasketLine
+from terminal_sim.edc import Edc, TxnResult
+from terminal_sim.world import ALLOWED_ITEMS, FORBIDDEN_ITEMS, SimWorld
+
+RICE = BasketLine("BRS005", 1, 6_500_000)
+EGGS = BasketLine("TLR010", 1, 2_800_000)
+TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    expected: str
+    got: str
+    display: str
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.got
+
+
+def _rc(result: TxnResult) -> str:
+    return result.rc or (TIMEOUT if result.timed_out else "none")
+
+
+class Scenarios:
+    """Runs scenarios on a :class:`SimWorld`; spare cards come from the reserve."""
+
+    def __init__(self, sim: SimWorld) -> None:
+        self.sim = sim
+        self._spare = list(reversed(sim.world.cards_labelled("ok")))
+        self.terminal = next(t for t in sim.world.terminals if t.label == "ok")
+
+    def _edc(self) -> Edc:
+        return self.sim.edc(self.terminal)
+
+    def _fresh_card(self, edc: Edc) -> str:
+        card = self._spare.pop(0)
+        self.sim.insert(edc, card)
+        return card.pin
+
+    def _insert_labelled(self, edc: Edc, label: str) -> str:
+        card = self.sim.world.cards_labelled(label)[0]
+        self.sim.insert(edc, card)
+        return card.pin
+
+    def _step(self, what: str, expected: str, result: TxnResult) -> Step:
+        return Step(what, expected, _rc(result), result.display)
+
+    def _balance(self, edc: Edc, pin: str) -> int | None:
+        return edc.balance_inquiry(pin).balance_sen
+
+    # -- the scenarios ---------------------------------------------------------------
+
+    def approved_purchase(self) -> list[Step]:
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        return [self._step("purchase rice and eggs", codes.APPROVED,
+                           edc.purchase([RICE, EGGS], pin)),
+                self._step("balance inquiry", codes.APPROVED, edc.balance_inquiry(pin))]
+
+    def card_declines(self) -> list[Step]:
+        edc = self._edc()
+        steps = []
+        for label, rc in [("unknown", codes.UNKNOWN_CARD), ("expired", codes.EXPIRED_CARD),
+                          ("blocked", codes.RESTRICTED_CARD), ("lost", codes.RESTRICTED_CARD),
+                          ("stolen", codes.RESTRICTED_CARD), ("dormant", codes.RESTRICTED_CARD),
+                          ("kpm_inactive", codes.NOT_PERMITTED_KPM)]:
+            pin = self._insert_labelled(edc, label)
+            steps.append(self._step(f"{label} card", rc, edc.purchase([RICE], pin)))
+        return steps
+
+    def goods_and_amount_declines(self) -> list[Step]:
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        forbidden = BasketLine(FORBIDDEN_ITEMS[0], 1, 3_600_000)
+        return [
+            self._step("item outside food categories", codes.NOT_PERMITTED_KPM,
+                       edc.purchase([RICE, forbidden], pin)),
+            self._step("cash-out processing code", codes.NOT_PERMITTED_KPM,
+                       edc.purchase([RICE], pin, processing_code="011000")),
+            self._step("basket sum differs from DE 4", codes.INVALID_AMOUNT,
+                       edc.purchase([RICE], pin, amount_override_sen=RICE.total_sen + 100)),
+            self._step("zero amount", codes.INVALID_AMOUNT,
+                       edc.purchase([BasketLine(ALLOWED_ITEMS[0], 1, 0)], pin)),
+            self._step("basket over the balance", codes.INSUFFICIENT_BALANCE,
+                       edc.purchase([BasketLine("BRS010", 20, 14_000_000)], pin)),
+        ]
+
+    def terminal_declines(self) -> list[Step]:
+        steps = []
+        for label in ("unknown", "inactive", "ewarong_inactive"):
+            terminal = self.sim.world.terminal_labelled(label)
+            edc = self.sim.edc(terminal)
+            pin = self._fresh_card(edc)
+            steps.append(self._step(f"{label} terminal", codes.NOT_PERMITTED_TERMINAL,
+                                    edc.purchase([RICE], pin)))
+        return steps
+
+    def wrong_pin_three_times(self) -> list[Step]:
+        """FAILURES F5: 55, 55, 75, then the card is blocked (62) even with the right PIN."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        wrong = f"{(int(pin) + 1) % 10**6:06d}"
+        steps = [self._step(f"wrong PIN #{n}", rc, edc.purchase([RICE], wrong))
+                 for n, rc in [(1, codes.WRONG_PIN), (2, codes.WRONG_PIN),
+                               (3, codes.PIN_TRIES_EXCEEDED)]]
+        steps.append(self._step("right PIN on the blocked card", codes.RESTRICTED_CARD,
+                                edc.purchase([RICE], pin)))
+        return steps
+
+    def duplicate_transmission(self) -> list[Step]:
+        """FAILURES F2: the same request twice debits once; changed content is 94."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        before = self._balance(edc, pin)
+        first = edc.purchase([RICE], pin)
+        assert edc.last_request is not None
+        again = edc.resend(edc.last_request)
+        changed = edc.resend(edc.last_request.with_fields(de4=f"{RICE.total_sen + 100:012d}"))
+        after = self._balance(edc, pin)
+        debited_once = before is not None and after == before - RICE.total_sen
+        same = again.opt_text(37) == first_rrn(edc, first)
+        return [
+            self._step("purchase", codes.APPROVED, first),
+            Step("same request again: same response", "same", "same" if same else "differs",
+                 codes.display_for(again.opt_text(39) or "")),
+            Step("same key, different amount", codes.DUPLICATE_DIFFERENT,
+                 changed.opt_text(39) or "none", codes.display_for(changed.opt_text(39) or "")),
+            Step("balance debited exactly once", "yes", "yes" if debited_once else "no",
+                 f"before {before} after {after}"),
+        ]
+
+    def timeout_then_reversal(self) -> list[Step]:
+        """FAILURES F13: the host debits, the response is lost, the reversal restores."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        before = self._balance(edc, pin)  # also logs on, so the fault hits the purchase
+        self.sim.faults(self.terminal).drop_responses = 1
+        lost = edc.purchase([RICE], pin)
+        pending = edc.pending_reversal is not None
+        after = self._balance(edc, pin)  # sends the pending reversal first
+        return [
+            self._step("purchase whose response is lost", TIMEOUT, lost),
+            Step("reversal pending on the EDC", "yes", "yes" if pending else "no", ""),
+            Step("balance restored exactly", "yes", "yes" if after == before else "no",
+                 f"before {before} after {after}"),
+        ]
+
+    def reversal_before_original(self) -> list[Step]:
+        """HOST_SPEC §4: a reversal for an unknown original is remembered; the late
+        original is then declined 05 and moves no money."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        before = self._balance(edc, pin)  # also logs on, so the fault hits the purchase
+        self.sim.faults(self.terminal).drop_requests = 1
+        lost = edc.purchase([RICE], pin)
+        late = edc.last_request
+        assert late is not None
+        edc.send_pending_reversal()
+        answer = edc.resend(late)
+        after = self._balance(edc, pin)
+        return [
+            self._step("purchase that never reached the host", TIMEOUT, lost),
+            Step("late original after its reversal", codes.DO_NOT_HONOUR,
+                 answer.opt_text(39) or "none", codes.display_for(answer.opt_text(39) or "")),
+            Step("balance unchanged", "yes", "yes" if after == before else "no",
+                 f"before {before} after {after}"),
+        ]
+
+
+def first_rrn(edc: Edc, result: TxnResult) -> str | None:
+    """The RRN printed on the receipt of an approved result."""
+    for line in result.receipt:
+        if line.startswith("RRN "):
+            return line.split()[1]
+    return None
+
+
+SCENARIOS: dict[str, Callable[[Scenarios], list[Step]]] = {
+    "approved-purchase": Scenarios.approved_purchase,
+    "card-declines": Scenarios.card_declines,
+    "goods-and-amount-declines": Scenarios.goods_and_amount_declines,
+    "terminal-declines": Scenarios.terminal_declines,
+    "wrong-pin-3x": Scenarios.wrong_pin_three_times,
+    "duplicate": Scenarios.duplicate_transmission,
+    "timeout-then-reversal": Scenarios.timeout_then_reversal,
+    "reversal-before-original": Scenarios.reversal_before_original,
+}

@@ -1,0 +1,120 @@
+"""HOST_SPEC §4 idempotency: duplicates, 94, reversals once, reversal first."""
+
+from __future__ import annotations
+
+from switch.protocol import codes
+from switch.protocol.bpnt import BasketLine
+from switch.protocol.message import Message
+from switch.protocol.unit import Tpdu, Unit, encode_unit
+from terminal_sim.link import Faults
+from tests.world import PERIOD_SEN, HostWorld
+
+RICE = BasketLine("BRS005", 1, 6_500_000)
+
+
+def _unit(message: Message) -> bytes:
+    return encode_unit(Unit(Tpdu("0001", "0000"), message))
+
+
+def test_duplicate_gets_identical_bytes_and_moves_no_money(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
+    assert edc.last_request is not None
+    request = _unit(edc.last_request)
+    first = world.host.process_unit(request)
+    again = world.host.process_unit(request)
+    assert first is not None and first == again
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen
+
+
+def test_duplicate_of_a_decline_replays_the_decline(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    wrong = f"{(int(card.pin) + 1) % 10**6:06d}"
+    assert edc.purchase([RICE], wrong).rc == codes.WRONG_PIN
+    assert edc.last_request is not None
+    for _ in range(3):  # replays do not count as more wrong PINs
+        assert edc.resend(edc.last_request).opt_text(39) == codes.WRONG_PIN
+    assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
+
+
+def test_same_key_different_amount_is_94_and_moves_no_money(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
+    assert edc.last_request is not None
+    changed = edc.last_request.with_fields(
+        de4=f"{2 * RICE.total_sen:012d}", de48="BRS005002000006500000"
+    )
+    response = edc.resend(changed)
+    assert response.opt_text(39) == codes.DUPLICATE_DIFFERENT
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen
+
+
+def test_reversal_restores_exactly_once_under_repetition(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
+    assert edc.last_request is not None
+    reversal = Message("0400", {k: v for k, v in edc.last_request.fields.items() if k != 52})
+    answers = [edc.resend(reversal), edc.resend(reversal.with_fields(mti="0401")),
+               edc.resend(reversal.with_fields(mti="0401")), edc.resend(reversal)]
+    assert [a.opt_text(39) for a in answers] == ["00"] * 4
+    assert {a.opt_text(37) for a in answers} == {answers[0].opt_text(37)}
+    assert world.balance_sen(card) == PERIOD_SEN
+
+
+def test_timeout_leaves_a_pending_reversal_that_restores_the_balance(world: HostWorld) -> None:
+    faults = Faults()
+    edc = world.edc(faults=faults)
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.ensure_logged_on()
+    faults.drop_responses = 1
+    lost = edc.purchase([RICE], card.pin)
+    assert lost.timed_out and lost.display == "TIME-OUT / TRANSAKSI GAGAL"
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen  # the host did debit
+    assert edc.pending_reversal is not None
+    assert edc.balance_inquiry(card.pin).balance_sen == PERIOD_SEN  # reversal went first
+    assert edc.pending_reversal is None
+    assert world.balance_sen(card) == PERIOD_SEN
+
+
+def test_reversal_before_original_declines_the_late_original(world: HostWorld) -> None:
+    faults = Faults()
+    edc = world.edc(faults=faults)
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.ensure_logged_on()
+    faults.drop_requests = 1
+    assert edc.purchase([RICE], card.pin).timed_out
+    late = edc.last_request
+    assert late is not None
+    assert edc.send_pending_reversal()
+    answer = edc.resend(late)
+    assert answer.opt_text(39) == codes.DO_NOT_HONOUR
+    assert edc.resend(late).opt_text(39) == codes.DO_NOT_HONOUR
+    assert world.balance_sen(card) == PERIOD_SEN
+
+
+def test_reversal_of_a_declined_purchase_moves_nothing(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    assert edc.purchase([BasketLine("BRS010", 20, 14_000_000)], card.pin).rc == "51"
+    assert edc.last_request is not None
+    reversal = Message("0400", {k: v for k, v in edc.last_request.fields.items() if k != 52})
+    assert edc.resend(reversal).opt_text(39) == codes.APPROVED
+    assert world.balance_sen(card) == PERIOD_SEN
+
+
+def test_stan_wraps_to_000001(world: HostWorld) -> None:
+    edc = world.edc()
+    edc.stan = 999_998
+    assert edc.echo().stan == "999999"
+    assert edc.echo().stan == "000001"
