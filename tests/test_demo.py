@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+from switch.admin.demo import build_world
 from terminal_sim.demo import run_demo
+
+KPM = 30
 
 
 def test_demo_runs_every_scenario_and_the_invariant_holds(tmp_path: Path) -> None:
     lines: list[str] = []
-    code = run_demo(transactions=48, kpm=30, workdir=tmp_path, out=lines.append)
+    code = run_demo(transactions=48, kpm=KPM, workdir=tmp_path, out=lines.append)
     text = "\n".join(lines)
     assert code == 0, text
     assert "VERDICT: money invariant holds" in text
     assert "[FAIL]" not in text
     for rc in ("14", "51", "54", "55", "57", "58", "62", "75", "94", "13", "05"):
         assert f"expected {rc}" in text, f"no scenario shows RC {rc}"
+    _assert_no_secrets(tmp_path)
+
+
+def _assert_no_secrets(workdir: Path) -> None:
+    """No full PAN or terminal master key in the switch log or any database column."""
+    world = build_world(kpm_count=KPM)
+    secrets = [c.pan for c in world.cards] + [t.tmk.hex() for t in world.terminals]
+    secrets += [t.tmk.hex().upper() for t in world.terminals]
+    log = (workdir / "switch.log").read_text()
+    assert "listening" in log
+    dumped = [log]
+    with sqlite3.connect(workdir / "demo.db") as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - our own names
+                dumped.append(" ".join(v.hex() if isinstance(v, bytes) else str(v) for v in row))
+    everything = "\n".join(dumped)
+    leaked = [s[:6] + "…" for s in secrets if s in everything]
+    assert not leaked, f"secrets found in log or database: {leaked}"

@@ -40,7 +40,8 @@ class InvariantReport:
 
     def summary(self) -> str:
         head = (
-            f"money invariant {'HOLDS' if self.ok else 'BROKEN'}: credited {self.total_credited_sen}"
+            f"money invariant {'HOLDS' if self.ok else 'BROKEN'}: "
+            f"credited {self.total_credited_sen}"
             f" sen = wallets {self.wallets_sen} + e-warong {self.ewarong_sen}; program "
             f"{self.program_sen}; {self.transfers} transfers, {self.approved_purchases} approved "
             f"purchases, {self.reversals} reversals"
