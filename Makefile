@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m terminal_sim.cli demo
 
+# A fresh demo database each time, so the named scenarios start from full wallets.
+SERVE_DB := sqlite:///var/serve.db
 serve: $(STAMP)
-	$(PY) -m switch.cli seed-demo
-	$(PY) -m switch.cli allocate --period $$(date +%Y-%m)
-	$(PY) -m switch.cli serve
+	rm -f var/serve.db var/serve.db-wal var/serve.db-shm var/edc-state.json
+	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli seed-demo
+	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli allocate --period $$(date +%Y-%m)
+	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli serve
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -27,7 +27,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         return 2
     keys = Keyring.from_settings(load_settings())
     sim = SimWorld(build_world(kpm_count=args.kpm), keys.imk_ac, args.host, args.port,
-                   timeout_s=args.timeout_s, on_screen=print)
+                   timeout_s=args.timeout_s, on_screen=print, state_path=Path(args.state))
     try:
         steps = SCENARIOS[args.name](Scenarios(sim))
     finally:
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     scen.add_argument("--port", type=int, default=8583)
     scen.add_argument("--kpm", type=int, default=200, help="size of the seeded demo world")
     scen.add_argument("--timeout-s", type=float, default=30.0)
+    scen.add_argument("--state", default="var/edc-state.json",
+                      help="file keeping each terminal's STAN and invoice counters")
     scen.set_defaults(func=_cmd_scenario)
     return parser
 

@@ -16,18 +16,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select
-from switch.ledger.database import open_database
-from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Transfer
-from switch.ledger.postings import allocate_period
 
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
 from switch.host.keyring import Keyring
+from switch.ledger.database import open_database
+from switch.ledger.invariants import check_invariants
+from switch.ledger.models import Transfer
+from switch.ledger.postings import AllocationResult, allocate_period
+from switch.money import rupiah
 from switch.protocol.codes import display_for
 from switch.settings import load_settings
 from terminal_sim.fleet import FleetReport, run_fleet
@@ -114,11 +116,8 @@ def run_demo(*, transactions: int = 400, kpm: int = 200, workdir: Path = Path("v
     return verdict(db_url, fleet, scenario_steps, approvals, out)
 
 
-def display_amount(alloc: object) -> str:
-    from terminal_sim.receipt import rupiah
-
-    total = getattr(alloc, "total_credited_sen", 0)
-    return f"({rupiah(total)} in all)"
+def display_amount(alloc: AllocationResult) -> str:
+    return f"({rupiah(alloc.total_credited_sen)} in all)"
 
 
 def run_scenarios(sim: SimWorld, out: Callable[[str], None]) -> dict[str, list[Step]]:
@@ -136,16 +135,28 @@ def run_scenarios(sim: SimWorld, out: Callable[[str], None]) -> dict[str, list[S
 
 
 def approved_purchases(fleet: FleetReport, steps: dict[str, list[Step]]) -> tuple[int, int]:
-    """(count, sen) of purchases the terminals saw approved and did not reverse."""
-    count = sum(1 for r in fleet.results if r.approved and r.kind == "purchase")
-    return count, fleet.approved_purchase_sen
+    """(count, sen) of purchases the terminals saw approved (none of them reversed:
+    a reversal is only ever sent for a purchase that got no answer)."""
+    scenario = [s.approved_purchase_sen for ss in steps.values() for s in ss
+                if s.approved_purchase_sen]
+    fleet_count = sum(1 for r in fleet.results if r.approved and r.kind == "purchase")
+    return fleet_count + len(scenario), fleet.approved_purchase_sen + sum(scenario)
 
 
 def verdict(db_url: str, fleet: FleetReport, steps: dict[str, list[Step]],
-            fleet_approvals: tuple[int, int], out: Callable[[str], None]) -> int:
-    out("\nfleet responses by code:")
-    for rc, count in sorted(fleet.by_rc.items()):
-        out(f"  {rc:8} {count:5}  {display_for(rc) if rc.isdigit() else 'TIME-OUT'}")
+            approvals: tuple[int, int], out: Callable[[str], None]) -> int:
+    receipt = next((s.receipt for ss in steps.values() for s in ss if s.receipt), ())
+    if receipt:
+        out("\na receipt, as the EDC printed it:")
+        for line in receipt:
+            out(f"    {line}")
+    by_rc = Counter(fleet.by_rc)
+    by_rc.update(s.got for ss in steps.values() for s in ss
+                 if s.got.isdigit() or s.got == "timeout")
+    out(f"\nresponses by code (fleet + scenarios, {sum(by_rc.values())} in all):")
+    for rc, count in sorted(by_rc.items()):
+        shown = display_for(rc) if rc.isdigit() else "TIME-OUT / TRANSAKSI GAGAL"
+        out(f"  {rc:8} {count:5}  {shown}")
     db = open_database(db_url, create=False)
     report = check_invariants(db)
     with db.transaction() as session:
@@ -155,14 +166,11 @@ def verdict(db_url: str, fleet: FleetReport, steps: dict[str, list[Step]],
             select(func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
                 Transfer.kind == "purchase", Transfer.id.not_in(reversed_ids))
         ).one()
-    scenario_approvals = sum(1 for name in ("approved-purchase", "duplicate")
-                             for s in steps.get(name, []) if s.what.startswith("purchase")
-                             and s.ok)
-    expected = fleet_approvals[0] + scenario_approvals
-    matched = count == expected
+    matched = (count, total) == approvals
     failed = [f"{name}: {s.what}" for name, ss in steps.items() for s in ss if not s.ok]
-    out(f"\nledger: {count} unreversed purchase debits; terminals saw {expected} approvals "
-        f"-> {'match' if matched else 'MISMATCH'}")
+    out(f"\nledger: {count} unreversed purchase debits of {rupiah(total)}; terminals saw "
+        f"{approvals[0]} approvals of {rupiah(approvals[1])} -> "
+        f"{'match' if matched else 'MISMATCH'}")
     out(report.summary())
     ok = report.ok and matched and not failed
     if failed:

@@ -24,7 +24,7 @@ from switch.protocol.unit import Tpdu, Unit, decode_unit, encode_unit
 from switch.security.pin import encrypt_pin_block
 from terminal_sim import emv
 from terminal_sim.card_reader import CardReader, ReaderError
-from terminal_sim.link import Link, LinkError
+from terminal_sim.link import Link, LinkError, NotConnected
 from terminal_sim.receipt import purchase_receipt
 
 log = logging.getLogger("bpnt.edc")
@@ -150,6 +150,9 @@ class Edc:
         request = Message("0800", self._base_fields("920000"))
         try:
             response = self._send(request)
+        except NotConnected as exc:
+            self._show(f"LOGON GAGAL: {exc}")
+            return TxnResult("logon", None, codes.NO_CONNECTION_DISPLAY)
         except LinkError as exc:
             self._show(f"LOGON GAGAL: {exc}")
             return TxnResult("logon", None, codes.TIMEOUT_DISPLAY, timed_out=True)
@@ -289,6 +292,12 @@ class Edc:
         self.last_request = request
         try:
             response = self._send(request)
+        except NotConnected as exc:
+            # Certainly never sent: nothing to reverse.
+            self.pending_reversal = None
+            self._show(f"{codes.NO_CONNECTION_DISPLAY} ({exc})")
+            return self._finish(TxnResult(kind, None, codes.NO_CONNECTION_DISPLAY,
+                                          request.text(11), amount_sen))
         except LinkError as exc:
             self._show(f"{codes.TIMEOUT_DISPLAY} ({exc})")
             return self._finish(TxnResult(kind, None, codes.TIMEOUT_DISPLAY, request.text(11),

@@ -27,6 +27,10 @@ class LinkDown(LinkError):
     """The connection could not be made or broke."""
 
 
+class NotConnected(LinkDown):
+    """The host could not be reached: the request was certainly not sent."""
+
+
 class Link(Protocol):
     def exchange(self, unit: bytes, timeout_s: float) -> bytes: ...
 
@@ -50,7 +54,7 @@ class TcpLink:
                     (self.host, self.port), timeout=self.connect_timeout_s
                 )
             except OSError as exc:
-                raise LinkDown(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+                raise NotConnected(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._framer = TcpFramer()
         return self._sock

@@ -5,22 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from switch.money import rupiah
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import mask_pan
 
 WIDTH = 32
-
-
-def rupiah(amount_sen: int) -> str:
-    """Indonesian format: dot for thousands, comma for sen.
-
-    >>> rupiah(13_000_000), rupiah(150), rupiah(-5_000)
-    ('Rp 130.000', 'Rp 1,50', '-Rp 50')
-    """
-    sign = "-" if amount_sen < 0 else ""
-    rupiahs, sen = divmod(abs(amount_sen), 100)
-    text = f"{rupiahs:,}".replace(",", ".")
-    return f"{sign}Rp {text}" + (f",{sen:02d}" if sen else "")
 
 
 def _pair(left: str, right: str) -> str:

@@ -25,6 +25,9 @@ class Step:
     expected: str
     got: str
     display: str
+    receipt: tuple[str, ...] = ()
+    #: Amount of a purchase the EDC saw approved (0 for anything else).
+    approved_purchase_sen: int = 0
 
     @property
     def ok(self) -> bool:
@@ -40,14 +43,13 @@ class Scenarios:
 
     def __init__(self, sim: SimWorld) -> None:
         self.sim = sim
-        self._spare = list(reversed(sim.world.cards_labelled("ok")))
         self.terminal = next(t for t in sim.world.terminals if t.label == "ok")
 
     def _edc(self) -> Edc:
         return self.sim.edc(self.terminal)
 
     def _fresh_card(self, edc: Edc) -> str:
-        card = self._spare.pop(0)
+        card = self.sim.take_spare_card()
         self.sim.insert(edc, card)
         return card.pin
 
@@ -57,7 +59,8 @@ class Scenarios:
         return card.pin
 
     def _step(self, what: str, expected: str, result: TxnResult) -> Step:
-        return Step(what, expected, _rc(result), result.display)
+        approved_sen = result.amount_sen if result.approved and result.kind == "purchase" else 0
+        return Step(what, expected, _rc(result), result.display, result.receipt, approved_sen)
 
     def _balance(self, edc: Edc, pin: str) -> int | None:
         return edc.balance_inquiry(pin).balance_sen
@@ -155,7 +158,8 @@ class Scenarios:
         return [
             self._step("purchase whose response is lost", TIMEOUT, lost),
             Step("reversal pending on the EDC", "yes", "yes" if pending else "no", ""),
-            Step("balance restored exactly", "yes", "yes" if after == before else "no",
+            Step("balance restored exactly", "yes",
+                 "yes" if before is not None and after == before else "no",
                  f"before {before} after {after}"),
         ]
 
@@ -176,7 +180,8 @@ class Scenarios:
             self._step("purchase that never reached the host", TIMEOUT, lost),
             Step("late original after its reversal", codes.DO_NOT_HONOUR,
                  answer.opt_text(39) or "none", codes.display_for(answer.opt_text(39) or "")),
-            Step("balance unchanged", "yes", "yes" if after == before else "no",
+            Step("balance unchanged", "yes",
+                 "yes" if before is not None and after == before else "no",
                  f"before {before} after {after}"),
         ]
 

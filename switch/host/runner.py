@@ -26,6 +26,11 @@ class AsyncHost:
             # Our bug (InvariantError is an AssertionError): never answer, never 00.
             log.critical("invariant broken while handling a unit", exc_info=True)
             return None
+        except Exception:
+            # Unexpected (its transaction rolled back whole): close without an answer, so
+            # the terminal times out and reverses; never a guessed response code.
+            log.exception("unexpected error while handling a unit; closing the connection")
+            return None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from switch.ledger.database import Database
 from switch.ledger.models import Account, JournalEntry, RequestRecord, Transfer
+from switch.money import rupiah
 
 MAX_LISTED = 20
 
@@ -40,11 +41,10 @@ class InvariantReport:
 
     def summary(self) -> str:
         head = (
-            f"money invariant {'HOLDS' if self.ok else 'BROKEN'}: "
-            f"credited {self.total_credited_sen}"
-            f" sen = wallets {self.wallets_sen} + e-warong {self.ewarong_sen}; program "
-            f"{self.program_sen}; {self.transfers} transfers, {self.approved_purchases} approved "
-            f"purchases, {self.reversals} reversals"
+            f"money invariant {'HOLDS' if self.ok else 'BROKEN'}: the program credited "
+            f"{rupiah(self.total_credited_sen)} = wallets {rupiah(self.wallets_sen)} + e-warong "
+            f"{rupiah(self.ewarong_sen)}; {self.transfers} transfers, "
+            f"{self.approved_purchases} approved purchases, {self.reversals} reversals"
         )
         if self.ok:
             return head

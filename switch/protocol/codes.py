@@ -56,6 +56,8 @@ SYSTEM_MALFUNCTION = "96"
 
 #: Shown when no response arrives within the terminal timeout (HOST_SPEC §5).
 TIMEOUT_DISPLAY = "TIME-OUT / TRANSAKSI GAGAL"
+#: Shown when the host cannot be reached at all, so nothing was sent.
+NO_CONNECTION_DISPLAY = "KONEKSI GAGAL / COBA LAGI"
 
 
 def display_for(code: str) -> str:

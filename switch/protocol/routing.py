@@ -34,6 +34,8 @@ REQUIRED_DES: dict[TxnType, frozenset[int]] = {
     TxnType.CASH_OUT: frozenset({3, 11, 41}),
     TxnType.UNSUPPORTED: frozenset(),
 }
+#: POS entry mode for chip + PIN (HOST_SPEC §3, DE 22).
+CHIP_ENTRY = "051"
 CARD_TXNS = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID})
 
 
@@ -73,6 +75,9 @@ def missing_des(message: Message, txn: TxnType) -> list[int]:
     missing = sorted(de for de in REQUIRED_DES[txn] if not message.has(de))
     if txn in CARD_TXNS and not (message.has(35) or (message.has(2) and message.has(14))):
         missing.append(35)
+    if txn is TxnType.PURCHASE and message.opt_text(22) == CHIP_ENTRY:
+        # HOST_SPEC §4: "chip adds 23, 55": no chip purchase without its cryptogram.
+        missing += [de for de in (23, 55) if not message.has(de)]
     return missing
 
 

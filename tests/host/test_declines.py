@@ -192,3 +192,14 @@ def test_echo_and_logon(world: HostWorld) -> None:
     edc = world.edc()
     assert edc.echo().rc == codes.APPROVED
     assert edc.logon().rc == codes.APPROVED
+
+
+def test_chip_purchase_without_its_cryptogram_is_30(world: HostWorld) -> None:
+    edc = world.edc()
+    card = world.card()
+    world.insert(edc, card)
+    edc.purchase([RICE], card.pin)
+    assert edc.last_request is not None
+    stripped = edc.last_request.with_fields(de11="222222", de55=None)
+    assert edc.resend(stripped).opt_text(39) == codes.FORMAT_ERROR
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
 from switch.protocol.unit import Tpdu, Unit, encode_unit
-from terminal_sim.link import Faults
+from terminal_sim.card_reader import EmulatedReader
+from terminal_sim.edc import Edc, EdcConfig
+from terminal_sim.link import Faults, TcpLink
 from tests.world import PERIOD_SEN, HostWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
@@ -118,3 +122,20 @@ def test_stan_wraps_to_000001(world: HostWorld) -> None:
     edc.stan = 999_998
     assert edc.echo().stan == "999999"
     assert edc.echo().stan == "000001"
+
+
+def test_unreachable_host_shows_no_connection_and_leaves_nothing_to_reverse(
+    world: HostWorld,
+) -> None:
+    terminal = world.terminal()
+    card = world.card()
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    edc = Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk), TcpLink("127.0.0.1", port),
+              EmulatedReader(), clock=world.clock)
+    world.insert(edc, card)
+    result = edc.purchase([RICE], card.pin)
+    assert result.display == "KONEKSI GAGAL / COBA LAGI"
+    assert edc.pending_reversal is None
+    assert world.balance_sen(card) == PERIOD_SEN

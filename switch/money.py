@@ -1,0 +1,16 @@
+"""Money is integer sen (HOST_SPEC §2: IDR with 2 implied decimals); this formats it."""
+
+from __future__ import annotations
+
+
+def rupiah(amount_sen: int) -> str:
+    """Indonesian format: dot for thousands, comma for sen.
+
+    >>> rupiah(13_000_000), rupiah(150), rupiah(-5_000)
+    ('Rp 130.000', 'Rp 1,50', '-Rp 50')
+    """
+    assert type(amount_sen) is int, "money is integer sen"
+    sign = "-" if amount_sen < 0 else ""
+    rupiahs, sen = divmod(abs(amount_sen), 100)
+    text = f"{rupiahs:,}".replace(",", ".")
+    return f"{sign}Rp {text}" + (f",{sen:02d}" if sen else "")
