@@ -70,6 +70,52 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from switch.audit.chain import verify
+    from switch.ledger.database import open_database
+
+    settings = _settings(args)
+    db = open_database(settings.database_url, create=False)
+    with db.transaction() as session:
+        if args.action == "verify":
+            report = verify(session, bytes.fromhex(settings.audit_key_hex))
+            print(report.summary())
+            return 0 if report.ok else 1
+        from sqlalchemy import select
+
+        from switch.audit.models import AuditRecord
+
+        rows = session.scalars(
+            select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(args.last)
+        ).all()
+        for rec in reversed(rows):
+            print(f"{rec.seq:8} {rec.at} {rec.actor:18} {rec.action:22} {rec.subject:20} "
+                  f"{rec.detail}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from switch.admin.registry import Registry, RegistrationError
+    from switch.host.keyring import Keyring
+    from switch.ledger.database import open_database
+
+    settings = _settings(args)
+    db = open_database(settings.database_url, create=False)
+    try:
+        with db.transaction() as session:
+            reg = Registry(session, Keyring.from_settings(settings), actor=f"admin:{args.actor}")
+            if args.command == "card-status":
+                card = reg.set_card_status(args.pan, args.status, reason=args.reason)
+                print(f"card {card.pan_masked} is now {card.status}")
+            else:
+                kpm = reg.set_kpm_status(args.nik, args.status, reason=args.reason)
+                print(f"KPM {kpm.id} is now {kpm.status}")
+    except RegistrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpnt-switch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -92,7 +138,24 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="verify the money invariant; exit 1 if broken")
     check.set_defaults(func=_cmd_check)
 
-    for p in (serve, seed, alloc, check):
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail")
+    audit.add_argument("action", choices=["verify", "show"])
+    audit.add_argument("--last", type=int, default=20, help="records to show")
+    audit.set_defaults(func=_cmd_audit)
+
+    card = sub.add_parser("card-status", help="block / report lost or stolen / reactivate")
+    card.add_argument("--pan", required=True)
+    card.add_argument("--status", required=True,
+                      choices=["active", "blocked", "lost", "stolen", "dormant"])
+    kpm = sub.add_parser("kpm-status", help="activate or deactivate a KPM")
+    kpm.add_argument("--nik", required=True)
+    kpm.add_argument("--status", required=True, choices=["active", "inactive"])
+    for p in (card, kpm):
+        p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        p.add_argument("--actor", required=True, help="who is making the change")
+        p.set_defaults(func=_cmd_status)
+
+    for p in (serve, seed, alloc, check, audit, card, kpm):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
     return parser
 

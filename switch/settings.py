@@ -42,11 +42,15 @@ class Settings(BaseSettings):
     pvk_hex: str = Field(default="0123456789ABCDEFFEDCBA9876543210", repr=False)
     #: Issuer master key for application cryptograms (EMV option A).
     imk_ac_hex: str = Field(default="0123456789ABCDEF0123456789ABCDEF", repr=False)
+    #: HMAC key of the audit chain (``bpnt-switch audit verify``).
+    audit_key_hex: str = Field(default="A0D17A0D17A0D17A0D17A0D17A0D17A0", repr=False)
     period_amount_sen: int = Field(default=DEFAULT_PERIOD_AMOUNT_SEN, gt=0)
     max_frame_bytes: int = 2048
     idle_timeout_s: float = 120.0
     partial_frame_timeout_s: float = 10.0
     max_connections: int = 4096
+    #: Per source address: one e-warong's NAT should never starve the others.
+    max_connections_per_address: int = 1024
     max_pin_tries: int = 3
 
     @classmethod

@@ -19,8 +19,9 @@ from switch.host.logon import parse_key_data
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine, decode_balance, encode_basket
 from switch.protocol.errors import ProtocolError
-from switch.protocol.message import Message, mask_pan
-from switch.protocol.unit import Tpdu, Unit, decode_unit, encode_unit
+from switch.protocol.message import Message, encode, mask_pan
+from switch.protocol.unit import TPDU_LEN, Tpdu, decode_unit
+from switch.security import mac
 from switch.security.pin import encrypt_pin_block
 from terminal_sim import emv
 from terminal_sim.card_reader import CardReader, ReaderError
@@ -108,6 +109,7 @@ class Edc:
         self.pending_reversal: Message | None = None
         self._reversal_sent = False
         self._tpk: bytes | None = None
+        self._tak: bytes | None = None
         self._processing_code = "000000"
         #: The last financial request sent (for duplicate-transmission scenarios).
         self.last_request: Message | None = None
@@ -132,16 +134,33 @@ class Edc:
                 13: now.strftime("%m%d"), 24: self.config.nii[-3:], 41: self.config.tid,
                 42: self.config.mid}
 
-    def _send(self, request: Message) -> Message:
-        unit = encode_unit(Unit(Tpdu(self.config.nii, "0000"), request))
-        raw = self.link.exchange(unit, self.config.timeout_s)
+    def _send(self, request: Message, *, sign: bool = True) -> Message:
+        """Send one request and return the checked response (HOST_SPEC §6 MAC both ways)."""
+        macced = mac.requires_mac(request.mti)
+        if macced and sign and self._tak is not None:
+            raw = mac.sign(self._tak, encode(request.with_fields(de64=mac.PLACEHOLDER)))
+        else:
+            raw = encode(request)
+        reply = self.link.exchange(Tpdu(self.config.nii, "0000").to_bytes() + raw,
+                                   self.config.timeout_s)
         try:
-            response = decode_unit(raw).message
+            response = decode_unit(reply).message
         except ProtocolError as exc:
             raise LinkError(f"unreadable response: {exc}") from exc
         if response.opt_text(11) not in (None, request.opt_text(11)):
             raise LinkError("response STAN does not match the request")
+        if macced:
+            self._check_response_mac(response, reply[TPDU_LEN:])
         return response
+
+    def _check_response_mac(self, response: Message, raw: bytes) -> None:
+        """A response MAC that fails, or an approval without one, is no answer at all:
+        the EDC treats it like a time-out (and reverses a purchase)."""
+        if response.has(64):
+            if self._tak is None or not mac.verify(self._tak, raw):
+                raise LinkError("response MAC does not verify")
+        elif response.opt_text(39) == codes.APPROVED:
+            raise LinkError("approval without a MAC")
 
     # -- administrative -----------------------------------------------------------
 
@@ -158,7 +177,7 @@ class Edc:
             return TxnResult("logon", None, codes.TIMEOUT_DISPLAY, timed_out=True)
         rc = response.opt_text(39) or codes.SYSTEM_MALFUNCTION
         if rc == codes.APPROVED:
-            self._tpk, _tak = parse_key_data(self.config.tmk, response.text(62))
+            self._tpk, self._tak = parse_key_data(self.config.tmk, response.text(62))
         self._show(f"LOGON {codes.display_for(rc)}")
         return TxnResult("logon", rc, codes.display_for(rc), request.text(11))
 
@@ -210,9 +229,10 @@ class Edc:
         self._processing_code = processing_code
         return self._card_transaction("purchase", pin, list(basket), amount_override_sen)
 
-    def resend(self, request: Message) -> Message:
-        """Send an earlier request again as it was (a duplicate transmission)."""
-        return self._send(request)
+    def resend(self, request: Message, *, sign: bool = True) -> Message:
+        """Send an earlier request again (a duplicate transmission), MAC'd under the
+        current TAK; ``sign=False`` sends its DE 64 as it stands (tampering tests)."""
+        return self._send(request, sign=sign)
 
     def _card_transaction(
         self, kind: str, pin: str, basket: list[BasketLine] | None,

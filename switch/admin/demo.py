@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psec.des
 
-from switch.admin import registry
+from switch.admin.registry import Registry
 from switch.host.keyring import Keyring
 from switch.ledger.database import Database
 from switch.protocol.message import mask_pan
@@ -120,32 +120,33 @@ def build_world(kpm_count: int = 200, terminal_count: int = 8, seed: int = 8583)
 
 
 def seed_database(db: Database, keys: Keyring, world: DemoWorld) -> None:
-    """Register the world (idempotent only on an empty database)."""
+    """Register the world (on an empty database; every row audited as ``demo-seed``)."""
     rng = random.Random(1)
     with db.transaction() as session:
+        reg = Registry(session, keys, actor="demo-seed")
         for code, name, category, allowed in CATALOG:
-            registry.add_item(session, code=code, name=name, category=category, allowed=allowed)
+            reg.add_item(code=code, name=name, category=category, allowed=allowed)
         ewarongs = {}
         for term in world.terminals:
             if term.label == "unknown":
                 continue
             if term.mid not in ewarongs:
                 status = "inactive" if term.label == "ewarong_inactive" else "active"
-                ewarongs[term.mid] = registry.register_ewarong(
-                    session, mid=term.mid, name=f"e-Warong {term.mid[-3:]}", status=status
+                ewarongs[term.mid] = reg.register_ewarong(
+                    mid=term.mid, name=f"e-Warong {term.mid[-3:]}", status=status
                 )
-            registry.register_terminal(
-                session, keys, tid=term.tid, ewarong=ewarongs[term.mid], tmk=term.tmk,
+            reg.register_terminal(
+                tid=term.tid, ewarong=ewarongs[term.mid], tmk=term.tmk,
                 status="inactive" if term.label == "inactive" else "active",
             )
         for n, card in enumerate(world.cards):
             if card.label == "unknown":
                 continue
-            kpm = registry.register_kpm(
-                session, nik=_nik(rng, n), name=f"{rng.choice(_NAMES)} {n}",
+            kpm = reg.register_kpm(
+                nik=_nik(rng, n), name=f"{rng.choice(_NAMES)} {n}",
                 status="inactive" if card.label == "kpm_inactive" else "active",
             )
             status = card.label if card.label in ("blocked", "lost", "stolen", "dormant") \
                 else "active"
-            registry.issue_card(session, keys, kpm=kpm, pan=card.pan, pin=card.pin,
-                                psn=card.psn, expiry_yymm=card.expiry_yymm, status=status)
+            reg.issue_card(kpm=kpm, pan=card.pan, pin=card.pin, psn=card.psn,
+                           expiry_yymm=card.expiry_yymm, status=status)

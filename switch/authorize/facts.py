@@ -14,6 +14,8 @@ class TerminalFacts:
     ewarong_active: bool
     #: Clear TPK of the current logon session; ``None`` until the terminal logs on.
     tpk: bytes | None
+    #: Clear TAK of the current logon session (HOST_SPEC §6 MAC key).
+    tak: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def decide(
     card: CardFacts | None,
     now: datetime,
     pin_ok: Callable[[TerminalFacts, CardFacts], bool],
-    arqc_ok: Callable[[CardFacts], bool],
+    arqc_problem: Callable[[CardFacts], str | None],
     max_pin_tries: int,
     purchase: tuple[int, list[BasketLine], Mapping[str, ItemFacts]] | None,
 ) -> Decision:
@@ -92,8 +92,8 @@ def decide(
     if refused:
         return refused
     assert card is not None
-    if not arqc_ok(card):
-        return Decision(codes.SECURITY_VIOLATION, reason="ARQC does not verify")
+    if problem := arqc_problem(card):
+        return Decision(codes.SECURITY_VIOLATION, reason=problem)
     refused = check_pin(card, pin_ok(terminal, card), max_pin_tries)
     if refused:
         return refused

@@ -23,15 +23,16 @@ def load_terminal(session: Session, keys: Keyring, tid: str) -> tuple[Terminal, 
 
 
 def terminal_facts(keys: Keyring, terminal: Terminal, ewarong: Ewarong) -> TerminalFacts:
-    tpk = unwrap_key(keys.kek, terminal.tpk_wrapped, f"TPK:{terminal.tid}") if (
-        terminal.tpk_wrapped
-    ) else None
+    def clear(wrapped: bytes | None, kind: str) -> bytes | None:
+        return unwrap_key(keys.kek, wrapped, f"{kind}:{terminal.tid}") if wrapped else None
+
     return TerminalFacts(
         tid=terminal.tid,
         active=terminal.status == "active",
         mid=ewarong.mid,
         ewarong_active=ewarong.status == "active",
-        tpk=tpk,
+        tpk=clear(terminal.tpk_wrapped, "TPK"),
+        tak=clear(terminal.tak_wrapped, "TAK"),
     )
 
 

@@ -13,6 +13,7 @@ class Keyring:
     pan_token_key: bytes
     pvk: bytes
     imk_ac: bytes
+    audit_key: bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
@@ -21,6 +22,7 @@ class Keyring:
             pan_token_key=bytes.fromhex(settings.pan_token_key_hex),
             pvk=bytes.fromhex(settings.pvk_hex),
             imk_ac=bytes.fromhex(settings.imk_ac_hex),
+            audit_key=bytes.fromhex(settings.audit_key_hex),
         )
 
     def __repr__(self) -> str:

@@ -13,8 +13,8 @@ import psec.des
 from sqlalchemy.orm import Session
 
 from switch.authorize.rules import check_terminal
+from switch.host.context import HostContext
 from switch.host.facts import load_terminal, terminal_facts
-from switch.host.keyring import Keyring
 from switch.host.responses import build_response
 from switch.protocol import codes
 from switch.protocol.message import Message
@@ -28,7 +28,8 @@ def new_double_length_key() -> bytes:
     return key
 
 
-def handle_logon(session: Session, keys: Keyring, request: Message) -> Message:
+def handle_logon(ctx: HostContext, session: Session, request: Message) -> Message:
+    keys = ctx.keys
     tid = request.text(41)
     row = load_terminal(session, keys, tid)
     refused = check_terminal(terminal_facts(keys, *row) if row else None, request.text(42))
@@ -44,6 +45,8 @@ def handle_logon(session: Session, keys: Keyring, request: Message) -> Message:
         psec.des.encrypt_tdes_ecb(tmk, tpk) + check_value(tpk)
         + psec.des.encrypt_tdes_ecb(tmk, tak) + check_value(tak)
     )
+    ctx.audit(session, actor=f"terminal:{tid}", action="keys.rotate", subject=tid,
+              tpk_kcv=check_value(tpk).hex(), tak_kcv=check_value(tak).hex())
     log.info("logon tid=%s: working keys rotated", tid)
     return build_response(request, codes.APPROVED, key_data=key_data.hex().upper())
 

@@ -33,6 +33,17 @@ class Base(DeclarativeBase):
 
 ACCOUNT_KINDS = ("program", "kpm_wallet", "ewarong_payable")
 TRANSFER_KINDS = ("allocation", "purchase", "reversal")
+CARD_STATUSES = ("active", "blocked", "lost", "stolen", "dormant")
+RECORD_KINDS = ("request", "reversal")
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    """A portable CHECK (SQLite and PostgreSQL) that ``column`` is one of ``values``."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({listed})", name)
+
+
+ON_OFF = ("active", "inactive")
 
 
 class Account(Base):
@@ -42,7 +53,7 @@ class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         UniqueConstraint("kind", "owner_ref"),
-        CheckConstraint("kind IN ('program', 'kpm_wallet', 'ewarong_payable')", "account_kind"),
+        _one_of("kind", ACCOUNT_KINDS, "account_kind"),
         CheckConstraint("kind = 'program' OR balance_sen >= 0", "no_negative_wallet"),
     )
 
@@ -54,10 +65,12 @@ class Account(Base):
 
 
 class Transfer(Base):
+    """A movement of money: debit one account, credit another (two journal entries)."""
+
     __tablename__ = "transfers"
     __table_args__ = (
         CheckConstraint("amount_sen > 0", "positive_amount"),
-        CheckConstraint("kind IN ('allocation', 'purchase', 'reversal')", "transfer_kind"),
+        _one_of("kind", TRANSFER_KINDS, "transfer_kind"),
         CheckConstraint("debit_account_id <> credit_account_id", "two_accounts"),
     )
 
@@ -79,6 +92,7 @@ class JournalEntry(Base):
     """One side of a transfer: negative on the debited account, positive on the credited."""
 
     __tablename__ = "journal_entries"
+    __table_args__ = (CheckConstraint("amount_sen <> 0", "nonzero_entry"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     transfer_id: Mapped[int] = mapped_column(ForeignKey("transfers.id"), index=True)
@@ -90,6 +104,7 @@ class Kpm(Base):
     """A beneficiary family (Keluarga Penerima Manfaat)."""
 
     __tablename__ = "kpm"
+    __table_args__ = (_one_of("status", ON_OFF, "kpm_status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     nik: Mapped[str] = mapped_column(String(16), unique=True)
@@ -100,7 +115,10 @@ class Kpm(Base):
 
 
 class Card(Base):
+    """A KKS card; HOST_SPEC §5: a card not ``active`` is declined 62."""
+
     __tablename__ = "cards"
+    __table_args__ = (_one_of("status", CARD_STATUSES, "card_status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: HMAC-SHA256 of the PAN: the lookup key; the PAN itself is never stored.
@@ -119,7 +137,10 @@ class Card(Base):
 
 
 class Ewarong(Base):
+    """An e-warong agent (DE 42 MID); its payable account collects purchases."""
+
     __tablename__ = "ewarongs"
+    __table_args__ = (_one_of("status", ON_OFF, "ewarong_status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mid: Mapped[str] = mapped_column(String(15), unique=True)
@@ -129,7 +150,10 @@ class Ewarong(Base):
 
 
 class Terminal(Base):
+    """An EDC (DE 41 TID); working keys arrive at logon (HOST_SPEC §6)."""
+
     __tablename__ = "terminals"
+    __table_args__ = (_one_of("status", ON_OFF, "terminal_status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tid: Mapped[str] = mapped_column(String(8), unique=True)
@@ -166,7 +190,10 @@ class RequestRecord(Base):
     """The idempotency record of HOST_SPEC §4, with the exact response bytes."""
 
     __tablename__ = "request_records"
-    __table_args__ = (UniqueConstraint("tid", "local_date", "stan", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("tid", "local_date", "stan", "kind"),
+        _one_of("kind", RECORD_KINDS, "record_kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tid: Mapped[str] = mapped_column(String(8))

@@ -1,0 +1,188 @@
+"""Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4.
+
+One database transaction: idempotency lookup, decision, PIN counter, ATC,
+transfer, idempotency record with the stored response, audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
+from switch.authorize.rules import decide
+from switch.host.context import HostContext
+from switch.host.facts import load_card, load_items
+from switch.host.gate import Caller
+from switch.host.records import RequestKey, find_record
+from switch.host.responses import approval_code_for, build_response, request_hash, rrn_for
+from switch.ledger.models import Card, RequestRecord, Transfer
+from switch.ledger.postings import get_or_create_account, post_transfer
+from switch.protocol import codes
+from switch.protocol.bpnt import BasketLine, card_data, decode_basket
+from switch.protocol.message import Message, encode, mask_pan
+from switch.protocol.routing import TxnType, response_mti
+from switch.security import emv
+from switch.security.mac import PLACEHOLDER
+from switch.security.pin import verify_pin_block
+
+log = logging.getLogger("bpnt.host")
+TAG_91 = b"\x91\x0a"
+
+
+@dataclass
+class Cryptogram:
+    """What the ARQC check learnt: the verified ATC and the tags (for the ARPC)."""
+
+    atc: int | None = None
+    tags: dict[str, bytes] | None = None
+    psn: str = "00"
+
+
+def handle_card_request(ctx: HostContext, session: Session, caller: Caller, request: Message,
+                        txn: TxnType) -> bytes:
+    """The encoded response (DE 64 a placeholder, signed by the caller)."""
+    key = RequestKey.of(request)
+    digest = request_hash(request)
+    card_in = card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35))
+    purchase: tuple[int, list[BasketLine]] | None = None
+    if txn is TxnType.PURCHASE:
+        purchase = (int(request.text(4)), decode_basket(request.text(48)))
+    prior = find_record(session, key, "request")
+    if prior is not None:
+        return replay(request, prior, digest)
+    card_row = load_card(session, ctx.keys, card_in.pan)
+    cryptogram = Cryptogram()
+    if find_record(session, key, "reversal") is not None:
+        decision = Decision(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
+    else:
+        decision = _decide(ctx, session, caller.facts, request, card_in.pan, card_row, purchase,
+                           cryptogram)
+    card = card_row[0] if card_row else None
+    if card is not None:
+        _apply_card_effects(ctx, session, card, decision, cryptogram, key)
+    transfer = None
+    if decision.rc == codes.APPROVED and decision.amount_sen > 0:
+        assert card_row is not None, "an approved purchase has a card"
+        transfer = _post_purchase(session, request, key, card_row[1], decision)
+    record = RequestRecord(
+        tid=key.tid, local_date=key.local_date, stan=key.stan, kind="request",
+        mti=response_mti(request.mti), processing_code=request.text(3),
+        amount_sen=decision.amount_sen, request_hash=digest, response_code=decision.rc,
+        response_unit=b"", transfer_id=transfer.id if transfer else None,
+    )
+    session.add(record)
+    session.flush()
+    response = build_response(
+        request, decision.rc, rrn=rrn_for(record.id),
+        approval_code=approval_code_for(record.id) if decision.rc == codes.APPROVED else None,
+        balance_sen=_balance_after(card_row, decision),
+        icc_data=_issuer_authentication(ctx, card_in.pan, cryptogram, decision.rc),
+    ).with_fields(de64=PLACEHOLDER)
+    record.response_unit = encode(response)
+    ctx.audit(session, actor=f"terminal:{key.tid}", action=txn.value,
+              subject=mask_pan(card_in.pan), rc=decision.rc, amount_sen=decision.amount_sen,
+              stan=key.stan, local_date=key.local_date, reason=decision.reason)
+    log.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s", txn.value, key.tid, key.stan,
+             mask_pan(card_in.pan), decision.amount_sen, decision.rc, decision.reason)
+    return record.response_unit
+
+
+def replay(request: Message, prior: RequestRecord, digest: str) -> bytes:
+    """HOST_SPEC §4: same key, same content → same bytes; different content → 94."""
+    if prior.request_hash == digest:
+        log.info("duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
+                 prior.response_code)
+        return prior.response_unit
+    log.warning("duplicate tid=%s stan=%s with different content: 94", prior.tid, prior.stan)
+    return encode(build_response(request, codes.DUPLICATE_DIFFERENT).with_fields(
+        de64=PLACEHOLDER))
+
+
+def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts, request: Message,
+            pan: str, card_row: tuple[Card, CardFacts] | None,
+            purchase: tuple[int, list[BasketLine]] | None, cryptogram: Cryptogram) -> Decision:
+    pin_block = request.binary(52)
+
+    def pin_ok(term: TerminalFacts, card: CardFacts) -> bool:
+        assert term.tpk is not None
+        return verify_pin_block(term.tpk, ctx.keys.pvk, pin_block, pan, card.pin_offset)
+
+    def arqc_problem(card: CardFacts) -> str | None:
+        if not request.has(55):
+            return None  # magstripe (DE 22 021/801): no cryptogram to check
+        assert card_row is not None
+        return _check_arqc(ctx, request, pan, card_row[0], cryptogram)
+
+    goods = None
+    if purchase is not None:
+        amount_sen, basket = purchase
+        goods = (amount_sen, basket, load_items(session, (line.item_code for line in basket)))
+    return decide(
+        terminal=terminal, mid=request.text(42), card=card_row[1] if card_row else None,
+        now=ctx.clock.now(), pin_ok=pin_ok, arqc_problem=arqc_problem,
+        max_pin_tries=ctx.settings.max_pin_tries, purchase=goods,
+    )
+
+
+def _check_arqc(ctx: HostContext, request: Message, pan: str, card: Card,
+                cryptogram: Cryptogram) -> str | None:
+    """HOST_SPEC §7: recompute the ARQC; an ATC not above the last one seen is a replay."""
+    try:
+        tags = emv.parse_icc_data(request.binary(55))
+    except emv.IccDataError:
+        return "DE 55 is not valid TLV"
+    psn = (request.opt_text(23) or card.psn)[-2:]
+    if not emv.verify_arqc(ctx.keys.imk_ac, pan, psn, tags):
+        return "ARQC does not verify"
+    atc = int.from_bytes(tags["9F36"], "big")
+    if card.last_atc is not None and atc <= card.last_atc:
+        return f"ATC {atc} replayed (last seen {card.last_atc})"
+    cryptogram.atc, cryptogram.tags, cryptogram.psn = atc, tags, psn
+    return None
+
+
+def _issuer_authentication(ctx: HostContext, pan: str, cryptogram: Cryptogram,
+                           rc: str) -> bytes | None:
+    """DE 55 tag 91: ARPC (method 1) + ARC, for a cryptogram that verified."""
+    if cryptogram.tags is None:
+        return None
+    arc = rc.encode()
+    arpc = emv.compute_arpc(ctx.keys.imk_ac, pan, cryptogram.psn, cryptogram.tags, arc)
+    return TAG_91 + emv.build_tag_91(arpc, arc)
+
+
+def _apply_card_effects(ctx: HostContext, session: Session, card: Card, decision: Decision,
+                        cryptogram: Cryptogram, key: RequestKey) -> None:
+    """PIN try counter (third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
+    if cryptogram.atc is not None:
+        card.last_atc = cryptogram.atc
+    if decision.pin is PinOutcome.CORRECT:
+        card.wrong_pin_count = 0
+        card.last_used_at = ctx.clock.now()
+    elif decision.pin is PinOutcome.WRONG:
+        card.wrong_pin_count += 1
+    elif decision.pin is PinOutcome.BLOCKED:
+        card.wrong_pin_count += 1
+        card.status = "blocked"
+        ctx.audit(session, actor="switch", action="card.block", subject=card.pan_masked,
+                  reason="PIN tries exceeded", tid=key.tid, stan=key.stan)
+
+
+def _post_purchase(session: Session, request: Message, key: RequestKey, card: CardFacts,
+                   decision: Decision) -> Transfer:
+    payable = get_or_create_account(session, "ewarong_payable", request.text(42))
+    return post_transfer(
+        session, idempotency_key=key.transfer_key("pur"), kind="purchase",
+        debit_account_id=card.wallet_account_id, credit_account_id=payable.id,
+        amount_sen=decision.amount_sen, memo=f"{key.tid} {request.text(42)}",
+    )
+
+
+def _balance_after(card_row: tuple[Card, CardFacts] | None, decision: Decision) -> int | None:
+    """DE 54 on approvals and on RC 51 (so the EDC can show what is left)."""
+    if card_row is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
+        return None
+    return card_row[1].balance_sen - decision.amount_sen

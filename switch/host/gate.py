@@ -1,0 +1,51 @@
+"""Who may ask: terminal and e-warong registered and active (RC 58), logged on
+and with a good MAC (RC 63).  HOST_SPEC §5-6.  Runs before any idempotency
+lookup, so a forged duplicate cannot even read a stored response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from switch.authorize.facts import TerminalFacts
+from switch.authorize.rules import check_terminal
+from switch.host.facts import load_terminal, terminal_facts
+from switch.host.keyring import Keyring
+from switch.ledger.models import Ewarong, Terminal
+from switch.protocol import codes
+from switch.protocol.message import Message
+from switch.security import mac
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An admitted terminal, with its clear working keys for this request only."""
+
+    terminal: Terminal
+    ewarong: Ewarong
+    facts: TerminalFacts
+    tak: bytes
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rc: str
+    reason: str
+
+
+def admit(session: Session, keys: Keyring, request: Message, raw: bytes) -> Caller | Refusal:
+    row = load_terminal(session, keys, request.text(41))
+    facts = terminal_facts(keys, *row) if row else None
+    refused = check_terminal(facts, request.text(42))
+    if refused is not None or row is None or facts is None:
+        return Refusal(codes.NOT_PERMITTED_TERMINAL, refused.reason if refused else "unknown")
+    if facts.tpk is None or facts.tak is None:
+        return Refusal(codes.SECURITY_VIOLATION, "terminal has not logged on")
+    if mac.requires_mac(request.mti):
+        if not request.has(64):
+            return Refusal(codes.SECURITY_VIOLATION, "MAC missing")
+        if not mac.verify(facts.tak, raw):
+            return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
+    return Caller(row[0], row[1], facts, facts.tak)
