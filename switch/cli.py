@@ -95,7 +95,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from switch.admin.registry import Registry, RegistrationError
+    from switch.admin.registry import RegistrationError, Registry
     from switch.host.keyring import Keyring
     from switch.ledger.database import open_database
 

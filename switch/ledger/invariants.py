@@ -1,31 +1,44 @@
 """The money invariant (FAILURES.md): run after every test that moves money and
 after every load or chaos run.
 
-1. every transfer has exactly two journal entries that sum to zero and match it;
+1. every transfer has exactly two journal entries that sum to zero and match it,
+   and money flows the way its kind says (allocation: program -> wallet;
+   purchase: wallet -> e-warong payable);
 2. every account's balance equals the sum of its journal entries;
 3. wallets + e-warong payables == what allocations credited == -program balance;
 4. no wallet or e-warong payable is below zero;
-5. every approved purchase record points to exactly one purchase debit of its
-   amount, and every purchase debit has its approved record (no orphan debit);
+5. every approved purchase record (HOST_SPEC §4-5: 0210, DE 3 000000, RC 00)
+   points to exactly one purchase debit of its amount, every purchase debit has
+   its approved record (no orphan debit), no two records share a transfer, and a
+   reversal record that restored money points to a reversal of its amount;
 6. every reversal mirrors a purchase, at most once, for the same amount.
+
+The schema enforces some of these (unique keys, CHECKs); they are checked here
+anyway, because the checker must also judge a database whose schema drifted or
+was written by hand.  It reads only; the one transaction gives a consistent view.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from switch.ledger.database import Database
 from switch.ledger.models import Account, JournalEntry, RequestRecord, Transfer
 from switch.money import rupiah
 
+#: Violations shown by summary(); and fetched per kind of check, so a thoroughly
+#: broken ledger still yields a report rather than exhausting memory.
 MAX_LISTED = 20
+MAX_FETCHED = 1000
 
 
 @dataclass
 class InvariantReport:
+    """The verdict: ``ok`` when there are no violations; totals in sen."""
+
     violations: list[str] = field(default_factory=list)
     total_credited_sen: int = 0
     wallets_sen: int = 0
@@ -39,11 +52,17 @@ class InvariantReport:
     def ok(self) -> bool:
         return not self.violations
 
+    @property
+    def balanced(self) -> bool:
+        """Invariant 3 alone: what was credited is what wallets and e-warong hold."""
+        return self.total_credited_sen == self.wallets_sen + self.ewarong_sen
+
     def summary(self) -> str:
         head = (
             f"money invariant {'HOLDS' if self.ok else 'BROKEN'}: the program credited "
-            f"{rupiah(self.total_credited_sen)} = wallets {rupiah(self.wallets_sen)} + e-warong "
-            f"{rupiah(self.ewarong_sen)}; {self.transfers} transfers, "
+            f"{rupiah(self.total_credited_sen)} {'=' if self.balanced else '!='} "
+            f"wallets {rupiah(self.wallets_sen)} + e-warong {rupiah(self.ewarong_sen)}; "
+            f"{self.transfers} transfers, "
             f"{self.approved_purchases} approved purchases, {self.reversals} reversals"
         )
         if self.ok:
@@ -54,9 +73,12 @@ class InvariantReport:
 
 
 def check_invariants(db: Database) -> InvariantReport:
+    """Check invariants 1-6 (module docstring) in one transaction; never raises on a
+    broken ledger, it reports (``report.ok``, ``report.summary()``)."""
     report = InvariantReport()
     with db.transaction() as session:
         _check_journal(session, report)
+        _check_flows(session, report)
         _check_balances(session, report)
         _check_totals(session, report)
         _check_purchases(session, report)
@@ -65,6 +87,7 @@ def check_invariants(db: Database) -> InvariantReport:
 
 
 def _check_journal(session: Session, report: InvariantReport) -> None:
+    """Invariant 1, filtered in SQL so a load run's millions of rows stay in the database."""
     report.transfers = session.scalar(select(func.count()).select_from(Transfer)) or 0
     entries = (
         select(JournalEntry.transfer_id, func.count().label("n"),
@@ -73,22 +96,62 @@ def _check_journal(session: Session, report: InvariantReport) -> None:
                func.min(JournalEntry.amount_sen).label("debit"))
         .group_by(JournalEntry.transfer_id).subquery()
     )
-    rows = session.execute(
-        select(Transfer.id, entries.c.n, entries.c.total, entries.c.credit, entries.c.debit,
-               Transfer.amount_sen)
+    unbalanced = session.scalars(
+        select(Transfer.id)
         .outerjoin(entries, entries.c.transfer_id == Transfer.id)
+        .where(or_(entries.c.n.is_(None), entries.c.n != 2, entries.c.total != 0,
+                   entries.c.credit != Transfer.amount_sen,
+                   entries.c.debit != -Transfer.amount_sen))
+        .limit(MAX_FETCHED)
     ).all()
-    for tid, n, total, credit, debit, amount in rows:
-        if n != 2 or total != 0 or credit != amount or debit != -amount:
-            report.violations.append(f"transfer {tid}: journal entries do not balance")
-    sides = session.execute(
-        select(JournalEntry.transfer_id, JournalEntry.account_id, JournalEntry.amount_sen,
-               Transfer.debit_account_id, Transfer.credit_account_id)
+    for tid in unbalanced:
+        report.violations.append(f"transfer {tid}: journal entries do not balance")
+    misplaced = session.execute(
+        select(JournalEntry.transfer_id, JournalEntry.account_id)
         .join(Transfer, Transfer.id == JournalEntry.transfer_id)
+        .where(or_(
+            and_(JournalEntry.amount_sen < 0,
+                 JournalEntry.account_id != Transfer.debit_account_id),
+            and_(JournalEntry.amount_sen >= 0,
+                 JournalEntry.account_id != Transfer.credit_account_id),
+        ))
+        .limit(MAX_FETCHED)
     ).all()
-    for tid, account, amount, debit_id, credit_id in sides:
-        if account != (debit_id if amount < 0 else credit_id):
-            report.violations.append(f"transfer {tid}: entry on the wrong account {account}")
+    for tid, account in misplaced:
+        report.violations.append(f"transfer {tid}: entry on the wrong account {account}")
+
+
+#: The (debit, credit) account kinds each transfer kind may move money between.
+FLOWS = {
+    "allocation": ("program", "kpm_wallet"),
+    "purchase": ("kpm_wallet", "ewarong_payable"),
+    "reversal": ("ewarong_payable", "kpm_wallet"),
+}
+
+
+def _check_flows(session: Session, report: InvariantReport) -> None:
+    debit, credit = aliased(Account), aliased(Account)
+    debit_kind = func.coalesce(debit.kind, "?")
+    credit_kind = func.coalesce(credit.kind, "?")
+    allowed = or_(*(and_(Transfer.kind == kind, debit_kind == d, credit_kind == c)
+                    for kind, (d, c) in FLOWS.items()))
+    wrong = session.execute(
+        select(Transfer.id, Transfer.kind, debit_kind, credit_kind)
+        .outerjoin(debit, debit.id == Transfer.debit_account_id)
+        .outerjoin(credit, credit.id == Transfer.credit_account_id)
+        .where(~allowed)
+        .limit(MAX_FETCHED)
+    ).all()
+    for tid, kind, dkind, ckind in wrong:
+        report.violations.append(f"transfer {tid} ({kind}) moves money {dkind} -> {ckind}")
+    mislabelled = session.execute(
+        select(Transfer.id, Transfer.kind, Transfer.reverses_transfer_id)
+        .where(or_(and_(Transfer.kind == "reversal", Transfer.reverses_transfer_id.is_(None)),
+                   and_(Transfer.kind != "reversal", Transfer.reverses_transfer_id.is_not(None))))
+        .limit(MAX_FETCHED)
+    ).all()
+    for tid, kind, reverses in mislabelled:
+        report.violations.append(f"transfer {tid} ({kind}): reverses {reverses}")
 
 
 def _check_balances(session: Session, report: InvariantReport) -> None:
@@ -128,39 +191,74 @@ def _check_totals(session: Session, report: InvariantReport) -> None:
         report.violations.append(f"accounts sum to {held + report.program_sen}, not 0")
 
 
+#: HOST_SPEC §4-5: the record of an approved purchase (0200 answered 0210, RC 00).
+APPROVED_PURCHASE = (
+    RequestRecord.kind == "request",
+    RequestRecord.mti == "0210",
+    RequestRecord.processing_code == "000000",
+    RequestRecord.response_code == "00",
+)
+
+
 def _check_purchases(session: Session, report: InvariantReport) -> None:
-    approved = session.execute(
-        select(RequestRecord.id, RequestRecord.amount_sen, Transfer.id, Transfer.kind,
-               Transfer.amount_sen)
+    report.approved_purchases = session.scalar(
+        select(func.count()).select_from(RequestRecord).where(*APPROVED_PURCHASE)) or 0
+    unmatched = session.scalars(
+        select(RequestRecord.id)
         .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
-        .where(RequestRecord.kind == "request", RequestRecord.mti == "0210",
-               RequestRecord.processing_code == "000000", RequestRecord.response_code == "00")
+        .where(*APPROVED_PURCHASE)
+        .where(or_(Transfer.id.is_(None), Transfer.kind != "purchase",
+                   Transfer.amount_sen != RequestRecord.amount_sen))
+        .limit(MAX_FETCHED)
     ).all()
-    report.approved_purchases = len(approved)
-    for rec_id, rec_amount, transfer_id, kind, amount in approved:
-        if transfer_id is None or kind != "purchase" or amount != rec_amount:
-            report.violations.append(f"approved request {rec_id} has no matching purchase debit")
+    for rec_id in unmatched:
+        report.violations.append(f"approved request {rec_id} has no matching purchase debit")
     orphans = session.scalars(
         select(Transfer.id).where(
             Transfer.kind == "purchase",
             Transfer.id.not_in(select(RequestRecord.transfer_id).where(
-                RequestRecord.transfer_id.is_not(None), RequestRecord.response_code == "00")),
-        )
+                RequestRecord.transfer_id.is_not(None), *APPROVED_PURCHASE)),
+        ).limit(MAX_FETCHED)
     ).all()
     for transfer_id in orphans:
         report.violations.append(f"purchase transfer {transfer_id} has no approved request")
+    shared = session.scalars(
+        select(RequestRecord.transfer_id).where(RequestRecord.transfer_id.is_not(None))
+        .group_by(RequestRecord.transfer_id).having(func.count() > 1)
+    ).all()
+    for shared_id in shared:
+        report.violations.append(f"transfer {shared_id} is claimed by several requests")
+    restored = session.scalars(
+        select(RequestRecord.id)
+        .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
+        .where(RequestRecord.kind == "reversal", RequestRecord.transfer_id.is_not(None))
+        .where(or_(Transfer.id.is_(None), Transfer.kind != "reversal",
+                   Transfer.amount_sen != RequestRecord.amount_sen))
+        .limit(MAX_FETCHED)
+    ).all()
+    for rec_id in restored:
+        report.violations.append(f"reversal request {rec_id} has no matching reversal")
 
 
 def _check_reversals(session: Session, report: InvariantReport) -> None:
     original = aliased(Transfer)
-    rows = session.execute(
-        select(Transfer.id, Transfer.amount_sen, Transfer.debit_account_id,
-               Transfer.credit_account_id, original.kind, original.amount_sen,
-               original.debit_account_id, original.credit_account_id)
+    report.reversals = session.scalar(
+        select(func.count()).select_from(Transfer).where(Transfer.kind == "reversal")) or 0
+    unmirrored = session.scalars(
+        select(Transfer.id)
         .outerjoin(original, original.id == Transfer.reverses_transfer_id)
         .where(Transfer.kind == "reversal")
+        .where(or_(original.id.is_(None), original.kind != "purchase",
+                   Transfer.amount_sen != original.amount_sen,
+                   Transfer.debit_account_id != original.credit_account_id,
+                   Transfer.credit_account_id != original.debit_account_id))
+        .limit(MAX_FETCHED)
     ).all()
-    report.reversals = len(rows)
-    for rid, amount, debit, credit, okind, oamount, odebit, ocredit in rows:
-        if okind != "purchase" or amount != oamount or (debit, credit) != (ocredit, odebit):
-            report.violations.append(f"reversal {rid} does not mirror a purchase")
+    for rid in unmirrored:
+        report.violations.append(f"reversal {rid} does not mirror a purchase")
+    twice = session.scalars(
+        select(Transfer.reverses_transfer_id).where(Transfer.reverses_transfer_id.is_not(None))
+        .group_by(Transfer.reverses_transfer_id).having(func.count() > 1)
+    ).all()
+    for reversed_id in twice:
+        report.violations.append(f"transfer {reversed_id} is reversed more than once")

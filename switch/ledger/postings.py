@@ -1,39 +1,82 @@
 """The only code that changes balances (DESIGN.md: one writer of money).
 
 Every change is a :class:`Transfer` with an idempotency key and two journal
-entries, written in the caller's transaction together with the balance updates.
-Balances move with SQL-side arithmetic (``balance_sen = balance_sen + :x``), so
-concurrent writers on PostgreSQL cannot lose an update.
+entries, written in the caller's transaction together with the balance updates
+(and, in the host, with the HOST_SPEC §4 idempotency record and stored response).
+
+Balances move with SQL-side arithmetic (``balance_sen = balance_sen + :x``), and
+the funds check is part of the debit's own ``UPDATE ... WHERE balance_sen >= :x``,
+so two concurrent writers on PostgreSQL (READ COMMITTED) can neither lose an
+update nor both spend the same sen.  On SQLite every transaction already holds
+the write lock from ``BEGIN IMMEDIATE`` (see :mod:`switch.ledger.database`).
+
+A refused posting (:class:`InsufficientFunds`, :class:`IdempotencyConflict`)
+writes nothing, so the caller may go on and record a decline in the same
+transaction.  Any other exception leaves the transaction half-written: the caller
+must roll it back (``Database.transaction()`` does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.orm import Session
 
 from switch.ledger.database import Database
-from switch.ledger.models import Account, JournalEntry, Kpm, Period, Transfer
+from switch.ledger.models import (
+    ACCOUNT_KINDS,
+    TRANSFER_KINDS,
+    Account,
+    JournalEntry,
+    Kpm,
+    Period,
+    Transfer,
+    utcnow,
+)
 
 PROGRAM_OWNER = "BPNT"
 #: Accounts that may never go below zero (the program account funds them).
 NON_NEGATIVE_KINDS = frozenset({"kpm_wallet", "ewarong_payable"})
+#: KPM credited per statement batch (and per transaction when given a Database):
+#: well under SQLite's bound-parameter limit, short enough that the write lock is
+#: never held long enough to time out a purchase (busy_timeout).
+ALLOCATION_CHUNK = 500
 
 
 class LedgerError(Exception):
-    pass
+    """A posting the ledger refuses; nothing was written."""
 
 
 class InsufficientFunds(LedgerError):
-    pass
+    """The debit would take a KPM wallet or e-warong payable below zero (RC 51)."""
 
 
 class IdempotencyConflict(LedgerError):
-    """The key exists with different content: nothing is posted."""
+    """The key exists with different content: nothing is posted (HOST_SPEC §4, RC 94)."""
+
+
+def _require(condition: bool, message: str) -> None:
+    """An assertion that survives ``python -O``: a violated one is our bug, not input."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def _require_amount(amount_sen: object) -> None:
+    _require(
+        type(amount_sen) is int and amount_sen > 0,
+        f"amounts are positive integer sen, not {amount_sen!r}",
+    )
+
+
+# -- accounts -----------------------------------------------------------------------
 
 
 def get_or_create_account(session: Session, kind: str, owner_ref: str) -> Account:
+    """The account of ``owner_ref`` (a KPM ``NIK:...``, an e-warong MID, ``BPNT``)."""
+    _require(kind in ACCOUNT_KINDS, f"unknown account kind {kind!r}")
     account = session.scalars(
         select(Account).where(Account.kind == kind, Account.owner_ref == owner_ref)
     ).first()
@@ -45,7 +88,11 @@ def get_or_create_account(session: Session, kind: str, owner_ref: str) -> Accoun
 
 
 def program_account(session: Session) -> Account:
+    """The BPNT program account: the funding source, negative by all it has credited."""
     return get_or_create_account(session, "program", PROGRAM_OWNER)
+
+
+# -- transfers ----------------------------------------------------------------------
 
 
 def post_transfer(
@@ -59,8 +106,18 @@ def post_transfer(
     reverses_transfer_id: int | None = None,
     memo: str | None = None,
 ) -> Transfer:
-    """Move ``amount_sen`` from the debit to the credit account, exactly once per key."""
-    assert type(amount_sen) is int and amount_sen > 0, "amounts are positive integer sen"
+    """Move ``amount_sen`` from the debit to the credit account, exactly once per key.
+
+    The same key with the same content returns the first transfer and moves no
+    money; the same key with other content raises :class:`IdempotencyConflict`
+    (HOST_SPEC §4).  ``memo`` is informational and not part of the content.
+    """
+    _require_amount(amount_sen)
+    _require(kind in TRANSFER_KINDS, f"unknown transfer kind {kind!r}")
+    _require(debit_account_id != credit_account_id, "a transfer needs two accounts")
+    _require((kind == "reversal") == (reverses_transfer_id is not None),
+             "a reversal, and only a reversal, names the transfer it reverses")
+    _require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
     existing = session.scalars(
         select(Transfer).where(Transfer.idempotency_key == idempotency_key)
     ).first()
@@ -71,11 +128,15 @@ def post_transfer(
         if not same:
             raise IdempotencyConflict(f"transfer {idempotency_key} exists with other content")
         return existing
-    debit = session.get(Account, debit_account_id, populate_existing=True)
-    if debit is None or session.get(Account, credit_account_id) is None:
+    found = set(session.scalars(
+        select(Account.id).where(Account.id.in_((debit_account_id, credit_account_id)))
+    ))
+    if found != {debit_account_id, credit_account_id}:
         raise LedgerError("transfer between unknown accounts")
-    if debit.kind in NON_NEGATIVE_KINDS and debit.balance_sen < amount_sen:
-        raise InsufficientFunds(f"account {debit.id} holds less than {amount_sen} sen")
+    # Debit first: a refusal here has written nothing.
+    if not _debit(session, debit_account_id, amount_sen):
+        raise InsufficientFunds(f"account {debit_account_id} holds less than {amount_sen} sen")
+    _add(session, [credit_account_id], amount_sen)
     transfer = Transfer(
         idempotency_key=idempotency_key, kind=kind, debit_account_id=debit_account_id,
         credit_account_id=credit_account_id, amount_sen=amount_sen,
@@ -87,26 +148,54 @@ def post_transfer(
         JournalEntry(transfer_id=transfer.id, account_id=debit_account_id, amount_sen=-amount_sen),
         JournalEntry(transfer_id=transfer.id, account_id=credit_account_id, amount_sen=amount_sen),
     ])
-    _move(session, debit_account_id, -amount_sen)
-    _move(session, credit_account_id, amount_sen)
+    session.flush()
+    _refresh_loaded(session, (debit_account_id, credit_account_id))
     return transfer
 
 
-def _move(session: Session, account_id: int, delta_sen: int) -> None:
+def _debit(session: Session, account_id: int, amount_sen: int) -> bool:
+    """Take ``amount_sen`` unless that would overdraw a non-negative account.
+
+    One statement: the check and the write cannot be split by another writer.
+    """
+    result = session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            (Account.kind == "program") | (Account.balance_sen >= amount_sen),
+        )
+        .values(balance_sen=Account.balance_sen - amount_sen)
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+def _add(session: Session, account_ids: list[int], delta_sen: int) -> None:
+    """Add ``delta_sen`` to each account (SQL-side; ids must be distinct)."""
     session.execute(
         update(Account)
-        .where(Account.id == account_id)
+        .where(Account.id.in_(account_ids))
         .values(balance_sen=Account.balance_sen + delta_sen)
         .execution_options(synchronize_session=False)
     )
-    # Keep any loaded Account object in step with the row.
-    loaded = session.identity_map.get(session.identity_key(Account, account_id))
-    if loaded is not None:
-        session.refresh(loaded, ["balance_sen"])
+
+
+def _refresh_loaded(session: Session, account_ids: Iterable[int]) -> None:
+    """Keep Account objects already in the session in step with their rows."""
+    for account_id in account_ids:
+        loaded = session.identity_map.get(session.identity_key(Account, account_id))
+        if loaded is not None:
+            session.refresh(loaded, ["balance_sen"])
 
 
 def reverse_transfer(session: Session, original: Transfer, *, idempotency_key: str) -> Transfer:
-    """Post the mirror of ``original``; a second call returns the first reversal."""
+    """Post the mirror of purchase ``original``; a later call returns the first reversal.
+
+    HOST_SPEC §4: a reversal restores money at most once however often it is
+    repeated (the schema backs this with a unique ``reverses_transfer_id``).
+    """
+    if original.kind != "purchase":
+        raise LedgerError(f"only a purchase can be reversed, not {original.kind!r}")
     existing = session.scalars(
         select(Transfer).where(Transfer.reverses_transfer_id == original.id)
     ).first()
@@ -121,6 +210,9 @@ def reverse_transfer(session: Session, original: Transfer, *, idempotency_key: s
     )
 
 
+# -- allocation ---------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class AllocationResult:
     period_code: str
@@ -129,31 +221,105 @@ class AllocationResult:
     total_credited_sen: int
 
 
-def allocate_period(db: Database, period_code: str, amount_sen: int) -> AllocationResult:
-    """Credit every active KPM ``amount_sen`` once for ``period_code``.
+def allocation_key(period_code: str, kpm_id: int) -> str:
+    return f"alloc:{period_code}:{kpm_id}"
 
-    Running it again credits nobody twice (transfer key ``alloc:{period}:{kpm}``);
-    unspent balance carries over, since a credit simply adds to the wallet.
+
+def allocate_period(
+    target: Database | Session, period_code: str, amount_sen: int
+) -> AllocationResult:
+    """Credit every active KPM ``amount_sen`` once for ``period_code``, from the program.
+
+    Running it again credits nobody twice (transfer key ``alloc:{period}:{kpm}``)
+    and picks up KPM activated since; unspent balance carries over, since a credit
+    simply adds to the wallet.  The same period with another amount raises
+    :class:`IdempotencyConflict`.
+
+    Given a :class:`Session`, everything happens in the caller's transaction.
+    Given a :class:`Database`, each chunk of :data:`ALLOCATION_CHUNK` KPM commits on
+    its own, so ~100k KPM never hold the write lock for long; an interrupted run is
+    finished by running it again.
     """
-    assert type(amount_sen) is int and amount_sen > 0, "amounts are positive integer sen"
-    with db.transaction() as session:
-        if session.get(Period, period_code) is None:
-            session.add(Period(code=period_code, amount_sen=amount_sen))
-        program = program_account(session)
-        prefix = f"alloc:{period_code}:"
-        done = set(session.scalars(
-            select(Transfer.idempotency_key).where(Transfer.idempotency_key.startswith(prefix))
-        ))
-        credited = already = 0
-        rows = session.execute(select(Kpm.id, Kpm.wallet_account_id).where(
-            Kpm.status == "active").order_by(Kpm.id)).all()
-        for kpm_id, wallet_id in rows:
-            key = f"{prefix}{kpm_id}"
-            if key in done:
-                already += 1
-                continue
-            post_transfer(session, idempotency_key=key, kind="allocation",
-                          debit_account_id=program.id, credit_account_id=wallet_id,
-                          amount_sen=amount_sen, memo=f"BPNT {period_code}")
-            credited += 1
+    _require_amount(amount_sen)
+    _require(0 < len(period_code) <= 7, "period codes look like 2026-11")
+    credited = already = 0
+    after_kpm_id = 0
+    if isinstance(target, Session):
+        _ensure_period(target, period_code, amount_sen)
+        while (step := _allocate_chunk(target, period_code, amount_sen, after_kpm_id)) is not None:
+            credited, already, after_kpm_id = credited + step[0], already + step[1], step[2]
+    else:
+        with target.transaction() as session:
+            _ensure_period(session, period_code, amount_sen)
+        while True:
+            with target.transaction() as session:
+                step = _allocate_chunk(session, period_code, amount_sen, after_kpm_id)
+            if step is None:
+                break
+            credited, already, after_kpm_id = credited + step[0], already + step[1], step[2]
     return AllocationResult(period_code, credited, already, credited * amount_sen)
+
+
+def _ensure_period(session: Session, period_code: str, amount_sen: int) -> None:
+    period = session.get(Period, period_code)
+    if period is None:
+        session.add(Period(code=period_code, amount_sen=amount_sen))
+        session.flush()
+    elif period.amount_sen != amount_sen:
+        raise IdempotencyConflict(
+            f"period {period_code} was allocated {period.amount_sen} sen, not {amount_sen}")
+
+
+def _allocate_chunk(
+    session: Session, period_code: str, amount_sen: int, after_kpm_id: int
+) -> tuple[int, int, int] | None:
+    """Credit the next chunk of active KPM after ``after_kpm_id``.
+
+    Returns (credited, already credited, last KPM id), or ``None`` when done.  Set
+    based: one SELECT of the chunk's keys, one multi-row INSERT of transfers and of
+    journal entries, one UPDATE of the wallets and one of the program account.
+    """
+    rows = session.execute(
+        select(Kpm.id, Kpm.wallet_account_id)
+        .where(Kpm.status == "active", Kpm.id > after_kpm_id)
+        .order_by(Kpm.id)
+        .limit(ALLOCATION_CHUNK)
+    ).all()
+    if not rows:
+        return None
+    wallet_of = {allocation_key(period_code, kpm_id): wallet for kpm_id, wallet in rows}
+    done = set(session.scalars(
+        select(Transfer.idempotency_key).where(Transfer.idempotency_key.in_(list(wallet_of)))
+    ))
+    todo = [(key, wallet) for key, wallet in wallet_of.items() if key not in done]
+    if todo:
+        _credit_wallets(session, period_code, amount_sen, todo)
+    return len(todo), len(done), rows[-1][0]
+
+
+def _credit_wallets(
+    session: Session, period_code: str, amount_sen: int, todo: list[tuple[str, int]]
+) -> None:
+    program_id = program_account(session).id
+    now = utcnow()
+    session.execute(insert(Transfer), [
+        {"idempotency_key": key, "kind": "allocation", "debit_account_id": program_id,
+         "credit_account_id": wallet, "amount_sen": amount_sen, "memo": f"BPNT {period_code}",
+         "created_at": now}
+        for key, wallet in todo
+    ])
+    ids = dict(session.execute(
+        select(Transfer.idempotency_key, Transfer.id)
+        .where(Transfer.idempotency_key.in_([key for key, _ in todo]))
+    ).all())
+    entries: list[dict[str, int]] = []
+    for key, wallet in todo:
+        entries.append({"transfer_id": ids[key], "account_id": program_id,
+                        "amount_sen": -amount_sen})
+        entries.append({"transfer_id": ids[key], "account_id": wallet, "amount_sen": amount_sen})
+    session.execute(insert(JournalEntry), entries)
+    wallets = [wallet for _, wallet in todo]
+    _require(len(set(wallets)) == len(wallets), "each KPM has its own wallet")
+    _add(session, wallets, amount_sen)
+    _require(_debit(session, program_id, amount_sen * len(todo)), "the program may go negative")
+    _refresh_loaded(session, [program_id, *wallets])
