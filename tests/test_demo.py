@@ -6,6 +6,9 @@ import sqlite3
 from pathlib import Path
 
 from switch.admin.demo import build_world
+from switch.host.keyring import Keyring
+from switch.security.keys import unwrap_key
+from switch.settings import Settings
 from terminal_sim.demo import run_demo
 
 KPM = 30
@@ -23,11 +26,26 @@ def test_demo_runs_every_scenario_and_the_invariant_holds(tmp_path: Path) -> Non
     _assert_no_secrets(tmp_path)
 
 
+def _working_keys(db_path: Path) -> list[bytes]:
+    """The terminals' current clear TPKs and TAKs (unwrapped here, with the KEK)."""
+    keys = Keyring.from_settings(Settings())
+    clear = []
+    with sqlite3.connect(db_path) as conn:
+        for tid, tpk, tak in conn.execute("SELECT tid, tpk_wrapped, tak_wrapped FROM terminals"):
+            for kind, wrapped in (("TPK", tpk), ("TAK", tak)):
+                if wrapped:
+                    clear.append(unwrap_key(keys.kek, wrapped, f"{kind}:{tid}"))
+    return clear
+
+
 def _assert_no_secrets(workdir: Path) -> None:
-    """No full PAN or terminal master key in the switch log or any database column."""
+    """No full PAN, master key or working key in the switch log or any database column."""
     world = build_world(kpm_count=KPM)
-    secrets = [c.pan for c in world.cards] + [t.tmk.hex() for t in world.terminals]
-    secrets += [t.tmk.hex().upper() for t in world.terminals]
+    working = _working_keys(workdir / "demo.db")
+    assert len(working) >= 2 * 8, "the fleet's terminals logged on"
+    clear_keys = [t.tmk for t in world.terminals] + working
+    secrets = [c.pan for c in world.cards] + [k.hex() for k in clear_keys]
+    secrets += [k.hex().upper() for k in clear_keys]
     log = (workdir / "switch.log").read_text()
     assert "listening" in log
     dumped = [log]
