@@ -47,6 +47,12 @@ class HostWorld:
         config = EdcConfig(terminal.tid, terminal.mid, terminal.tmk)
         return Edc(config, link, EmulatedReader(), clock=self.clock)
 
+    def edc_with_card(self, label: str = "ok", index: int = 0) -> tuple[Edc, DemoCard]:
+        """A fresh EDC on the first active terminal with a ``label`` card inserted."""
+        edc, card = self.edc(), self.card(label, index)
+        self.insert(edc, card)
+        return edc, card
+
     def insert(self, edc: Edc, demo: DemoCard) -> None:
         if demo.pan not in self.cards:
             profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.keys.imk_ac)

@@ -21,9 +21,7 @@ def _unit(message: Message) -> bytes:
 
 
 def test_duplicate_gets_identical_bytes_and_moves_no_money(world: HostWorld) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     assert edc.last_request is not None
     request = _unit(edc.last_request)
@@ -34,9 +32,7 @@ def test_duplicate_gets_identical_bytes_and_moves_no_money(world: HostWorld) -> 
 
 
 def test_duplicate_of_a_decline_replays_the_decline(world: HostWorld) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     wrong = f"{(int(card.pin) + 1) % 10**6:06d}"
     assert edc.purchase([RICE], wrong).rc == codes.WRONG_PIN
     assert edc.last_request is not None
@@ -46,9 +42,7 @@ def test_duplicate_of_a_decline_replays_the_decline(world: HostWorld) -> None:
 
 
 def test_same_key_different_amount_is_94_and_moves_no_money(world: HostWorld) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     assert edc.last_request is not None
     changed = edc.last_request.with_fields(
@@ -60,9 +54,7 @@ def test_same_key_different_amount_is_94_and_moves_no_money(world: HostWorld) ->
 
 
 def test_reversal_restores_exactly_once_under_repetition(world: HostWorld) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     assert edc.last_request is not None
     reversal = Message("0400", {k: v for k, v in edc.last_request.fields.items() if k != 52})
@@ -107,9 +99,7 @@ def test_reversal_before_original_declines_the_late_original(world: HostWorld) -
 
 
 def test_reversal_of_a_declined_purchase_moves_nothing(world: HostWorld) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     assert edc.purchase([BasketLine("BRS010", 20, 14_000_000)], card.pin).rc == "51"
     assert edc.last_request is not None
     reversal = Message("0400", {k: v for k, v in edc.last_request.fields.items() if k != 52})

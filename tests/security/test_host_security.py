@@ -155,9 +155,7 @@ def test_refusals_are_audited_and_the_chain_verifies(world: HostWorld) -> None:
     ids=["changed", "deleted", "deleted-tail", "reordered"],
 )
 def test_audit_verify_detects_tampering(world: HostWorld, tamper: str, symptom: str) -> None:
-    edc = world.edc()
-    card = world.card()
-    world.insert(edc, card)
+    edc, card = world.edc_with_card()
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     with world.db.transaction() as session:
         assert verify(session, world.keys.audit_key).ok
