@@ -34,7 +34,10 @@ def handle_logon(ctx: HostContext, session: Session, request: Message) -> Messag
     row = load_terminal(session, keys, tid)
     refused = check_terminal(terminal_facts(keys, *row) if row else None, request.text(42))
     if refused or row is None:
-        log.info("logon refused tid=%s: %s", tid, refused.reason if refused else "")
+        reason = refused.reason if refused else "unknown terminal"
+        ctx.audit(session, actor=f"terminal:{tid}", action="refused.logon", subject=tid,
+                  reason=reason)
+        log.info("logon refused tid=%s: %s", tid, reason)
         return build_response(request, refused.rc if refused else codes.NOT_PERMITTED_TERMINAL)
     terminal = row[0]
     tmk = unwrap_key(keys.kek, terminal.tmk_wrapped, f"TMK:{tid}")

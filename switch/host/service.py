@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from switch.clock import Clock, SystemClock
 from switch.host import logon
@@ -33,7 +34,7 @@ from switch.settings import Settings
 log = logging.getLogger("bpnt.host")
 
 _NOT_YET_SUPPORTED = frozenset({TxnType.VOID, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
-_GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL})
+_GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL, TxnType.CASH_OUT})
 
 
 class HostService:
@@ -95,8 +96,6 @@ class HostService:
     def _dispatch(self, request: Message, raw: bytes, txn: TxnType) -> bytes:
         if txn is TxnType.ECHO:
             return encode(build_response(request, codes.APPROVED))
-        if txn is TxnType.CASH_OUT:
-            return encode(build_response(request, codes.NOT_PERMITTED_KPM))
         if txn is TxnType.LOGON:
             with self.db.transaction() as session:
                 return encode(logon.handle_logon(self.ctx, session, request))
@@ -110,8 +109,19 @@ class HostService:
                 log.warning("%s refused tid=%s stan=%s rc=%s: %s", txn.value,
                             request.text(41), request.text(11), caller.rc, caller.reason)
                 return encode(build_response(request, caller.rc))
-            if txn is TxnType.REVERSAL:
+            if txn is TxnType.CASH_OUT:
+                unsigned = self._refuse_cash_out(session, request)
+            elif txn is TxnType.REVERSAL:
                 unsigned = handle_reversal(self.ctx, session, request)
             else:
                 unsigned = handle_card_request(self.ctx, session, caller, request, txn)
             return mac.sign(caller.tak, unsigned)
+
+    def _refuse_cash_out(self, session: Session, request: Message) -> bytes:
+        """HOST_SPEC §4: a BPNT balance is for food only; cash-out (DE 3 01xxxx) is 57."""
+        self.ctx.audit(session, actor=f"terminal:{request.text(41)}", action="cash_out",
+                       subject=request.text(11), rc=codes.NOT_PERMITTED_KPM,
+                       reason="cash-out is not permitted")
+        log.info("cash-out refused tid=%s stan=%s", request.text(41), request.text(11))
+        response = build_response(request, codes.NOT_PERMITTED_KPM)
+        return encode(response.with_fields(de64=mac.PLACEHOLDER))

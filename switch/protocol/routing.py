@@ -31,7 +31,7 @@ REQUIRED_DES: dict[TxnType, frozenset[int]] = {
     TxnType.REVERSAL: frozenset({3, 4, 11, 12, 13, 41, 42}),
     TxnType.BATCH_UPLOAD: frozenset({3, 4, 11, 12, 13, 37, 38, 41, 42, 60, 62}),
     TxnType.SETTLEMENT: frozenset({3, 11, 24, 41, 42, 60, 63}),
-    TxnType.CASH_OUT: frozenset({3, 11, 41}),
+    TxnType.CASH_OUT: frozenset({3, 11, 13, 41, 42}),
     TxnType.UNSUPPORTED: frozenset(),
 }
 #: POS entry mode for chip + PIN (HOST_SPEC §3, DE 22).
