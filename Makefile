@@ -48,8 +48,14 @@ fuzz-atheris: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[fuzz]'
 	$(PY) -m loadtest.atheris_fuzz -max_total_time=300 -print_final_stats=1 loadtest/fuzz_corpus_bin
 
-bench load:
-	@echo "make $@ is not built yet: it arrives with the PostgreSQL/benchmark issue (#3)."
+# Host-only baseline (in process, SQLite).  The open-loop TCP bench against pgbench
+# is issue 3; until then this is the floor under any TCP figure.
+bench: $(STAMP)
+	$(PY) -m loadtest.host_bench --requests 2000
+	$(PY) -m loadtest.host_bench --requests 2000 --synchronous NORMAL
+
+load:
+	@echo "make load (Locust) is not built yet: it arrives with issue 3."
 	@exit 2
 
 clean:

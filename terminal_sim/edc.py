@@ -137,12 +137,7 @@ class Edc:
     def _send(self, request: Message, *, sign: bool = True) -> Message:
         """Send one request and return the checked response (HOST_SPEC §6 MAC both ways)."""
         macced = mac.requires_mac(request.mti)
-        if macced and sign and self._tak is not None:
-            raw = mac.sign(self._tak, encode(request.with_fields(de64=mac.PLACEHOLDER)))
-        else:
-            raw = encode(request)
-        reply = self.link.exchange(Tpdu(self.config.nii, "0000").to_bytes() + raw,
-                                   self.config.timeout_s)
+        reply = self.link.exchange(self.encode_unit(request, sign=sign), self.config.timeout_s)
         try:
             response = decode_unit(reply).message
         except ProtocolError as exc:
@@ -152,6 +147,14 @@ class Edc:
         if macced:
             self._check_response_mac(response, reply[TPDU_LEN:])
         return response
+
+    def encode_unit(self, request: Message, *, sign: bool = True) -> bytes:
+        """TPDU + message, with DE 64 MAC'd under the TAK when the MTI needs it."""
+        if mac.requires_mac(request.mti) and sign and self._tak is not None:
+            raw = mac.sign(self._tak, encode(request.with_fields(de64=mac.PLACEHOLDER)))
+        else:
+            raw = encode(request)
+        return Tpdu(self.config.nii, "0000").to_bytes() + raw
 
     def _check_response_mac(self, response: Message, raw: bytes) -> None:
         """A response MAC that fails, or an approval without one, is no answer at all:
@@ -228,6 +231,19 @@ class Edc:
         """A purchase; the overrides let scenarios send what a faulty EDC would."""
         self._processing_code = processing_code
         return self._card_transaction("purchase", pin, list(basket), amount_override_sen)
+
+    def prepare_purchase(self, basket: Sequence[BasketLine], pin: str) -> bytes:
+        """The signed unit of a purchase, built exactly as :meth:`purchase` builds it
+        (card read, ARQC, PIN block, MAC) but not sent: load generators build their
+        requests before the clock starts.  The EDC must be logged on."""
+        assert self.state is State.IDLE and self._tpk is not None, "log on first"
+        lines = list(basket)
+        amount_sen = sum(line.total_sen for line in lines)
+        card, de55 = self._read_card(amount_sen, True)
+        self._move(State.PIN_ENTERED)
+        request = self._card_request("purchase", card, de55, pin, lines, amount_sen)
+        self._finish(TxnResult("purchase", None, "PREPARED"))
+        return self.encode_unit(request)
 
     def resend(self, request: Message, *, sign: bool = True) -> Message:
         """Send an earlier request again (a duplicate transmission), MAC'd under the

@@ -1,0 +1,92 @@
+"""Baseline: approved purchases per second through ``HostService`` in process.
+
+    python -m loadtest.host_bench --requests 2000
+
+No network and no load generator in the measured loop: requests are built first
+(real EDC, real card ARQC, PIN block, MAC), then handed one by one to the host on
+a fresh seeded SQLite database.  It measures the host's own cost (codec, gate,
+crypto, ORM, commit) — the floor under any TCP figure.  The open-loop TCP bench
+against pgbench is issue 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from card_emulator.card import KksCard
+from card_emulator.profile import profile_for
+from switch.admin.demo import build_world, seed_database
+from switch.host.keyring import Keyring
+from switch.host.service import HostService
+from switch.ledger.database import open_database
+from switch.ledger.postings import allocate_period
+from switch.protocol.bpnt import BasketLine
+from switch.protocol.unit import TPDU_LEN, decode_unit
+from switch.settings import Settings
+from terminal_sim.card_reader import EmulatedReader
+from terminal_sim.edc import Edc, EdcConfig
+from terminal_sim.link import DirectLink
+
+TEMPE = BasketLine("TMP001", 1, 500_000)
+
+
+def run(requests: int, kpm: int, synchronous: str) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="bpnt-bench-"))
+    settings = Settings(database_url=f"sqlite:///{workdir / 'bench.db'}")
+    keys = Keyring.from_settings(settings)
+    db = open_database(settings.database_url, sqlite_synchronous=synchronous)
+    world = build_world(kpm_count=kpm, terminal_count=2)
+    seed_database(db, keys, world)
+    allocate_period(db, "2026-11", settings.period_amount_sen)
+    host = HostService(db, settings)
+    terminal = world.terminals[0]
+    reader = EmulatedReader()
+    edc = Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk),
+              DirectLink(host.process_unit), reader)
+    assert edc.ensure_logged_on()
+    cards = world.cards_labelled("ok")
+    emulated = {c.pan: KksCard(profile_for(c.pan, c.psn, c.expiry_yymm, keys.imk_ac))
+                for c in cards}
+    built = time.perf_counter()
+    units = []
+    for n in range(requests):
+        card = cards[n % len(cards)]
+        reader.swap(emulated[card.pan])
+        units.append(edc.prepare_purchase([TEMPE], card.pin))
+    build_s = time.perf_counter() - built
+    latencies_ms, approved = [], 0
+    started = time.perf_counter()
+    for unit in units:
+        t0 = time.perf_counter()
+        answer = host.process_unit(unit)
+        latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        assert answer is not None
+        approved += decode_unit(answer).message.opt_text(39) == "00"
+        assert answer[TPDU_LEN:]
+    elapsed_s = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies_ms, n=100)
+    print(f"host_bench: {requests} purchases on {kpm} KPM, SQLite synchronous={synchronous}, "
+          f"Python {platform.python_version()}, {platform.processor() or platform.machine()}")
+    print(f"  built in {build_s:.1f} s ({build_s / requests * 1e3:.2f} ms each, not measured)")
+    print(f"  {approved} approved in {elapsed_s:.2f} s = {approved / elapsed_s:.0f} approved/s; "
+          f"latency p50 {cuts[49]:.2f} ms, p95 {cuts[94]:.2f} ms, p99 {cuts[98]:.2f} ms")
+    return 0 if approved == requests else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.host_bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--kpm", type=int, default=500)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    args = parser.parse_args(argv)
+    return run(args.requests, args.kpm, args.synchronous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
