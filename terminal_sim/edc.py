@@ -184,6 +184,11 @@ class Edc:
         self._show(f"LOGON {codes.display_for(rc)}")
         return TxnResult("logon", rc, codes.display_for(rc), request.text(11))
 
+    def _forget_keys(self) -> None:
+        """RC 63: the host no longer accepts our working keys (another logon rotated
+        them, or a logon answer was lost); the next transaction logs on first."""
+        self._tpk = self._tak = None
+
     def ensure_logged_on(self) -> bool:
         """Log on unless working keys are already held."""
         return self._tpk is not None or self.logon().approved
@@ -211,6 +216,11 @@ class Edc:
                 continue
             self._show(f"REVERSAL STAN {self.pending_reversal.text(11)} "
                        f"RC {response.opt_text(39)}")
+            if response.opt_text(39) == codes.SECURITY_VIOLATION:
+                # Not accepted (our keys are stale): log on again and repeat it.
+                self._forget_keys()
+                self.ensure_logged_on()
+                continue
             self.pending_reversal = None
             self._reversal_sent = False
         return self.pending_reversal is None
@@ -340,6 +350,8 @@ class Edc:
                                           amount_sen, timed_out=True))
         self.pending_reversal = None
         rc = response.opt_text(39) or codes.SYSTEM_MALFUNCTION
+        if rc == codes.SECURITY_VIOLATION:
+            self._forget_keys()
         balance = decode_balance(response.text(54)) if response.has(54) else None
         display = codes.display_for(rc)
         self._show(f"{display} (RC {rc})")

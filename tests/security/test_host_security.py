@@ -186,3 +186,14 @@ def test_card_block_by_admin_is_62_and_audited(world: HostWorld) -> None:
             "SELECT actor, detail FROM audit_records WHERE action = 'card.status'")).one()
     assert row[0] == "admin:dinsos-bandung" and "reported the card lost" in row[1]
     assert card.pan not in row[1]
+
+
+def test_edc_logs_on_again_after_a_63(world: HostWorld) -> None:
+    """A logon the EDC never saw (its answer lost, or a repeated logon) rotated the keys:
+    the next request is 63, and the EDC logs on again before the one after."""
+    edc, card = world.edc_with_card()
+    assert edc.ensure_logged_on()
+    assert world.edc().logon().rc == codes.APPROVED  # same TID, keys rotated elsewhere
+    assert edc.purchase([RICE], card.pin).rc == codes.SECURITY_VIOLATION
+    assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen
