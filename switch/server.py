@@ -1,4 +1,4 @@
-"""``bpnt-switch serve``: the long-running switch (asyncio, TCP)."""
+"""``bpnt-switch serve``: the long-running switch (asyncio; TCP, MQTT, serial)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,51 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Protocol
 
 from switch.clock import Clock
 from switch.host.runner import AsyncHost
 from switch.host.service import HostService
 from switch.ledger.database import open_database
 from switch.settings import Settings
+from switch.transports.mqtt import REQUEST_FILTER, MqttTransport
+from switch.transports.presence import PresenceStore
+from switch.transports.serial import SerialTransport
 from switch.transports.tcp import TcpTransport
 
 log = logging.getLogger("bpnt.server")
 
 
+class Transport(Protocol):
+    async def close(self) -> None: ...
+
+
 async def serve(settings: Settings, *, clock: Clock | None = None,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop`` is set); then drain and close."""
+    """Serve on every configured transport until SIGINT/SIGTERM (or ``stop`` is set);
+    then drain and close.  Every transport calls the one ``AsyncHost`` (one writer)."""
     db = open_database(settings.database_url)
     host = AsyncHost(HostService(db, settings, clock))
-    transport = TcpTransport(host.handle, settings)
-    bound_host, bound_port = await transport.start()
-    print(f"bpnt-switch listening on {bound_host}:{bound_port} db={_safe_url(settings)}",
-          flush=True)
+    presence = PresenceStore(db, clock)
+    transports: list[Transport] = []
+    if settings.tcp_enabled:
+        tcp = TcpTransport(host.handle, settings)
+        bound_host, bound_port = await tcp.start()
+        transports.append(tcp)
+        print(f"bpnt-switch listening on {bound_host}:{bound_port} db={_safe_url(settings)}",
+              flush=True)
+    if settings.mqtt_url:
+        mqtt = MqttTransport(host.handle, settings, presence)
+        where = await mqtt.start()
+        transports.append(mqtt)
+        print(f"bpnt-switch on MQTT {where} (shared subscription {REQUEST_FILTER})", flush=True)
+    if settings.serial_port:
+        serial = SerialTransport(host.handle, settings)
+        where = await serial.start()
+        transports.append(serial)
+        print(f"bpnt-switch on serial {where} at {settings.serial_baud} baud", flush=True)
+    if not transports:
+        raise SystemExit("no transport configured (TCP off, no MQTT URL, no serial port)")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -34,9 +59,11 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     if ready is not None:
         ready.set()
     await stop.wait()
-    log.info("stopping: closing listener, finishing requests in flight")
-    await transport.close()
+    log.info("stopping: closing transports, finishing requests in flight")
+    for transport in transports:
+        await transport.close()
     host.close()
+    presence.close()
     db.dispose()
 
 

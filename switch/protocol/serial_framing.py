@@ -1,0 +1,322 @@
+"""Serial framing: STX + BCD length + unit + ETX + LRC, with ACK/NAK (HOST_SPEC §1).  Sans-IO.
+
+Three pieces, none of which touches a port or a clock of its own:
+
+- :func:`frame_serial` / :func:`lrc`: build a frame;
+- :class:`SerialDeframer`: feed bytes in any slicing, take out events
+  (a whole frame, an ACK, a NAK, or a bad frame to be answered with NAK);
+- :class:`SerialSender`: the sender's retry state machine (retransmit on NAK or
+  when no ACK arrives in 2 s, at most 3 times, then link down), on an injectable
+  clock; :class:`SerialConnection` joins both into one endpoint of the line.
+
+>>> frame = frame_serial(b"\\x60\\x00\\x01\\x00\\x00")
+>>> frame.hex(" ")
+'02 00 05 60 00 01 00 00 03 67'
+>>> d = SerialDeframer()
+>>> d.receive_data(b"\\x06" + frame[:4])
+>>> d.next_event(), d.next_event()
+(AckReceived(), None)
+>>> d.receive_data(frame[4:])
+>>> d.next_event()
+FrameReceived(unit=b'`\\x00\\x01\\x00\\x00')
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from switch.protocol.errors import FramingError
+from switch.protocol.framing import MAX_UNIT_BYTES
+
+STX = 0x02
+ETX = 0x03
+ACK = 0x06
+NAK = 0x15
+#: HOST_SPEC §1: the sender waits 2 s for an ACK ...
+ACK_TIMEOUT_S = 2.0
+#: ... and retransmits at most 3 times before it reports the link down.
+MAX_RETRANSMITS = 3
+#: A frame whose bytes stop arriving for this long is given up (and NAKed): a dropped
+#: byte then costs a quick NAK and retransmission rather than a stalled receiver.
+INTER_BYTE_TIMEOUT_S = 0.5
+#: Frames received but not yet taken by the application (TIGER_STYLE: a bound).
+MAX_QUEUED_UNITS = 16
+_HEADER_BYTES = 3  # STX + 2 length bytes
+_TRAILER_BYTES = 2  # ETX + LRC
+
+
+def lrc(data: bytes | bytearray) -> int:
+    """XOR of every byte (HOST_SPEC §1: over length + unit + ETX).
+
+    >>> lrc(b"\\x00\\x01\\x41\\x03")
+    67
+    """
+    value = 0
+    for byte in data:
+        value ^= byte
+    return value
+
+
+def _bcd_length(length: int) -> bytes:
+    return bytes.fromhex(f"{length:04d}")
+
+
+def frame_serial(unit: bytes, *, max_unit_bytes: int = MAX_UNIT_BYTES) -> bytes:
+    if not 0 < len(unit) <= max_unit_bytes:
+        raise FramingError(f"unit of {len(unit)} bytes cannot be framed")
+    body = _bcd_length(len(unit)) + unit + bytes([ETX])
+    return bytes([STX]) + body + bytes([lrc(body)])
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    unit: bytes
+
+
+@dataclass(frozen=True)
+class AckReceived:
+    pass
+
+
+@dataclass(frozen=True)
+class NakReceived:
+    pass
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame with a bad length, ETX or LRC, or one that stalled: answer NAK."""
+
+    reason: str
+
+
+Event = FrameReceived | AckReceived | NakReceived | BadFrame
+
+
+class SerialDeframer:
+    """Incremental deframer.  Bytes outside a frame other than ACK/NAK are line noise
+    and skipped.  After a bad frame everything up to the next STX is dropped: bytes of a
+    damaged frame must not be read as ACKs (a false ACK would stop a retransmission)."""
+
+    def __init__(self, *, max_unit_bytes: int = MAX_UNIT_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_unit_bytes = max_unit_bytes
+        self.noise_bytes = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete frame (its inter-byte timer runs while > 0)."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+        # Bounded: one frame plus what a single read can add.
+        assert len(self._buffer) <= 4 * (self._max_unit_bytes + 8) + len(data)
+
+    def next_event(self) -> Event | None:
+        while self._buffer:
+            first = self._buffer[0]
+            if first == ACK:
+                del self._buffer[0]
+                return AckReceived()
+            if first == NAK:
+                del self._buffer[0]
+                return NakReceived()
+            if first != STX:
+                del self._buffer[0]
+                self.noise_bytes += 1
+                continue
+            return self._frame()
+        return None
+
+    def _frame(self) -> Event | None:
+        if len(self._buffer) < _HEADER_BYTES:
+            return None
+        digits = self._buffer[1:_HEADER_BYTES].hex()
+        if not digits.isdigit() or not 0 < int(digits) <= self._max_unit_bytes:
+            return self._bad(f"length {digits!r} is not BCD in 1..{self._max_unit_bytes}")
+        length = int(digits)
+        end = _HEADER_BYTES + length + _TRAILER_BYTES
+        if len(self._buffer) < end:
+            return None
+        if self._buffer[end - 2] != ETX:
+            return self._bad("no ETX where the length says")
+        if lrc(self._buffer[1 : end - 1]) != self._buffer[end - 1]:
+            return self._bad("LRC mismatch")
+        unit = bytes(self._buffer[_HEADER_BYTES : end - 2])
+        del self._buffer[:end]
+        return FrameReceived(unit)
+
+    def _bad(self, reason: str) -> BadFrame:
+        next_stx = self._buffer.find(STX, 1)
+        del self._buffer[: next_stx if next_stx > 0 else len(self._buffer)]
+        return BadFrame(reason)
+
+    def expire(self) -> BadFrame | None:
+        """The line went quiet in the middle of a frame: give it up."""
+        if not self._buffer:
+            return None
+        if self._buffer[0] != STX:
+            self.noise_bytes += len(self._buffer)
+            self._buffer.clear()
+            return None
+        return self._bad("frame stalled")
+
+
+class SendState(enum.Enum):
+    IDLE = "idle"
+    AWAITING_ACK = "awaiting ACK"
+    DELIVERED = "delivered"
+    LINK_DOWN = "link down"
+
+
+class SerialSender:
+    """The sender's state machine, one frame at a time (HOST_SPEC §1).
+
+    ``start`` returns the frame to write; ``on_nak`` and ``poll`` return a frame to
+    write again, or ``None`` (nothing to do, or the link is down: see ``state``).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *,
+                 ack_timeout_s: float = ACK_TIMEOUT_S,
+                 max_retransmits: int = MAX_RETRANSMITS) -> None:
+        self._clock = clock
+        self.ack_timeout_s = ack_timeout_s
+        self.max_retransmits = max_retransmits
+        self.state = SendState.IDLE
+        self.retransmits = 0
+        self._frame = b""
+        self.deadline: float | None = None
+
+    def start(self, unit: bytes) -> bytes:
+        assert self.state is not SendState.AWAITING_ACK, "one frame at a time"
+        self._frame = frame_serial(unit)
+        self.state = SendState.AWAITING_ACK
+        self.retransmits = 0
+        self.deadline = self._clock() + self.ack_timeout_s
+        return self._frame
+
+    def on_ack(self) -> None:
+        if self.state is SendState.AWAITING_ACK:  # a stray ACK when idle is ignored
+            self.state = SendState.DELIVERED
+            self.deadline = None
+
+    def on_nak(self) -> bytes | None:
+        if self.state is not SendState.AWAITING_ACK:
+            return None
+        return self._retransmit()
+
+    def poll(self) -> bytes | None:
+        if self.state is SendState.AWAITING_ACK and self.deadline is not None \
+                and self._clock() >= self.deadline:
+            return self._retransmit()
+        return None
+
+    def _retransmit(self) -> bytes | None:
+        if self.retransmits >= self.max_retransmits:
+            self.state = SendState.LINK_DOWN
+            self.deadline = None
+            return None
+        self.retransmits += 1
+        self.deadline = self._clock() + self.ack_timeout_s
+        return self._frame
+
+    def reset(self) -> None:
+        self.state = SendState.IDLE
+        self.deadline = None
+
+
+@dataclass
+class LineStats:
+    frames_received: int = 0
+    bad_frames: int = 0
+    naks_received: int = 0
+    retransmits: int = 0
+    links_down: int = 0
+
+
+class SerialConnection:
+    """One end of the line: answers frames with ACK/NAK, retransmits its own frame.
+
+    ``receive_data`` and ``poll`` queue writes; take them with ``outgoing()`` (one
+    entry per transmission: a frame or a control byte) and received units with
+    ``next_unit()``.  ``next_deadline()`` says when ``poll`` must run next.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *,
+                 ack_timeout_s: float = ACK_TIMEOUT_S, max_retransmits: int = MAX_RETRANSMITS,
+                 inter_byte_timeout_s: float = INTER_BYTE_TIMEOUT_S,
+                 max_unit_bytes: int = MAX_UNIT_BYTES) -> None:
+        self._clock = clock
+        self.sender = SerialSender(clock, ack_timeout_s=ack_timeout_s,
+                                   max_retransmits=max_retransmits)
+        self._deframer = SerialDeframer(max_unit_bytes=max_unit_bytes)
+        self._inter_byte_timeout_s = inter_byte_timeout_s
+        self._last_rx: float | None = None
+        self._outgoing: list[bytes] = []
+        self._units: deque[bytes] = deque(maxlen=MAX_QUEUED_UNITS)
+        self.stats = LineStats()
+
+    @property
+    def send_state(self) -> SendState:
+        return self.sender.state
+
+    def send(self, unit: bytes) -> None:
+        self._outgoing.append(self.sender.start(unit))
+
+    def receive_data(self, data: bytes) -> None:
+        if data:
+            self._last_rx = self._clock()
+            self._deframer.receive_data(data)
+        while (event := self._deframer.next_event()) is not None:
+            self._handle(event)
+
+    def poll(self) -> None:
+        """Run the timers: ACK timeout (retransmit / link down), stalled frame (NAK)."""
+        self._after_send_event(self.sender.poll())
+        if self._deframer.pending_bytes and self._last_rx is not None \
+                and self._clock() - self._last_rx >= self._inter_byte_timeout_s:
+            expired = self._deframer.expire()
+            if expired is not None:
+                self._handle(expired)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [self.sender.deadline] if self.sender.deadline is not None else []
+        if self._deframer.pending_bytes and self._last_rx is not None:
+            deadlines.append(self._last_rx + self._inter_byte_timeout_s)
+        return min(deadlines, default=None)
+
+    def outgoing(self) -> list[bytes]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_unit(self) -> bytes | None:
+        return self._units.popleft() if self._units else None
+
+    def discard_units(self) -> int:
+        count = len(self._units)
+        self._units.clear()
+        return count
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, FrameReceived):
+            self.stats.frames_received += 1
+            self._outgoing.append(bytes([ACK]))
+            self._units.append(event.unit)
+        elif isinstance(event, BadFrame):
+            self.stats.bad_frames += 1
+            self._outgoing.append(bytes([NAK]))
+        elif isinstance(event, AckReceived):
+            self.sender.on_ack()
+        else:
+            self.stats.naks_received += 1
+            self._after_send_event(self.sender.on_nak())
+
+    def _after_send_event(self, frame: bytes | None) -> None:
+        if frame is not None:
+            self.stats.retransmits += 1
+            self._outgoing.append(frame)

@@ -1,0 +1,150 @@
+"""Serial framing and the sender's retry state machine (HOST_SPEC §1), without a port."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switch.protocol.serial_framing import (
+    ACK,
+    NAK,
+    AckReceived,
+    BadFrame,
+    FrameReceived,
+    NakReceived,
+    SendState,
+    SerialConnection,
+    SerialDeframer,
+    SerialSender,
+    frame_serial,
+    lrc,
+)
+
+units = st.binary(min_size=1, max_size=600)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _events(deframer: SerialDeframer) -> list[object]:
+    out = []
+    while (event := deframer.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_frame_layout_matches_the_spec() -> None:
+    frame = frame_serial(b"\x60\x00\x01\x00\x00" + b"A" * 7)
+    assert frame[0] == 0x02 and frame[1:3] == b"\x00\x12"  # 12 bytes, BCD
+    assert frame[-2] == 0x03 and frame[-1] == lrc(frame[1:-1])
+
+
+@given(st.lists(units, min_size=1, max_size=4), st.data())
+@settings(max_examples=300)
+def test_frames_and_controls_survive_any_slicing(batch: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(bytes([ACK]) + frame_serial(u) + bytes([NAK]) for u in batch)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    deframer, events, start = SerialDeframer(), [], 0
+    for cut in [*cuts, len(stream)]:
+        deframer.receive_data(stream[start:cut])
+        events += _events(deframer)
+        start = cut
+    expected = [e for u in batch for e in (AckReceived(), FrameReceived(u), NakReceived())]
+    assert events == expected
+
+
+@given(st.binary(max_size=800))
+@settings(max_examples=1000)
+def test_garbage_never_raises_and_expire_empties_the_buffer(noise: bytes) -> None:
+    deframer = SerialDeframer()
+    deframer.receive_data(noise)
+    _events(deframer)
+    while deframer.pending_bytes:
+        deframer.expire()
+        _events(deframer)
+    assert deframer.pending_bytes == 0
+
+
+@given(units, st.data())
+def test_a_flipped_bit_after_the_length_is_always_a_bad_frame(
+    unit: bytes, data: st.DataObject,
+) -> None:
+    frame = bytearray(frame_serial(unit))
+    pos = data.draw(st.integers(3, len(frame) - 1))
+    frame[pos] ^= 1 << data.draw(st.integers(0, 7))
+    deframer = SerialDeframer()
+    deframer.receive_data(bytes(frame))
+    events = _events(deframer)
+    assert not any(isinstance(e, FrameReceived) for e in events)
+    assert any(isinstance(e, BadFrame) for e in events)
+
+
+def test_a_dropped_byte_stalls_until_expired_then_is_bad() -> None:
+    frame = frame_serial(b"\x60\x00\x01\x00\x00hello")
+    deframer = SerialDeframer()
+    deframer.receive_data(frame[:6] + frame[7:])
+    assert _events(deframer) == []
+    assert isinstance(deframer.expire(), BadFrame)
+    assert deframer.pending_bytes == 0
+
+
+def test_sender_retransmits_on_nak_and_timeout_then_reports_link_down() -> None:
+    clock = FakeClock()
+    sender = SerialSender(clock)
+    frame = sender.start(b"unit")
+    assert sender.poll() is None  # 2 s not yet passed
+    assert sender.on_nak() == frame  # retransmission 1
+    clock.now_s = 1.9
+    assert sender.poll() is None
+    clock.now_s = 2.0
+    assert sender.poll() == frame  # retransmission 2: no ACK within 2 s
+    assert sender.on_nak() == frame  # retransmission 3
+    assert sender.on_nak() is None
+    assert sender.state is SendState.LINK_DOWN and sender.retransmits == 3
+
+
+def test_sender_is_done_on_ack_and_ignores_stray_controls() -> None:
+    sender = SerialSender(FakeClock())
+    assert sender.on_nak() is None
+    sender.on_ack()
+    assert sender.state is SendState.IDLE
+    sender.start(b"unit")
+    sender.on_ack()
+    assert sender.state is SendState.DELIVERED and sender.on_nak() is None
+
+
+def test_two_connections_talk_through_naks() -> None:
+    """A NAKed frame is sent again and delivered once."""
+    clock = FakeClock()
+    a, b = SerialConnection(clock), SerialConnection(clock)
+    a.send(b"request")
+    [frame] = a.outgoing()
+    damaged = bytearray(frame)
+    damaged[5] ^= 0x10
+    b.receive_data(bytes(damaged))
+    assert b.outgoing() == [bytes([NAK])]
+    a.receive_data(bytes([NAK]))
+    [again] = a.outgoing()
+    assert again == frame
+    b.receive_data(again)
+    assert b.next_unit() == b"request" and b.next_unit() is None
+    a.receive_data(b"".join(b.outgoing()))
+    assert a.send_state is SendState.DELIVERED
+    assert (a.stats.retransmits, b.stats.bad_frames) == (1, 1)
+
+
+def test_connection_naks_a_stalled_frame_after_the_inter_byte_timeout() -> None:
+    clock = FakeClock()
+    conn = SerialConnection(clock, inter_byte_timeout_s=0.5)
+    conn.receive_data(frame_serial(b"abcdef")[:5])
+    conn.poll()
+    assert conn.outgoing() == []
+    clock.now_s = 0.5
+    assert conn.next_deadline() == 0.5
+    conn.poll()
+    assert conn.outgoing() == [bytes([NAK])]
