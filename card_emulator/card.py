@@ -49,8 +49,6 @@ ATR: Final[bytes] = _with_tck(bytes.fromhex("3B8D800180318065B08311178383009000"
 _SFI: Final[int] = 1
 _PSE_NAMES: Final[frozenset[bytes]] = frozenset({b"1PAY.SYS.DDF01", b"2PAY.SYS.DDF01"})
 _APP_LABEL: Final[bytes] = b"KKS BPNT"
-_SERVICE_CODE: Final[str] = "221"
-_TRACK2_DISCRETIONARY: Final[str] = "0000000000000"
 #: Cryptogram information data (Book 3 Table 14).
 _CID_AAC: Final[bytes] = b"\x00"
 _CID_ARQC: Final[bytes] = b"\x80"
@@ -82,7 +80,7 @@ def _cn(digits: str) -> bytes:
 
 def _build_records(profile: CardProfile) -> dict[int, bytes]:
     """The card's SFI 1 records, each a ``70`` template (Book 3 §5.3, §6.5.11)."""
-    track2 = f"{profile.pan}D{profile.expiry_yymm}{_SERVICE_CODE}{_TRACK2_DISCRETIONARY}"
+    track2 = profile.track2
     name = profile.cardholder_name.encode("ascii", "replace")[:26]
     return {
         1: _tlv_bytes({"70": {"57": _cn(track2), "5F20": name}}),
@@ -108,7 +106,10 @@ class KksCard:
         self._records = _build_records(profile)
         # Persistent ("EEPROM") counters.
         self._atc = profile.initial_atc
-        self._pin_tries_remaining = profile.pin_try_limit
+        self._pin_tries_remaining = (
+            profile.pin_try_limit if profile.initial_pin_tries is None
+            else profile.initial_pin_tries
+        )
         # Session state, cleared by reset().
         self._selected = False
         self._gpo_done = False
@@ -224,7 +225,8 @@ class KksCard:
 
         Book 3 §6.5.5 and §9.3: a TC request may be answered with an ARQC.
         The ATC is incremented before the cryptogram, so a torn transaction
-        still burns its counter value (Book 2 §8.1).
+        still burns its counter value (Book 2 §8.1).  Card risk management: with
+        the PIN try limit exceeded the card declines offline with an AAC.
         """
         cryptogram_type = cmd.p1 & _P1_TYPE_MASK
         other_bits = cmd.p1 & ~_P1_TYPE_MASK & 0xFF
@@ -242,6 +244,7 @@ class KksCard:
         ac = compute_arqc(
             self.profile.icc_mk_ac, cdol1_data=cmd.data, aip=self.profile.aip, atc=atc
         )
-        cid = _CID_AAC if cryptogram_type == _P1_AAC else _CID_ARQC
+        pin_blocked = self._pin_tries_remaining == 0
+        cid = _CID_AAC if cryptogram_type == _P1_AAC or pin_blocked else _CID_ARQC
         body = {"9F27": cid, "9F36": atc, "9F26": ac, "9F10": IAD}
         return Response(_tlv_bytes({"77": body}))

@@ -4,6 +4,12 @@
 
     card-emu info --pan 6013010012345678
     card-emu apdu --pan 6013010012345678 00A4040007A0000006021010 80A8000002830000
+    card-emu serve --slot 0 --card 6013010012345678 [--profile kks] [--fault mute]
+
+``serve`` puts the card behind pcscd's vpcd reader ``Virtual PCD 00 0N`` (see
+docs/PCSC.md) and then reads commands on standard input: ``insert PAN [PROFILE]``,
+``remove``, ``swap PAN [PROFILE]``, ``fault NAME [DELAY_S] [INS_HEX]``, ``status``,
+``quit``.
 
 The card is personalised from the issuer master key of the switch settings
 (``BPNT_IMK_AC_HEX``; demo key by default) unless ``--imk-hex`` is given, so
@@ -47,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--expiry", default="2912", help="expiry YYMM (default 2912)")
         cmd.add_argument("--imk-hex", default=None, help="issuer master key for AC (hex)")
     sub.choices["apdu"].add_argument("apdus", nargs="+", metavar="HEX")
+    from card_emulator.serve import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -54,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``card-emu`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from card_emulator.serve import run_serve
+
+        return run_serve(args, _imk_ac(args.imk_hex))
     try:
         card = KksCard(_profile(args))
     except ValueError as exc:

@@ -17,6 +17,8 @@ __all__ = [
     "AIP_KKS",
     "CardKind",
     "CardProfile",
+    "SERVICE_CODE_CHIP",
+    "SERVICE_CODE_STRIPE",
     "expiry_yymmdd",
     "mask_pan",
     "profile_for",
@@ -29,8 +31,14 @@ AID_KKS: Final[bytes] = bytes.fromhex("A0000006021010")
 #: to be performed (b4); no offline data authentication (EMV Book 3 Annex C1).
 AIP_KKS: Final[bytes] = b"\x18\x00"
 
-#: Chip faults and card types added by later issues extend this.
-CardKind = Literal["chip"]
+#: What the card carries: an EMV chip (and a stripe, service code 2xx: "use the chip"),
+#: or only a magnetic stripe (service code 1xx), read by a swipe (HOST_SPEC §3 DE 22 021).
+CardKind = Literal["chip", "magstripe"]
+
+#: Track 2 service codes (ISO/IEC 7813 §10.5): first digit 2 = chip card, 1 = stripe only.
+SERVICE_CODE_CHIP: Final[str] = "221"
+SERVICE_CODE_STRIPE: Final[str] = "101"
+_TRACK2_DISCRETIONARY: Final[str] = "0000000000000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,8 @@ class CardProfile:
     initial_atc: int = 0
     pin_try_limit: int = 3
     kind: CardKind = "chip"
+    #: PIN tries left at personalisation; ``None`` = the limit, ``0`` = PIN blocked on card.
+    initial_pin_tries: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.pan.isdigit() and 12 <= len(self.pan) <= 19):
@@ -66,6 +76,22 @@ class CardProfile:
             raise ValueError("ICC MK-AC must be 16 bytes and AIP 2 bytes")
         if not 0 <= self.initial_atc <= 0xFFFF or not 1 <= self.pin_try_limit <= 15:
             raise ValueError("ATC must fit 2 bytes and the PIN try limit 1-15")
+        if self.initial_pin_tries is not None and not (
+            0 <= self.initial_pin_tries <= self.pin_try_limit
+        ):
+            raise ValueError("initial PIN tries must be 0 up to the limit")
+        if not 5 <= len(self.aid) <= 16:
+            raise ValueError("AID must be 5-16 bytes")
+
+    @property
+    def service_code(self) -> str:
+        """Track 2 service code: a chip card tells a swiping terminal to use the chip."""
+        return SERVICE_CODE_CHIP if self.kind == "chip" else SERVICE_CODE_STRIPE
+
+    @property
+    def track2(self) -> str:
+        """Track 2 (chip tag 57 or the stripe): PAN ``D`` YYMM service code discretionary."""
+        return f"{self.pan}D{self.expiry_yymm}{self.service_code}{_TRACK2_DISCRETIONARY}"
 
     @property
     def masked_pan(self) -> str:
@@ -101,6 +127,9 @@ def profile_for(
     cardholder_name: str = "KPM BPNT",
     effective_yymmdd: str = "240101",
     initial_atc: int = 0,
+    kind: CardKind = "chip",
+    aid: bytes = AID_KKS,
+    initial_pin_tries: int | None = None,
 ) -> CardProfile:
     """Personalise a card: derive its MK-AC from the issuer master key (EMV Book 2 A1.4.1)."""
     return CardProfile(
@@ -111,4 +140,7 @@ def profile_for(
         cardholder_name=cardholder_name,
         icc_mk_ac=derive_icc_mk_ac(imk_ac, pan, psn),
         initial_atc=initial_atc,
+        kind=kind,
+        aid=aid,
+        initial_pin_tries=initial_pin_tries,
     )

@@ -39,6 +39,10 @@ EDC_READER_ERROR: Final[str] = "CARD READER ERROR"
 _MAX_APDU_BYTES: Final[int] = 261
 
 
+#: What the EDC shows when the card declines offline.
+EDC_CARD_DECLINED = "DITOLAK OLEH KARTU"
+
+
 class ReaderError(Exception):
     """Base of reader and card errors; ``edc_message`` is what the EDC displays."""
 
@@ -65,6 +69,13 @@ class CardUnreadableError(ReaderError):
     """The card answered, but not as an EMV KKS card should (bad SW, bad TLV, mute)."""
 
     default_edc_message = EDC_CARD_UNREADABLE
+
+
+class CardDeclinedError(ReaderError):
+    """The card itself declined (GENERATE AC returned an AAC, e.g. its PIN try counter
+    is exhausted): nothing goes online (EMV Book 3 §10.8)."""
+
+    default_edc_message = EDC_CARD_DECLINED
 
 
 class ReaderUnavailableError(ReaderError):

@@ -18,7 +18,12 @@ from datetime import date
 from typing import Final
 
 from switch.security.emv import IccDataError, build_icc_data, parse_icc_data
-from terminal_sim.card_reader import EDC_CHIP_ERROR, CardReader, CardUnreadableError
+from terminal_sim.card_reader import (
+    EDC_CHIP_ERROR,
+    CardDeclinedError,
+    CardReader,
+    CardUnreadableError,
+)
 
 __all__ = ["AID_KKS", "CardData", "build_dol_data", "generate_arqc", "parse_dol", "read_card"]
 
@@ -200,6 +205,11 @@ def _ac_response(data: bytes) -> dict[str, bytes]:
     return _tags(data, 0x77, "GENERATE AC")
 
 
+#: EMV Book 3 Table 14: the cryptogram type in the top two bits of CID (9F27).
+CID_TYPE_MASK = 0xC0
+CID_ARQC = 0x80
+
+
 def generate_arqc(
     reader: CardReader,
     card: CardData,
@@ -240,6 +250,8 @@ def generate_arqc(
     for tag, length in (("9F27", 1), ("9F36", 2), ("9F26", 8)):
         if len(card_tags.get(tag, b"")) != length:
             raise CardUnreadableError(f"GENERATE AC: {tag} missing or wrong length")
+    if card_tags["9F27"][0] & CID_TYPE_MASK != CID_ARQC:
+        raise CardDeclinedError(f"card answered CID {card_tags['9F27'].hex()}, not an ARQC")
     card_tag_names: tuple[str, ...] = ("9F26", "9F27", "9F10", "9F36")
     de55 = {tag: card_tags[tag] for tag in card_tag_names if tag in card_tags}
     de55.update({tag: terminal[tag] for tag in ("9F37", "95", "9A", "9C", "9F02", "5F2A")})
