@@ -30,6 +30,9 @@ from switch.security.pin import verify_pin_block
 
 log = logging.getLogger("bpnt.host")
 TAG_91 = b"\x91\x0a"
+#: EMV Book 3 Table 14: cryptogram type in the top two bits of CID (9F27).
+CID_TYPE_MASK = 0xC0
+CID_ARQC = 0x80
 
 
 @dataclass
@@ -137,6 +140,10 @@ def _check_arqc(ctx: HostContext, request: Message, pan: str, card: Card,
     psn = (request.opt_text(23) or card.psn)[-2:]
     if not emv.verify_arqc(ctx.keys.imk_ac, pan, psn, tags):
         return "ARQC does not verify"
+    cid = tags.get("9F27", b"")
+    if len(cid) != 1 or cid[0] & CID_TYPE_MASK != CID_ARQC:
+        # An AAC (card declined) or TC sent online: never authorise on it (EMV Book 3 §10.8).
+        return f"cryptogram type {cid.hex() or 'missing'} is not an ARQC"
     atc = int.from_bytes(tags["9F36"], "big")
     if card.last_atc is not None and atc <= card.last_atc:
         return f"ATC {atc} replayed (last seen {card.last_atc})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from switch.clock import Clock, SystemClock
@@ -84,7 +84,7 @@ class HostService:
             log.info("format error: %s missing DEs %s", request.mti, missing)
             return encode(build_response(request, codes.FORMAT_ERROR))
         try:
-            return self._dispatch(request, raw, txn)
+            return self._dispatch_retrying_a_lost_race(request, raw, txn)
         except ProtocolError as exc:
             log.info("format error in %s: %s", request.mti, exc)
             return encode(build_response(request, codes.FORMAT_ERROR))
@@ -92,6 +92,28 @@ class HostService:
             # The transaction rolled back whole: nothing moved.  HOST_SPEC §5: RC 91.
             log.error("ledger unavailable for %s: %s", request.mti, type(exc).__name__)
             return encode(build_response(request, codes.HOST_UNAVAILABLE))
+
+    def _dispatch_retrying_a_lost_race(self, request: Message, raw: bytes,
+                                       txn: TxnType) -> bytes:
+        """``_dispatch``, run once more if its transaction lost a race with another
+        switch process on the same database (HOST_SPEC §4).
+
+        Two processes given the same request both find no idempotency record, and
+        the second to write it hits the unique key on ``request_records`` (or on
+        ``transfers.idempotency_key``); PostgreSQL may instead report a
+        serialization failure or deadlock.  The whole transaction has rolled back,
+        so nothing moved: the retry finds the winner's stored record and replays it.
+        Once only (a bound, TIGER_STYLE): a second loss propagates.
+        """
+        try:
+            return self._dispatch(request, raw, txn)
+        except (IntegrityError, OperationalError) as exc:
+            if not _lost_a_race(exc):
+                raise
+            log.info("%s tid=%s stan=%s lost a race with another writer (%s): retrying once",
+                     request.mti, request.opt_text(41), request.opt_text(11),
+                     type(exc.orig).__name__)
+            return self._dispatch(request, raw, txn)
 
     def _dispatch(self, request: Message, raw: bytes, txn: TxnType) -> bytes:
         if txn is TxnType.ECHO:
@@ -125,3 +147,15 @@ class HostService:
         log.info("cash-out refused tid=%s stan=%s", request.text(41), request.text(11))
         response = build_response(request, codes.NOT_PERMITTED_KPM)
         return encode(response.with_fields(de64=mac.PLACEHOLDER))
+
+
+#: PostgreSQL SQLSTATEs of a lost race: unique_violation, serialization_failure,
+#: deadlock_detected.
+_RACE_SQLSTATES = frozenset({"23505", "40001", "40P01"})
+#: SQLite's names for a unique key hit (only reachable without BEGIN IMMEDIATE).
+_RACE_SQLITE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+def _lost_a_race(exc: DBAPIError) -> bool:
+    return (getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES
+            or getattr(exc.orig, "sqlite_errorname", None) in _RACE_SQLITE_ERRORS)

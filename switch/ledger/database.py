@@ -1,5 +1,9 @@
 """Engine and transactions for SQLite (embedded default) and PostgreSQL.
 
+The schema comes from the Alembic migrations shipped in
+:mod:`switch.ledger.migrations`: ``open_database(url, create=True)`` runs
+``upgrade head`` (``bpnt-switch db upgrade`` does the same by hand).
+
 SQLite runs in WAL mode with ``foreign_keys=ON`` and a ``busy_timeout``, and
 every transaction takes the write lock at ``BEGIN IMMEDIATE`` (the SQLAlchemy
 pysqlite "serializable isolation" recipe), so a read-then-write (check the
@@ -10,37 +14,70 @@ balance, then debit) can never interleave with another writer.
 crash.  ``NORMAL`` is faster in WAL mode and still crash-safe for the process;
 pass ``sqlite_synchronous="NORMAL"`` where losing the last commits on power loss
 is acceptable (tests, load benches).
+
+PostgreSQL (``postgresql+psycopg://...``, psycopg 3) runs READ COMMITTED with
+``synchronous_commit=on`` set on every connection (durable, whatever the server
+default).  ``Database.transaction()`` first takes one transaction-scoped advisory
+lock, :data:`WRITER_LOCK_KEY`: the PostgreSQL counterpart of ``BEGIN IMMEDIATE``.
+Without it, a reversal and its original racing in two switch processes could
+each miss the other's uncommitted idempotency record (different rows, so no
+unique key catches it) and the original would be approved after its reversal was
+answered as "unknown".  Every host transaction appends to the audit chain, whose
+head row is locked until commit anyway, so this costs little parallelism today;
+narrower (per idempotency key) locking belongs with group commit (issue 3 part B).
+``transaction(exclusive=False)`` skips the lock for bulk loads that touch no
+existing rows (the KPM import).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import switch.audit.models  # noqa: F401  (registers the audit tables on Base.metadata)
-from switch.ledger.models import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+#: ``pg_advisory_xact_lock`` key of the single-writer lock ("BPNT" in ASCII).
+WRITER_LOCK_KEY = 0x42504E54
+#: Separate key: concurrent ``upgrade head`` from several starting processes.
+MIGRATION_LOCK_KEY = 0x42504E55
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class SchemaError(RuntimeError):
+    """The database holds tables that no migration made (a pre-Alembic database)."""
 
 
 class Database:
     """An engine and its sessions; ``transaction()`` is the only way in."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, writer_lock: bool = True) -> None:
         self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        #: PostgreSQL only (SQLite always locks at BEGIN IMMEDIATE); tests turn it
+        #: off to prove the host's retry on a lost unique-key race.
+        self.writer_lock = writer_lock and self.is_postgres
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One database transaction: commit on success, roll back on any exception."""
+    def transaction(self, *, exclusive: bool = True) -> Iterator[Session]:
+        """One database transaction: commit on success, roll back on any exception.
+
+        ``exclusive`` (PostgreSQL): hold the writer lock from the start, like
+        SQLite's ``BEGIN IMMEDIATE``.
+        """
         with self._sessions() as session, session.begin():
+            if exclusive and self.writer_lock:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": WRITER_LOCK_KEY})
             yield session
 
     def dispose(self) -> None:
@@ -64,14 +101,8 @@ def _prepare_sqlite(engine: Engine, synchronous: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_database(
-    url: str, *, create: bool = True, sqlite_synchronous: str = "FULL"
-) -> Database:
-    """Open (and by default create the schema of) the database at ``url``.
-
-    ``sqlite:///path`` (the parent directory is created) or any SQLAlchemy URL,
-    e.g. ``postgresql+psycopg://...``.  ``create_all`` until migrations arrive.
-    """
+def create_db_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    """The engine for ``url``, configured as described in the module docstring."""
     if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}")
     parsed = make_url(url)
@@ -80,8 +111,86 @@ def open_database(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         _prepare_sqlite(engine, sqlite_synchronous)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # Durable commits even if the server (or a role) defaults to async commit.
+        connect_args["options"] = "-c synchronous_commit=on"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+_script_cache: dict[str, Any] = {}
+
+
+def _script_directory() -> Any:
+    """Parsed once per process: many tests open a fresh database."""
+    from alembic.script import ScriptDirectory
+
+    if "script" not in _script_cache:
+        _script_cache["script"] = ScriptDirectory.from_config(_alembic_config())
+    return _script_cache["script"]
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """``alembic upgrade`` on ``engine``, serialized between processes (PostgreSQL:
+    an advisory lock; SQLite: ``BEGIN IMMEDIATE``), in one transaction."""
+    # Seven "setup plugin" lines at INFO on every start say nothing to an operator.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from alembic.runtime.environment import EnvironmentContext
+
+    script = _script_directory()
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
+        _refuse_unmanaged_schema(connection)
+
+        def steps(rev: Any, _context: Any) -> Any:
+            return script._upgrade_revs(revision, rev)
+
+        with EnvironmentContext(_alembic_config(connection), script, fn=steps,
+                                destination_rev=revision):
+            from switch.ledger.migrations.env import configure_and_run
+
+            configure_and_run(connection)
+
+
+def _refuse_unmanaged_schema(connection: Connection) -> None:
+    tables = set(inspect(connection).get_table_names())
+    if tables and "alembic_version" not in tables:
+        raise SchemaError(
+            "this database has tables but no alembic_version: it was created before "
+            "migrations (create_all). Recreate it, or if its schema is exactly revision "
+            "0001 mark it with `alembic -c alembic.ini stamp 0001`.")
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        rev: str | None = MigrationContext.configure(connection).get_current_revision()
+        return rev
+
+
+def open_database(
+    url: str, *, create: bool = True, sqlite_synchronous: str = "FULL",
+    writer_lock: bool = True,
+) -> Database:
+    """Open the database at ``url`` and, by default, migrate it to the newest schema.
+
+    ``sqlite:///path`` (the parent directory is created) or any SQLAlchemy URL,
+    e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/bpnt``.
+    """
+    engine = create_db_engine(url, sqlite_synchronous=sqlite_synchronous)
     if create:
-        Base.metadata.create_all(engine)
-    return Database(engine)
+        upgrade(engine)
+    return Database(engine, writer_lock=writer_lock)

@@ -197,3 +197,21 @@ def test_edc_logs_on_again_after_a_63(world: HostWorld) -> None:
     assert edc.purchase([RICE], card.pin).rc == codes.SECURITY_VIOLATION
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen
+
+
+def test_aac_sent_online_is_refused(world: HostWorld) -> None:
+    """A card's decline (AAC) must never be authorised, even if a terminal sends it.
+
+    CID is not an input of the cryptogram, so a fresh, valid cryptogram relabelled
+    AAC passes the ARQC and ATC checks: only the CID check refuses it."""
+    from switch.security import emv
+
+    edc, card = world.edc_with_card()
+    assert edc.ensure_logged_on()
+    fresh = decode(edc.prepare_purchase([RICE], card.pin)[TPDU_LEN:])  # never sent
+    tags = emv.parse_icc_data(fresh.binary(55))
+    assert tags["9F27"] == b"\x80"
+    relabelled = fresh.with_fields(de55=emv.build_icc_data({**tags, "9F27": b"\x00"}))
+    assert edc.resend(relabelled).opt_text(39) == codes.SECURITY_VIOLATION
+    assert edc.resend(fresh.with_fields(de11="920001")).opt_text(39) == codes.APPROVED
+    assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen

@@ -1,0 +1,54 @@
+"""A seeded demo world on a PostgreSQL database, and EDCs that talk to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from card_emulator.card import KksCard
+from card_emulator.profile import profile_for
+from switch.admin.demo import DemoCard, DemoTerminal, DemoWorld, build_world, seed_database
+from switch.host.keyring import Keyring
+from switch.ledger.database import Database, open_database
+from switch.ledger.postings import allocate_period
+from switch.settings import Settings
+from terminal_sim.card_reader import EmulatedReader
+from terminal_sim.edc import Edc, EdcConfig
+from terminal_sim.link import Link
+from tests.world import PERIOD_SEN
+
+__all__ = ["PERIOD_SEN", "SeededWorld", "seed"]
+
+
+@dataclass
+class SeededWorld:
+    url: str
+    db: Database
+    keys: Keyring
+    demo: DemoWorld
+    cards: dict[str, KksCard] = field(default_factory=dict)
+
+    def terminal(self, index: int = 0) -> DemoTerminal:
+        return [t for t in self.demo.terminals if t.label == "ok"][index]
+
+    def card(self, label: str = "ok", index: int = 0) -> DemoCard:
+        return self.demo.cards_labelled(label)[index]
+
+    def edc(self, link: Link, demo: DemoCard, terminal: DemoTerminal | None = None) -> Edc:
+        terminal = terminal or self.terminal()
+        reader = EmulatedReader()
+        if demo.pan not in self.cards:
+            profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.keys.imk_ac)
+            self.cards[demo.pan] = KksCard(profile)
+        reader.swap(self.cards[demo.pan])
+        return Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk, timeout_s=15.0), link,
+                   reader)
+
+
+def seed(url: str, *, writer_lock: bool = True) -> SeededWorld:
+    settings = Settings(database_url=url)
+    keys = Keyring.from_settings(settings)
+    db = open_database(url, writer_lock=writer_lock)
+    demo = build_world(kpm_count=12, terminal_count=2)
+    seed_database(db, keys, demo)
+    allocate_period(db, "2026-11", PERIOD_SEN)
+    return SeededWorld(url, db, keys, demo)
