@@ -19,6 +19,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["port"] = args.port
     if getattr(args, "host", None):
         overrides["host"] = args.host
+    if getattr(args, "mqtt", None):
+        overrides["mqtt_url"] = args.mqtt
+    if getattr(args, "serial", None):
+        overrides["serial_port"] = args.serial
+    if getattr(args, "serial_baud", None) is not None:
+        overrides["serial_baud"] = args.serial_baud
+    if getattr(args, "no_tcp", False):
+        overrides["tcp_enabled"] = False
     return load_settings(**overrides)
 
 
@@ -94,6 +102,51 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_terminals(args: argparse.Namespace) -> int:
+    from switch.ledger.database import open_database
+    from switch.transports.presence import list_presence
+
+    rows = list_presence(open_database(_settings(args).database_url))
+    if not rows:
+        print("no terminal presence recorded yet (presence comes from MQTT status topics)")
+    for row in rows:
+        print(f"{row.tid:8} {row.status:7} last seen {row.last_seen_at:%Y-%m-%d %H:%M:%S} "
+              f"via {row.source}")
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from switch.ledger.database import create_db_engine, current_revision, upgrade
+
+    engine = create_db_engine(_settings(args).database_url)
+    try:
+        if args.action == "upgrade":
+            upgrade(engine)
+        print(f"schema revision: {current_revision(engine) or 'none (empty database)'}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _cmd_import_kpm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from switch.admin.importer import ImportFormatError, import_kpm
+    from switch.host.keyring import Keyring
+    from switch.ledger.database import open_database
+
+    settings = _settings(args)
+    try:
+        report = import_kpm(open_database(settings.database_url),
+                            Keyring.from_settings(settings), Path(args.file),
+                            actor=f"admin:{args.actor}", skip_invalid=args.skip_invalid)
+    except (ImportFormatError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from switch.admin.registry import RegistrationError, Registry
     from switch.host.keyring import Keyring
@@ -121,9 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the switch (TCP, HOST_SPEC §1)")
+    serve = sub.add_parser("serve", help="run the switch (TCP, MQTT, serial: HOST_SPEC §1)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8583)")
+    serve.add_argument("--mqtt", metavar="URL",
+                       help="also serve MQTT: mqtt://HOST:PORT of the broker (BPNT_MQTT_URL)")
+    serve.add_argument("--serial", metavar="PORT",
+                       help="also serve a serial line: /dev/ttyUSB0, a pty, or loop://")
+    serve.add_argument("--serial-baud", type=int, help="serial speed (default 9600)")
+    serve.add_argument("--no-tcp", action="store_true", help="do not listen on TCP")
     serve.set_defaults(func=_cmd_serve)
 
     seed = sub.add_parser("seed-demo", help="register the demo KPM, cards and terminals")
@@ -155,7 +214,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--actor", required=True, help="who is making the change")
         p.set_defaults(func=_cmd_status)
 
-    for p in (serve, seed, alloc, check, audit, card, kpm):
+    terminals = sub.add_parser("terminals", help="MQTT terminals online/offline, last seen")
+    terminals.set_defaults(func=_cmd_terminals)
+
+    db = sub.add_parser("db", help="schema migrations (Alembic, shipped in the package)")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.set_defaults(func=_cmd_db)
+
+    imp = sub.add_parser("import-kpm", help="bulk-register KPM and cards from a CSV "
+                                            "(docs/DATABASE.md); all or nothing")
+    imp.add_argument("file", help="CSV: nik,name,pan,pin_offset,expiry_yymm[,psn]")
+    imp.add_argument("--actor", required=True, help="who is importing (audit trail)")
+    imp.add_argument("--skip-invalid", action="store_true",
+                     help="import the valid rows and report the rest (default: nothing)")
+    imp.set_defaults(func=_cmd_import_kpm)
+
+    for p in (serve, seed, alloc, check, audit, card, kpm, terminals, db, imp):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
     return parser
 

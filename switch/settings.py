@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     #: Per source address: one e-warong's NAT should never starve the others.
     max_connections_per_address: int = 1024
     max_pin_tries: int = 3
+    #: Transports (HOST_SPEC §1): TCP is on by default; MQTT and serial when configured.
+    tcp_enabled: bool = True
+    #: ``mqtt://HOST:PORT`` of the broker (Mosquitto), or unset for no MQTT.
+    mqtt_url: str | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=1)
+    mqtt_reconnect_min_s: float = Field(default=0.2, gt=0)
+    mqtt_reconnect_max_s: float = Field(default=5.0, gt=0)
+    #: Requests being answered at once per switch process (a bound, TIGER_STYLE).
+    mqtt_max_inflight: int = Field(default=64, ge=1)
+    #: A device (``/dev/ttyUSB0``, a pty) or pyserial URL (``loop://``), or unset.
+    serial_port: str | None = None
+    serial_baud: int = Field(default=9600, gt=0)
+    #: How long a transport thread waits for the host's answer to one unit.
+    handler_timeout_s: float = Field(default=30.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -27,7 +27,8 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         return 2
     keys = Keyring.from_settings(load_settings())
     sim = SimWorld(build_world(kpm_count=args.kpm), keys.imk_ac, args.host, args.port,
-                   timeout_s=args.timeout_s, on_screen=print, state_path=Path(args.state))
+                   timeout_s=args.timeout_s, on_screen=print, state_path=Path(args.state),
+                   link_url=args.link, reader=args.reader)
     try:
         steps = SCENARIOS[args.name](Scenarios(sim))
     finally:
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     scen.add_argument("name")
     scen.add_argument("--host", default="127.0.0.1")
     scen.add_argument("--port", type=int, default=8583)
+    scen.add_argument("--link", metavar="URL",
+                      help="tcp://HOST:PORT | mqtt://HOST:PORT | serial:PORT[?baud=9600&noise=0.01]"
+                           " (default: tcp to --host/--port)")
+    scen.add_argument("--reader", default="emulated", metavar="emulated|pcsc[:NAME]",
+                      help="card reader: in-process (default) or PC/SC via pyscard, e.g. "
+                           "pcsc:'Virtual PCD 00 00' (docs/PCSC.md)")
     scen.add_argument("--kpm", type=int, default=200, help="size of the seeded demo world")
     scen.add_argument("--timeout-s", type=float, default=30.0)
     scen.add_argument("--state", default="var/edc-state.json",

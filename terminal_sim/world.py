@@ -13,14 +13,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import CATALOG, PRICES_SEN, DemoCard, DemoTerminal, DemoWorld
 from switch.protocol.bpnt import BasketLine
-from terminal_sim.card_reader import EmulatedReader
+from terminal_sim.card_reader import CardReader, EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
-from terminal_sim.link import Faults, FaultyLink, TcpLink
+from terminal_sim.link import Faults, FaultyLink, Link, TcpLink
+from terminal_sim.links import make_link, shared_per_line
 
 ALLOWED_ITEMS = [code for code, _name, _cat, allowed in CATALOG if allowed]
 SPARE_KEY = "_spare_cards"
@@ -44,11 +46,19 @@ class SimWorld:
     #: Where STAN and invoice counters survive between runs (a real EDC keeps them in
     #: flash): without it a second ``edc-sim`` run would reuse STANs and get RC 94.
     state_path: Path | None = None
+    #: ``tcp://``, ``mqtt://`` or ``serial:`` (terminal_sim.links); ``None``: TCP to
+    #: ``host:port``.
+    link_url: str | None = None
     _cards: dict[str, KksCard] = field(default_factory=dict)
     _edcs: dict[str, Edc] = field(default_factory=dict)
     _faults: dict[str, Faults] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _spare_used: int | None = None
+    _shared_link: Link | None = None
+    #: ``emulated`` (in process) or ``pcsc[:NAME]``: every EDC reads through one vpcd slot
+    #: whose card this world changes (terminal_sim.pcsc_reader.VirtualSlot).
+    reader: str = "emulated"
+    _slot: Any = None
 
     def card(self, demo: DemoCard) -> KksCard:
         with self._lock:
@@ -61,10 +71,10 @@ class SimWorld:
         with self._lock:
             if terminal.tid not in self._edcs:
                 faults = Faults()
-                link = FaultyLink(TcpLink(self.host, self.port), faults)
+                link = FaultyLink(self._link(terminal.tid), faults)
                 config = EdcConfig(terminal.tid, terminal.mid, terminal.tmk,
                                    timeout_s=self.timeout_s)
-                edc = Edc(config, link, EmulatedReader(), on_screen=self.on_screen)
+                edc = Edc(config, link, self._new_reader(), on_screen=self.on_screen)
                 counters = self._saved_counters().get(terminal.tid, {})
                 edc.stan = int(counters.get("stan", 0))
                 edc.invoice = int(counters.get("invoice", 0))
@@ -72,11 +82,34 @@ class SimWorld:
                 self._faults[terminal.tid] = faults
             return self._edcs[terminal.tid]
 
+    def _link(self, tid: str) -> Link:
+        if self.link_url is None:
+            return TcpLink(self.host, self.port)
+        if not shared_per_line(self.link_url):
+            return make_link(self.link_url, tid)
+        if self._shared_link is None:  # one serial line: terminals on it take turns
+            self._shared_link = make_link(self.link_url, tid)
+        return _Unclosed(self._shared_link)
+
     def faults(self, terminal: DemoTerminal) -> Faults:
         self.edc(terminal)
         return self._faults[terminal.tid]
 
+    def _new_reader(self) -> CardReader:
+        from terminal_sim.pcsc_reader import VirtualSlot, parse_reader_spec
+
+        name = parse_reader_spec(self.reader)
+        if name is None:
+            return EmulatedReader()
+        if self._slot is None:
+            self._slot = VirtualSlot(name)
+        reader: CardReader = self._slot.reader
+        return reader
+
     def insert(self, edc: Edc, demo: DemoCard) -> None:
+        if self._slot is not None:
+            self._slot.insert(self.card(demo))
+            return
         reader = edc.reader
         assert isinstance(reader, EmulatedReader)
         reader.swap(self.card(demo))
@@ -101,6 +134,12 @@ class SimWorld:
     def close(self) -> None:
         for edc in self._edcs.values():
             edc.link.close()
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+        if self._shared_link is not None:
+            self._shared_link.close()
+            self._shared_link = None
         if self.state_path is not None:
             counters = self._saved_counters()
             counters.update({tid: {"stan": e.stan, "invoice": e.invoice}
@@ -109,3 +148,16 @@ class SimWorld:
                 counters[SPARE_KEY] = {"used": self._spare_used}
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             self.state_path.write_text(json.dumps(counters, indent=1))
+
+
+class _Unclosed:
+    """A shared link as seen by one EDC: closing the EDC leaves the line open."""
+
+    def __init__(self, inner: Link) -> None:
+        self.inner = inner
+
+    def exchange(self, unit: bytes, timeout_s: float) -> bytes:
+        return self.inner.exchange(unit, timeout_s)
+
+    def close(self) -> None:
+        pass

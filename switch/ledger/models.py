@@ -212,3 +212,17 @@ class RequestRecord(Base):
         ForeignKey("transfers.id"), unique=True, default=None
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TerminalPresence(Base):
+    """Last known presence of an MQTT terminal (HOST_SPEC §1: retained status and Last
+    Will on ``bpnt/v1/edc/{tid}/status``).  Not money: written by the transports."""
+
+    __tablename__ = "terminal_presence"
+
+    tid: Mapped[str] = mapped_column(String(8), primary_key=True)
+    #: "online" or "offline"
+    status: Mapped[str] = mapped_column(String(8))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Where the news came from, e.g. "mqtt".
+    source: Mapped[str] = mapped_column(String(16))
