@@ -17,7 +17,9 @@ from card_emulator.card import KksCard
 __all__ = [
     "CardReader",
     "CardRemovedError",
+    "CardDeclinedError",
     "CardUnreadableError",
+    "EDC_CARD_DECLINED",
     "EDC_CARD_REMOVED",
     "EDC_CARD_UNREADABLE",
     "EDC_CHIP_ERROR",

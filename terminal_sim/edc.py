@@ -34,6 +34,7 @@ log = logging.getLogger("bpnt.edc")
 class State(enum.Enum):
     IDLE = "idle"
     CARD_INSERTED = "card inserted"
+    CARD_SWIPED = "card swiped"
     APP_SELECTED = "application selected"
     CARD_READ = "card read"
     AMOUNT_ENTERED = "amount entered"
@@ -44,7 +45,8 @@ class State(enum.Enum):
 
 #: The legal moves; any other is a bug in the simulator (an assertion).
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.IDLE: frozenset({State.CARD_INSERTED, State.ONLINE}),
+    State.IDLE: frozenset({State.CARD_INSERTED, State.CARD_SWIPED, State.ONLINE}),
+    State.CARD_SWIPED: frozenset({State.PIN_ENTERED, State.IDLE}),
     State.CARD_INSERTED: frozenset({State.APP_SELECTED, State.IDLE}),
     State.APP_SELECTED: frozenset({State.CARD_READ, State.IDLE}),
     State.CARD_READ: frozenset({State.AMOUNT_ENTERED, State.PIN_ENTERED, State.IDLE}),
@@ -55,6 +57,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 MAX_STAN = 999_999
+#: HOST_SPEC §3 DE 22: chip + PIN, magnetic stripe + PIN, chip fallen back to the stripe.
+CHIP_ENTRY = "051"
+STRIPE_ENTRY = "021"
+FALLBACK_ENTRY = "801"
 #: Attempts to deliver a pending reversal before a transaction is refused.
 REVERSAL_ATTEMPTS = 3
 
@@ -264,14 +270,9 @@ class Edc:
         self, kind: str, pin: str, basket: list[BasketLine] | None,
         amount_override_sen: int | None = None,
     ) -> TxnResult:
-        assert self.state is State.IDLE, f"EDC busy in {self.state}"
-        if not self.send_pending_reversal():
-            return self._finish(TxnResult(kind, None, codes.display_for(codes.HOST_UNAVAILABLE)))
-        if self._tpk is None:
-            logon = self.logon()
-            if not logon.approved:
-                return self._finish(TxnResult(kind, logon.rc, logon.display, logon.stan,
-                                              timed_out=logon.timed_out))
+        refused = self._prelude(kind)
+        if refused is not None:
+            return refused
         amount_sen = sum(line.total_sen for line in basket) if basket is not None else 0
         if amount_override_sen is not None:
             amount_sen = amount_override_sen
@@ -281,9 +282,41 @@ class Edc:
             self._show(exc.edc_message)
             return self._finish(TxnResult(kind, None, exc.edc_message))
         self._move(State.PIN_ENTERED)
-        assert self._tpk is not None
         request = self._card_request(kind, card, de55, pin, basket, amount_sen)
         return self._go_online(kind, request, card, basket)
+
+    def purchase_swiped(
+        self, track2: str, entry_mode: str, basket: Sequence[BasketLine], pin: str
+    ) -> TxnResult:
+        """A purchase read from the magnetic stripe: DE 35 from the swipe, DE 22 ``021``
+        (stripe card) or ``801`` (chip card whose chip failed), no DE 23/55 (HOST_SPEC §3)."""
+        assert entry_mode in (STRIPE_ENTRY, FALLBACK_ENTRY), f"not a swipe: {entry_mode}"
+        self._processing_code = "000000"
+        refused = self._prelude("purchase")
+        if refused is not None:
+            return refused
+        pan, _sep, rest = track2.upper().partition("D")
+        card = emv.CardData(aid=b"", pan=pan, psn="00", expiry_yymm=rest[:4], track2=track2,
+                            cardholder_name="", aip=b"", afl=b"", cdol1=b"")
+        self._move(State.CARD_SWIPED)
+        self._show(f"KARTU {mask_pan(pan)} (GESEK)")
+        self._move(State.PIN_ENTERED)
+        lines = list(basket)
+        request = self._card_request("purchase", card, None, pin, lines,
+                                     sum(line.total_sen for line in lines), entry_mode)
+        return self._go_online("purchase", request, card, lines)
+
+    def _prelude(self, kind: str) -> TxnResult | None:
+        """Before any card transaction: deliver a pending reversal, hold working keys."""
+        assert self.state is State.IDLE, f"EDC busy in {self.state}"
+        if not self.send_pending_reversal():
+            return self._finish(TxnResult(kind, None, codes.display_for(codes.HOST_UNAVAILABLE)))
+        if self._tpk is None:
+            logon = self.logon()
+            if not logon.approved:
+                return self._finish(TxnResult(kind, logon.rc, logon.display, logon.stan,
+                                              timed_out=logon.timed_out))
+        return None
 
     def _read_card(self, amount_sen: int, purchase: bool) -> tuple[emv.CardData, bytes]:
         self._move(State.CARD_INSERTED)
@@ -304,15 +337,19 @@ class Edc:
         self,
         kind: str,
         card: emv.CardData,
-        de55: bytes,
+        de55: bytes | None,
         pin: str,
         basket: list[BasketLine] | None,
         amount_sen: int,
+        entry_mode: str = CHIP_ENTRY,
     ) -> Message:
+        """The 0100/0200 of HOST_SPEC §4; a chip read carries DE 23 and 55, a swipe not."""
         assert self._tpk is not None
         fields = self._base_fields(self._processing_code if basket is not None else "310000")
-        fields.update({22: "051", 23: f"{int(card.psn):03d}", 25: "00", 35: card.track2,
-                       52: encrypt_pin_block(self._tpk, pin, card.pan), 55: de55})
+        fields.update({22: entry_mode, 25: "00", 35: card.track2,
+                       52: encrypt_pin_block(self._tpk, pin, card.pan)})
+        if de55 is not None:
+            fields.update({23: f"{int(card.psn):03d}", 55: de55})
         if basket is None:
             return Message("0100", fields)
         self.invoice += 1

@@ -19,12 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
-from switch.protocol.message import Message
-from terminal_sim import emv
 from terminal_sim.card_reader import EDC_CARD_UNREADABLE, NoCardError
-from terminal_sim.edc import Edc, State, TxnResult
+from terminal_sim.edc import FALLBACK_ENTRY, STRIPE_ENTRY, Edc, TxnResult
 
 __all__ = [
     "EDC_SWIPE_CARD",
@@ -37,8 +34,8 @@ __all__ = [
 
 EDC_USE_CHIP: Final[str] = "GUNAKAN CHIP"
 EDC_SWIPE_CARD: Final[str] = "GESEK KARTU"
-ENTRY_STRIPE: Final[str] = "021"
-ENTRY_FALLBACK: Final[str] = "801"
+ENTRY_STRIPE: Final[str] = STRIPE_ENTRY
+ENTRY_FALLBACK: Final[str] = FALLBACK_ENTRY
 _CHIP_SERVICE_CODES: Final[frozenset[str]] = frozenset({"2", "6"})
 
 
@@ -89,22 +86,4 @@ def purchase_with_fallback(edc: Edc, stripe: StripeReader, basket: Sequence[Bask
 def purchase_swiped(edc: Edc, track2: str, entry_mode: str, basket: Sequence[BasketLine],
                     pin: str) -> TxnResult:
     """A 0200 from the stripe: DE 35 track 2, DE 22 ``entry_mode``, no DE 23 or 55."""
-    assert entry_mode in (ENTRY_STRIPE, ENTRY_FALLBACK)
-    assert edc.state is State.IDLE, f"EDC busy in {edc.state}"
-    if not edc.send_pending_reversal():
-        return TxnResult("purchase", None, codes.display_for(codes.HOST_UNAVAILABLE))
-    if edc._tpk is None:
-        logon = edc.logon()
-        if not logon.approved:
-            return TxnResult("purchase", logon.rc, logon.display, timed_out=logon.timed_out)
-    pan, _sep, rest = track2.upper().partition("D")
-    card = emv.CardData(aid=b"", pan=pan, psn="00", expiry_yymm=rest[:4], track2=track2,
-                        cardholder_name="", aip=b"", afl=b"", cdol1=b"")
-    lines = list(basket)
-    edc._processing_code = "000000"
-    edc.state = State.PIN_ENTERED  # the stripe path skips the chip states (hook wanted)
-    chip_request = edc._card_request("purchase", card, b"", pin, lines,
-                                     sum(line.total_sen for line in lines))
-    fields = {k: v for k, v in chip_request.fields.items() if k not in (23, 55)}
-    fields[22] = entry_mode
-    return edc._go_online("purchase", Message("0200", fields), card, lines)
+    return edc.purchase_swiped(track2, entry_mode, basket, pin)
