@@ -190,6 +190,11 @@ class Edc:
         self._show(f"LOGON {codes.display_for(rc)}")
         return TxnResult("logon", rc, codes.display_for(rc), request.text(11))
 
+    @property
+    def logged_on(self) -> bool:
+        """Whether the EDC holds working keys from a logon."""
+        return self._tpk is not None and self._tak is not None
+
     def _forget_keys(self) -> None:
         """RC 63: the host no longer accepts our working keys (another logon rotated
         them, or a logon answer was lost); the next transaction logs on first."""
