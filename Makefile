@@ -13,7 +13,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
-	@echo "make bench  - host-only baseline (SQLite)"
+	@echo "make bench  - host baseline + open-loop TCP sweep (SQLite; PostgreSQL + pgbench if up)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,11 +54,15 @@ fuzz-atheris: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[fuzz]'
 	$(PY) -m loadtest.atheris_fuzz -max_total_time=300 -print_final_stats=1 loadtest/fuzz_corpus_bin
 
-# Host-only baseline (in process, SQLite).  The open-loop TCP bench against pgbench
-# is issue 3; until then this is the floor under any TCP figure.
+# Host-only baseline, then the open-loop TCP bench (issue 3): SQLite sweep, and
+# PostgreSQL + pgbench when a server answers on 127.0.0.1:5432.  docs/BENCHMARKS.md.
+PG_PROBE := import psycopg; psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
 bench: $(STAMP)
 	$(PY) -m loadtest.host_bench --requests 2000
-	$(PY) -m loadtest.host_bench --requests 2000 --synchronous NORMAL
+	$(PY) -m loadtest.bench --engine sqlite --sweep 50,100,150,200,400,1000 --duration-s 30
+	if $(PY) -c '$(PG_PROBE)' 2>/dev/null; then \
+		$(PY) -m loadtest.bench --engine postgresql --sweep 25,50,100,200,400,1000 --duration-s 30 --pgbench; \
+	else echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL bench skipped"; fi
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict
 # (about 75 s; reports in var/load/).  docs/LOAD.md.
