@@ -178,10 +178,11 @@ def _check_balances(session: Session, report: InvariantReport) -> None:
 
 
 def _check_totals(session: Session, report: InvariantReport) -> None:
-    report.total_credited_sen = session.scalar(
+    # int(): PostgreSQL's SUM(bigint) is NUMERIC, which arrives as a Decimal.
+    report.total_credited_sen = int(session.scalar(
         select(func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
             Transfer.kind == "allocation")
-    ) or 0
+    ) or 0)
     held = report.wallets_sen + report.ewarong_sen
     if held != report.total_credited_sen:
         report.violations.append(

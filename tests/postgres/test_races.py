@@ -41,7 +41,8 @@ def unlocked(pg_url: str) -> Iterator[SeededWorld]:
     yield world
     report = check_invariants(world.db)
     world.db.dispose()
-    assert report.ok, report.summary()
+    verdict = report.summary()  # always rendered: PostgreSQL sums arrive as Decimal
+    assert report.ok, verdict
 
 
 def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
