@@ -29,14 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
 from switch.host.keyring import Keyring
 from switch.ledger.database import open_database
-from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Transfer
+from switch.ledger.invariants import check_invariants, unreversed_purchases
 from switch.ledger.postings import allocate_period
 from switch.money import rupiah
 from switch.settings import load_settings
@@ -129,15 +126,7 @@ def run_locust(port: int, args: argparse.Namespace, workdir: Path,
 
 def unreversed_purchase_debits(db_url: str) -> tuple[int, int]:
     """(count, sen) of purchase debits in the ledger that no reversal undid."""
-    db = open_database(db_url, create=False)
-    with db.transaction() as session:
-        reversed_ids = select(Transfer.reverses_transfer_id).where(
-            Transfer.reverses_transfer_id.is_not(None))
-        count, total = session.execute(
-            select(func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
-                Transfer.kind == "purchase", Transfer.id.not_in(reversed_ids))
-        ).one()
-    return int(count), int(total)
+    return unreversed_purchases(open_database(db_url, create=False))
 
 
 def peak_of_history(path: Path) -> tuple[float, int]:

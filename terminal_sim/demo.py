@@ -20,14 +20,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
 from switch.host.keyring import Keyring
 from switch.ledger.database import open_database
-from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Transfer
+from switch.ledger.invariants import check_invariants, unreversed_purchases
 from switch.ledger.postings import AllocationResult, allocate_period
 from switch.money import rupiah
 from switch.protocol.codes import display_for
@@ -161,13 +158,7 @@ def verdict(db_url: str, fleet: FleetReport, steps: dict[str, list[Step]],
         out(f"  {rc:8} {count:5}  {shown}")
     db = open_database(db_url, create=False)
     report = check_invariants(db)
-    with db.transaction() as session:
-        reversed_ids = select(Transfer.reverses_transfer_id).where(
-            Transfer.reverses_transfer_id.is_not(None))
-        count, total = session.execute(
-            select(func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
-                Transfer.kind == "purchase", Transfer.id.not_in(reversed_ids))
-        ).one()
+    count, total = unreversed_purchases(db)
     matched = (count, total) == approvals
     failed = [f"{name}: {s.what}" for name, ss in steps.items() for s in ss if not s.ok]
     out(f"\nledger: {count} unreversed purchase debits of {rupiah(total)}; terminals saw "

@@ -263,3 +263,16 @@ def _check_reversals(session: Session, report: InvariantReport) -> None:
     ).all()
     for reversed_id in twice:
         report.violations.append(f"transfer {reversed_id} is reversed more than once")
+
+
+def unreversed_purchases(db: Database) -> tuple[int, int]:
+    """(count, sen) of purchase debits no reversal undid: what terminals must have seen
+    approved (the other half of the money invariant, checked by ``make run``/``load``)."""
+    with db.transaction() as session:
+        reversed_ids = select(Transfer.reverses_transfer_id).where(
+            Transfer.reverses_transfer_id.is_not(None))
+        count, total = session.execute(
+            select(func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
+                Transfer.kind == "purchase", Transfer.id.not_in(reversed_ids))
+        ).one()
+    return int(count), int(total)
