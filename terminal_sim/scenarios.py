@@ -102,6 +102,13 @@ class Scenarios:
                        edc.purchase([BasketLine("BRS010", 20, 14_000_000)], pin)),
         ]
 
+    def unsupported_message(self) -> list[Step]:
+        """FAILURES F7: a terminal not upgraded sends a code this host does not serve."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        return [self._step("unsupported processing code 380000", codes.INVALID_TRANSACTION,
+                           edc.purchase([RICE], pin, processing_code="380000"))]
+
     def terminal_declines(self) -> list[Step]:
         steps = []
         for label in ("unknown", "inactive", "ewarong_inactive"):
@@ -199,6 +206,7 @@ SCENARIOS: dict[str, Callable[[Scenarios], list[Step]]] = {
     "card-declines": Scenarios.card_declines,
     "goods-and-amount-declines": Scenarios.goods_and_amount_declines,
     "terminal-declines": Scenarios.terminal_declines,
+    "unsupported-message": Scenarios.unsupported_message,
     "wrong-pin-3x": Scenarios.wrong_pin_three_times,
     "duplicate": Scenarios.duplicate_transmission,
     "timeout-then-reversal": Scenarios.timeout_then_reversal,
