@@ -62,7 +62,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     log.info("stopping: closing transports, finishing requests in flight")
     for transport in transports:
         await transport.close()
-    host.close()
+    await host.aclose()
     presence.close()
     db.dispose()
 

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     #: A device (``/dev/ttyUSB0``, a pty) or pyserial URL (``loop://``), or unset.
     serial_port: str | None = None
     serial_baud: int = Field(default=9600, gt=0)
+    #: Group commit (issue 3): at most this many requests share one database
+    #: transaction (and one fsync); 1 turns group commit off.
+    group_commit_max_batch: int = Field(default=64, ge=1, le=1000)
+    #: How long the first request of a batch waits for company when the writer is
+    #: idle (0: never wait; under load batches fill while the previous one commits).
+    group_commit_max_delay_ms: float = Field(default=1.0, ge=0, le=50)
     #: How long a transport thread waits for the host's answer to one unit.
     handler_timeout_s: float = Field(default=30.0, gt=0)
 

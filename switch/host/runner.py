@@ -1,4 +1,15 @@
-"""Run the synchronous host from asyncio through one writer thread (DESIGN.md)."""
+"""Run the synchronous host from asyncio through one writer thread, with group
+commit (DESIGN.md: one writer of money; issue 3).
+
+Requests from every transport queue here.  One collector task takes the first
+waiting request, gives it up to ``group_commit_max_delay_ms`` for company when
+the queue is empty, then takes what is waiting up to ``group_commit_max_batch``
+and hands the batch to :meth:`HostService.process_batch` on the writer thread:
+one database transaction, one commit.  Answers are delivered only after that
+commit (``process_batch`` returns after it), so a crash can never take back an
+approval a terminal has seen.  While one batch commits the next one fills, so
+under load batches grow by themselves and an idle switch answers at once.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +21,113 @@ from switch.host.service import HostService
 
 log = logging.getLogger("bpnt.host")
 
+#: Requests queued at once (a bound, TIGER_STYLE).  The transports bound it first:
+#: one request in flight per TCP connection (``max_connections``), ``mqtt_max_inflight``.
+MAX_QUEUED = 16_384
+#: How long ``close()`` from another thread waits for the batch in flight.
+CLOSE_TIMEOUT_S = 60.0
+
+_Item = tuple[bytes, "asyncio.Future[bytes | None]"]
+
 
 class AsyncHost:
-    """``await handle(unit)``: the host's answer, computed on the single writer thread."""
+    """``await handle(unit)``: the host's answer, decided and committed on the writer thread."""
 
     def __init__(self, service: HostService) -> None:
         self.service = service
+        self.max_batch = service.settings.group_commit_max_batch
+        self.max_delay_s = service.settings.group_commit_max_delay_ms / 1000
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+        self._queue: asyncio.Queue[_Item | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._closing = False
+        #: Batches committed and requests in them (the bench and tests read these).
+        self.batches = 0
+        self.batched_units = 0
 
     async def handle(self, unit: bytes) -> bytes | None:
+        """The response unit, or ``None``: close the connection without an answer."""
+        if self._closing:
+            return None
+        queue = self._start()
+        if queue.qsize() >= MAX_QUEUED:
+            log.error("host queue full (%d requests): closing without an answer", MAX_QUEUED)
+            return None
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        queue.put_nowait((unit, future))
+        return await future
+
+    def _start(self) -> asyncio.Queue[_Item | None]:
+        if self._queue is None:
+            self._loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue()
+            self._collector = self._loop.create_task(self._collect(self._queue))
+        return self._queue
+
+    async def _collect(self, queue: asyncio.Queue[_Item | None]) -> None:
+        """Take batches off the queue until the stop marker (``None``)."""
         loop = asyncio.get_running_loop()
+        while True:
+            first = await queue.get()
+            if first is None:
+                break
+            if queue.empty() and self.max_delay_s > 0:
+                await asyncio.sleep(self.max_delay_s)  # the group-commit window
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._run_batch(loop, batch)
+            if stop:
+                break
+        while not queue.empty():  # arrived after the stop marker: never decided
+            item = queue.get_nowait()
+            if item is not None and not item[1].done():
+                item[1].set_result(None)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        units = [unit for unit, _ in batch]
         try:
-            return await loop.run_in_executor(self._writer, self.service.process_unit, unit)
+            answers = await loop.run_in_executor(self._writer, self.service.process_batch, units)
         except AssertionError:
-            # Our bug (InvariantError is an AssertionError): never answer, never 00.
-            log.critical("invariant broken while handling a unit", exc_info=True)
-            return None
+            # Our bug (InvariantError is an AssertionError): the batch rolled back whole;
+            # never answer, never 00.  The terminals time out and reverse.
+            log.critical("invariant broken in a batch of %d units", len(units), exc_info=True)
+            answers = [None] * len(units)
         except Exception:
-            # Unexpected (its transaction rolled back whole): close without an answer, so
-            # the terminal times out and reverses; never a guessed response code.
-            log.exception("unexpected error while handling a unit; closing the connection")
-            return None
+            log.exception("unexpected error in a batch of %d units; closing their connections",
+                          len(units))
+            answers = [None] * len(units)
+        self.batches += 1
+        self.batched_units += len(units)
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if not future.done():  # the caller may have been cancelled (its connection went)
+                future.set_result(answer)
+
+    async def aclose(self) -> None:
+        """Finish the batch in flight (its answers are delivered), refuse the rest."""
+        self._closing = True
+        if self._queue is not None and self._collector is not None:
+            self._queue.put_nowait(None)
+            await self._collector
+        self._writer.shutdown(wait=True)
 
     def close(self) -> None:
+        """From a thread other than the event loop's (tests, embedders): ``aclose()`` when
+        the loop still runs, else just stop the writer thread.  On the loop: ``aclose()``."""
+        loop = self._loop
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        assert not on_loop, "await aclose() on the event loop"
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(CLOSE_TIMEOUT_S)
+            return
+        self._closing = True
         self._writer.shutdown(wait=True)

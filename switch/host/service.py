@@ -1,8 +1,10 @@
-"""HostService: one request unit in, one response unit out (HOST_SPEC §1-7).
+"""HostService: request units in, response units out (HOST_SPEC §1-7).
 
-Every request that can move money runs in one database transaction holding the
+Every request that can move money runs in a database transaction holding the
 gate (terminal, logon, MAC), the idempotency record, the stored response, any
-transfer and the audit record together (DESIGN.md: one writer of money).  Stored
+transfer and the audit record together (DESIGN.md: one writer of money).  Group
+commit (:meth:`HostService.process_batch`): many requests share one transaction,
+and no answer leaves before it commits.  Stored
 responses are replayed verbatim, re-signed with the terminal's current TAK
 (HOST_SPEC §4: byte-identical except for the MAC).
 """
@@ -10,8 +12,10 @@ responses are replayed verbatim, re-signed with the terminal's current TAK
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from switch.clock import Clock, SystemClock
@@ -51,15 +55,92 @@ class HostService:
 
     def process_unit(self, data: bytes) -> bytes | None:
         """A response unit, or ``None`` when the connection must be closed."""
+        return self.process_batch([data])[0]
+
+    def process_batch(self, units: Sequence[bytes]) -> list[bytes | None]:
+        """Group commit: the answers to ``units``, all decided in ONE database transaction.
+
+        Each answer is returned only after that transaction has committed, so no
+        terminal is ever told "approved" about a debit that a crash could still take
+        back.  Units are decided in order (a second request for the same card sees
+        the first one's debit; a duplicate later in the batch replays the earlier
+        one's stored response).  A decline is a normal result and rolls nothing
+        back.  A unit that raises is taken out of the batch and the others are run
+        again from the start in a fresh transaction (optimistic: no savepoints, so
+        no subtransaction per request on PostgreSQL); one that lost a unique-key race
+        to another switch process is run again once.  Bounded: every re-run removes a
+        unit or uses up its one retry.  If the database itself fails (begin, a
+        statement, the commit), the whole transaction rolled back and every unit
+        still in the batch gets RC 91 (HOST_SPEC §5): nothing moved for any of them.
+        """
+        answers: list[bytes | None] = []
+        pending: list[int] = []
+        prepared: list[_Pending | None] = []
+        for data in units:
+            ready, job = self._prepare(data)
+            answers.append(ready)
+            prepared.append(job)
+            if job is not None:
+                pending.append(len(prepared) - 1)
+        retried: set[int] = set()
+        while pending:
+            try:
+                decided = self._decide_batch(prepared, pending)
+            except _UnitFailed as failed:
+                index, exc = failed.index, failed.cause
+                job = prepared[index]
+                assert job is not None
+                if _lost_a_race(exc) and index not in retried:
+                    retried.add(index)
+                    log.info("%s tid=%s stan=%s lost a race with another writer (%s): "
+                             "running its batch again", job.request.mti,
+                             job.request.opt_text(41), job.request.opt_text(11),
+                             type(getattr(exc, "orig", exc)).__name__)
+                else:
+                    answers[index] = self._answer_to_failure(job, exc)
+                    pending.remove(index)
+                if pending:
+                    log.info("batch rolled back for one unit: re-running %d", len(pending))
+                continue
+            except OperationalError as exc:
+                # The transaction rolled back whole: nothing moved.  HOST_SPEC §5: RC 91.
+                log.error("ledger unavailable for a batch of %d: %s", len(pending),
+                          type(exc).__name__)
+                for index in pending:
+                    job = prepared[index]
+                    assert job is not None
+                    answers[index] = job.reply(encode(
+                        build_response(job.request, codes.HOST_UNAVAILABLE)))
+                return answers
+            for index, message in decided.items():
+                job = prepared[index]
+                assert job is not None
+                answers[index] = job.reply(message)
+            return answers
+        return answers
+
+    def _prepare(self, data: bytes) -> tuple[bytes | None, _Pending | None]:
+        """Everything decided without the database: (answer, None) or (None, job)."""
         try:
             unit = decode_unit(data)
         except FramingError as exc:
             log.warning("closing: unusable unit: %s", exc)
-            return None
+            return None, None
         except ProtocolError as exc:
-            return self._format_error(data, exc)
+            return self._format_error(data, exc), None
         reply = unit.tpdu.reply().to_bytes()
-        return reply + self.process_message(unit.message, data[TPDU_LEN:])
+        request = unit.message
+        txn = classify(request)
+        if txn is TxnType.UNSUPPORTED or txn in _NOT_YET_SUPPORTED:
+            log.info("unsupported %s/%s from %s", request.mti, request.opt_text(3),
+                     request.opt_text(41))
+            return reply + encode(build_response(request, codes.INVALID_TRANSACTION)), None
+        if missing := missing_des(request, txn):
+            log.info("format error: %s missing DEs %s", request.mti, missing)
+            return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
+        if txn is TxnType.ECHO:
+            return reply + encode(build_response(request, codes.APPROVED)), None
+        return None, _Pending(reply, request, data[TPDU_LEN:], txn)
 
     def _format_error(self, data: bytes, exc: ProtocolError) -> bytes | None:
         """RC 30 when the MTI can be read, else close (HOST_SPEC §1; DESIGN.md errors)."""
@@ -71,73 +152,64 @@ class HostService:
         tpdu = Tpdu.from_bytes(data).reply()
         return tpdu.to_bytes() + encode(Message(response_mti(mti), {39: codes.FORMAT_ERROR}))
 
+    def _decide_batch(self, prepared: Sequence[_Pending | None],
+                      pending: Sequence[int]) -> dict[int, bytes]:
+        """One transaction for every pending unit; raises :class:`_UnitFailed` naming the
+        first unit that raised (the transaction is rolled back by then)."""
+        decided: dict[int, bytes] = {}
+        with self.db.transaction() as session:
+            for index in pending:
+                job = prepared[index]
+                assert job is not None
+                try:
+                    decided[index] = self._dispatch(session, job.request, job.raw, job.txn)
+                except AssertionError:
+                    raise  # our bug (InvariantError): the whole batch rolls back, loudly
+                except OperationalError as exc:
+                    if not _lost_a_race(exc):
+                        raise  # the database failed: the whole batch gets RC 91
+                    raise _UnitFailed(index, exc) from exc
+                except Exception as exc:
+                    raise _UnitFailed(index, exc) from exc
+        return decided
+
+    def _answer_to_failure(self, job: _Pending, exc: Exception) -> bytes | None:
+        """RC 30 for bad content, RC 91 for a race lost twice, else close."""
+        request = job.request
+        if isinstance(exc, ProtocolError):
+            log.info("format error in %s: %s", request.mti, exc)
+            return job.reply(encode(build_response(request, codes.FORMAT_ERROR)))
+        if isinstance(exc, OperationalError):  # a second lost race (serialization/deadlock)
+            log.error("ledger contention for %s: %s", request.mti, type(exc).__name__)
+            return job.reply(encode(build_response(request, codes.HOST_UNAVAILABLE)))
+        # Unexpected: close without an answer, so the terminal times out and reverses;
+        # never a guessed response code.
+        log.error("unexpected error handling %s tid=%s stan=%s; closing the connection",
+                  request.mti, request.opt_text(41), request.opt_text(11), exc_info=exc)
+        return None
+
     # -- messages ---------------------------------------------------------------
 
-    def process_message(self, request: Message, raw: bytes) -> bytes:
-        """The encoded response message for a request (``raw``: its bytes, for the MAC)."""
-        txn = classify(request)
-        if txn is TxnType.UNSUPPORTED or txn in _NOT_YET_SUPPORTED:
-            log.info("unsupported %s/%s from %s", request.mti, request.opt_text(3),
-                     request.opt_text(41))
-            return encode(build_response(request, codes.INVALID_TRANSACTION))
-        if missing := missing_des(request, txn):
-            log.info("format error: %s missing DEs %s", request.mti, missing)
-            return encode(build_response(request, codes.FORMAT_ERROR))
-        try:
-            return self._dispatch_retrying_a_lost_race(request, raw, txn)
-        except ProtocolError as exc:
-            log.info("format error in %s: %s", request.mti, exc)
-            return encode(build_response(request, codes.FORMAT_ERROR))
-        except OperationalError as exc:
-            # The transaction rolled back whole: nothing moved.  HOST_SPEC §5: RC 91.
-            log.error("ledger unavailable for %s: %s", request.mti, type(exc).__name__)
-            return encode(build_response(request, codes.HOST_UNAVAILABLE))
-
-    def _dispatch_retrying_a_lost_race(self, request: Message, raw: bytes,
-                                       txn: TxnType) -> bytes:
-        """``_dispatch``, run once more if its transaction lost a race with another
-        switch process on the same database (HOST_SPEC §4).
-
-        Two processes given the same request both find no idempotency record, and
-        the second to write it hits the unique key on ``request_records`` (or on
-        ``transfers.idempotency_key``); PostgreSQL may instead report a
-        serialization failure or deadlock.  The whole transaction has rolled back,
-        so nothing moved: the retry finds the winner's stored record and replays it.
-        Once only (a bound, TIGER_STYLE): a second loss propagates.
-        """
-        try:
-            return self._dispatch(request, raw, txn)
-        except (IntegrityError, OperationalError) as exc:
-            if not _lost_a_race(exc):
-                raise
-            log.info("%s tid=%s stan=%s lost a race with another writer (%s): retrying once",
-                     request.mti, request.opt_text(41), request.opt_text(11),
-                     type(exc.orig).__name__)
-            return self._dispatch(request, raw, txn)
-
-    def _dispatch(self, request: Message, raw: bytes, txn: TxnType) -> bytes:
-        if txn is TxnType.ECHO:
-            return encode(build_response(request, codes.APPROVED))
+    def _dispatch(self, session: Session, request: Message, raw: bytes, txn: TxnType) -> bytes:
+        """The encoded response message for one request, in the batch's transaction."""
         if txn is TxnType.LOGON:
-            with self.db.transaction() as session:
-                return encode(logon.handle_logon(self.ctx, session, request))
+            return encode(logon.handle_logon(self.ctx, session, request))
         assert txn in _GATED, f"no handler for {txn}"
-        with self.db.transaction() as session:
-            caller = admit(session, self.keys, request, raw)
-            if isinstance(caller, Refusal):
-                self.ctx.audit(session, actor=f"terminal:{request.text(41)}",
-                               action=f"refused.{txn.value}", subject=request.text(11),
-                               rc=caller.rc, reason=caller.reason)
-                log.warning("%s refused tid=%s stan=%s rc=%s: %s", txn.value,
-                            request.text(41), request.text(11), caller.rc, caller.reason)
-                return encode(build_response(request, caller.rc))
-            if txn is TxnType.CASH_OUT:
-                unsigned = self._refuse_cash_out(session, request)
-            elif txn is TxnType.REVERSAL:
-                unsigned = handle_reversal(self.ctx, session, request)
-            else:
-                unsigned = handle_card_request(self.ctx, session, caller, request, txn)
-            return mac.sign(caller.tak, unsigned)
+        caller = admit(session, self.keys, request, raw)
+        if isinstance(caller, Refusal):
+            self.ctx.audit(session, actor=f"terminal:{request.text(41)}",
+                           action=f"refused.{txn.value}", subject=request.text(11),
+                           rc=caller.rc, reason=caller.reason)
+            log.warning("%s refused tid=%s stan=%s rc=%s: %s", txn.value,
+                        request.text(41), request.text(11), caller.rc, caller.reason)
+            return encode(build_response(request, caller.rc))
+        if txn is TxnType.CASH_OUT:
+            unsigned = self._refuse_cash_out(session, request)
+        elif txn is TxnType.REVERSAL:
+            unsigned = handle_reversal(self.ctx, session, request)
+        else:
+            unsigned = handle_card_request(self.ctx, session, caller, request, txn)
+        return mac.sign(caller.tak, unsigned)
 
     def _refuse_cash_out(self, session: Session, request: Message) -> bytes:
         """HOST_SPEC §4: a BPNT balance is for food only; cash-out (DE 3 01xxxx) is 57."""
@@ -156,6 +228,31 @@ _RACE_SQLSTATES = frozenset({"23505", "40001", "40P01"})
 _RACE_SQLITE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
-def _lost_a_race(exc: DBAPIError) -> bool:
+def _lost_a_race(exc: Exception) -> bool:
+    """A unique-key hit, serialization failure or deadlock against another writer."""
+    if not isinstance(exc, (IntegrityError, OperationalError)):
+        return False
     return (getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES
             or getattr(exc.orig, "sqlite_errorname", None) in _RACE_SQLITE_ERRORS)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A decoded request that needs the database."""
+
+    tpdu_reply: bytes
+    request: Message
+    raw: bytes  # the message bytes, for the MAC
+    txn: TxnType
+
+    def reply(self, message: bytes) -> bytes:
+        return self.tpdu_reply + message
+
+
+class _UnitFailed(Exception):
+    """Unit ``index`` of a batch raised ``cause``; the batch's transaction rolled back."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(index, cause)
+        self.index = index
+        self.cause = cause

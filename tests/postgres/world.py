@@ -33,13 +33,17 @@ class SeededWorld:
     def card(self, label: str = "ok", index: int = 0) -> DemoCard:
         return self.demo.cards_labelled(label)[index]
 
-    def edc(self, link: Link, demo: DemoCard, terminal: DemoTerminal | None = None) -> Edc:
-        terminal = terminal or self.terminal()
-        reader = EmulatedReader()
+    def kks(self, demo: DemoCard) -> KksCard:
+        """The emulated chip card of ``demo`` (one per PAN, so its ATC keeps counting)."""
         if demo.pan not in self.cards:
             profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.keys.imk_ac)
             self.cards[demo.pan] = KksCard(profile)
-        reader.swap(self.cards[demo.pan])
+        return self.cards[demo.pan]
+
+    def edc(self, link: Link, demo: DemoCard, terminal: DemoTerminal | None = None) -> Edc:
+        terminal = terminal or self.terminal()
+        reader = EmulatedReader()
+        reader.swap(self.kks(demo))
         return Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk, timeout_s=15.0), link,
                    reader)
 

@@ -255,8 +255,8 @@ def serving(world: HostWorld, kind: str, tmp_path: Path,
     finally:
         for close in reversed(closers):
             close()
-        loop.stop()
         host.close()
+        loop.stop()
         presence.close()
 
 

@@ -75,8 +75,8 @@ def noisy_line(world: HostWorld, rate: float, seed: int) -> Iterator[NoisyLine]:
         finally:
             loop.run(transport.close())
             terminal_side.close()
-            loop.stop()
             host.close()
+            loop.stop()
 
 
 def test_one_percent_noise_100_purchases_all_correct(world: HostWorld) -> None:

@@ -44,9 +44,9 @@ def running_switch(world: HostWorld, **limits: float) -> Iterator[int]:
         yield port_box[0]
     finally:
         asyncio.run_coroutine_threadsafe(transport.close(), loop).result(10)
+        host.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        host.close()
 
 
 def replace_settings(world: HostWorld, **changes: float) -> object:

@@ -1,0 +1,223 @@
+"""Group commit (issue 3): many requests in one database transaction, answers only
+after it commits, and no request's fate tied to its neighbour's."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from switch.host import card_request
+from switch.host.runner import AsyncHost
+from switch.ledger.models import Card, RequestRecord, Transfer
+from switch.protocol import codes
+from switch.protocol.bpnt import BasketLine
+from switch.protocol.unit import decode_unit
+from switch.security.keys import pan_token
+from terminal_sim.edc import Edc
+from tests.world import PERIOD_SEN, HostWorld
+
+RICE = BasketLine("BRS005", 1, 6_500_000)
+TEMPE = BasketLine("TMP001", 1, 500_000)
+WAIT_S = 10.0
+
+
+def _rc(answer: bytes | None) -> str | None:
+    assert answer is not None
+    return decode_unit(answer).message.opt_text(39)
+
+
+def _stan(unit: bytes) -> str:
+    return decode_unit(unit).message.text(11)
+
+
+def _purchase_unit(world: HostWorld, edc: Edc, index: int, basket: list[BasketLine],
+                   pin: str | None = None) -> bytes:
+    card = world.card(index=index)
+    world.insert(edc, card)
+    return edc.prepare_purchase(basket, pin or card.pin)
+
+
+def _count(world: HostWorld, model: Any) -> int:
+    with world.db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def _purchases(world: HostWorld) -> int:
+    with world.db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(Transfer)
+                                  .where(Transfer.kind == "purchase")) or 0)
+
+
+def _wrong_pin_count(world: HostWorld, index: int) -> int:
+    pan = world.card(index=index).pan
+    with world.db.transaction() as session:
+        count = session.scalar(select(Card.wrong_pin_count).where(
+            Card.pan_token == pan_token(world.keys.pan_token_key, pan)))
+    assert count is not None
+    return int(count)
+
+
+def test_a_batch_decides_in_order_and_a_decline_rolls_back_nothing(world: HostWorld) -> None:
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    approve_a = _purchase_unit(world, edc, 0, [RICE])
+    wrong_pin = _purchase_unit(world, edc, 1, [RICE], pin="000000")
+    approve_b = _purchase_unit(world, edc, 2, [RICE])
+    # Card 3 asks twice for more than half its wallet: the second sees the first's debit.
+    big = BasketLine("BRS005", 2, 6_500_000)  # Rp 130.000 of Rp 200.000
+    first_big = _purchase_unit(world, edc, 3, [big])
+    second_big = _purchase_unit(world, edc, 3, [big])
+    batch = [approve_a, wrong_pin, approve_b, first_big, second_big, approve_a]
+
+    answers = world.host.process_batch(batch)
+
+    assert [_rc(a) for a in answers] == [codes.APPROVED, codes.WRONG_PIN, codes.APPROVED,
+                                        codes.APPROVED, codes.INSUFFICIENT_BALANCE,
+                                        codes.APPROVED]
+    assert answers[5] == answers[0]  # the duplicate in the same batch replays the stored bytes
+    assert _purchases(world) == 3  # the duplicate moved nothing
+    assert _wrong_pin_count(world, 1) == 1
+    assert world.balance_sen(world.card(index=0)) == PERIOD_SEN - RICE.total_sen
+    assert world.balance_sen(world.card(index=3)) == PERIOD_SEN - big.total_sen
+
+
+def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
+    doomed = _stan(units[1])
+    real = card_request.handle_card_request
+
+    def explode_on_one(ctx: Any, session: Any, caller: Any, request: Any, txn: Any) -> bytes:
+        answer = real(ctx, session, caller, request, txn)  # it has written its debit...
+        if request.text(11) == doomed:
+            raise RuntimeError("a bug in one request")  # ...and then fails
+        return answer
+
+    monkeypatch.setattr("switch.host.service.handle_card_request", explode_on_one)
+    answers = world.host.process_batch(units)
+
+    assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,
+                                                              codes.APPROVED]
+    assert world.balance_sen(world.card(index=1)) == PERIOD_SEN  # its debit rolled back
+    assert world.balance_sen(world.card(index=0)) == PERIOD_SEN - TEMPE.total_sen
+    assert world.balance_sen(world.card(index=2)) == PERIOD_SEN - TEMPE.total_sen
+    with world.db.transaction() as session:
+        stans = set(session.scalars(select(RequestRecord.stan)
+                                    .where(RequestRecord.kind == "request")))
+    assert doomed not in stans and len(stans) == 2
+
+
+def test_a_failed_commit_answers_91_and_moves_nothing(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(4)]
+    records_before = _count(world, RequestRecord)
+
+    def disk_full(_dbapi_connection: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(world.db.engine.dialect, "do_commit", disk_full)
+    answers = world.host.process_batch(units)
+    monkeypatch.undo()
+
+    assert [_rc(a) for a in answers] == [codes.HOST_UNAVAILABLE] * 4
+    assert _count(world, RequestRecord) == records_before
+    for n in range(4):
+        assert world.balance_sen(world.card(index=n)) == PERIOD_SEN
+    # The same units once the database is back: decided afresh, approved, debited once.
+    assert [_rc(a) for a in world.host.process_batch(units)] == [codes.APPROVED] * 4
+
+
+class _HeldCommit:
+    """Holds the writer thread inside the database commit until released."""
+
+    def __init__(self, world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.commits = 0
+        real = world.db.engine.dialect.do_commit
+
+        def held(dbapi_connection: Any) -> None:
+            self.commits += 1
+            if self.commits == 1:
+                self.reached.set()
+                assert self.release.wait(WAIT_S), "test never released the commit"
+            real(dbapi_connection)
+
+        monkeypatch.setattr(world.db.engine.dialect, "do_commit", held)
+
+
+@contextmanager
+def _async_host(world: HostWorld, **settings: float) -> Iterator[tuple[AsyncHost, Any]]:
+    world.host.settings = world.host.settings.model_copy(update=settings)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    host = AsyncHost(world.host)
+    try:
+        yield host, loop
+    finally:
+        host.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT_S)
+        loop.close()
+
+
+def _queued(host: AsyncHost, loop: Any) -> int:
+    async def qsize() -> int:
+        return host._queue.qsize() if host._queue is not None else 0
+
+    return asyncio.run_coroutine_threadsafe(qsize(), loop).result(WAIT_S)
+
+
+def test_no_answer_leaves_before_its_batch_commits_and_waiting_requests_batch(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    first = _purchase_unit(world, edc, 0, [TEMPE])
+    rest = [_purchase_unit(world, edc, n % 12, [TEMPE]) for n in range(1, 21)]
+    held = _HeldCommit(world, monkeypatch)
+    with _async_host(world, group_commit_max_batch=64, group_commit_max_delay_ms=0) as (
+            host, loop):
+        pending: list[Future[bytes | None]] = [
+            asyncio.run_coroutine_threadsafe(host.handle(first), loop)]
+        assert held.reached.wait(WAIT_S), "the first batch never reached its commit"
+        pending += [asyncio.run_coroutine_threadsafe(host.handle(u), loop) for u in rest]
+        assert _queued(host, loop) == 20  # all waiting behind the held commit
+        assert not any(f.done() for f in pending)  # not even the first: not committed yet
+        held.release.set()
+        answers = [f.result(WAIT_S) for f in pending]
+
+    assert [_rc(a) for a in answers] == [codes.APPROVED] * 21
+    assert (host.batches, host.batched_units) == (2, 21)  # 1, then the 20 that waited
+    assert held.commits == 2
+
+
+def test_batch_size_is_bounded(world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    first = _purchase_unit(world, edc, 0, [TEMPE])
+    rest = [_purchase_unit(world, edc, n % 12, [TEMPE]) for n in range(1, 11)]
+    held = _HeldCommit(world, monkeypatch)
+    with _async_host(world, group_commit_max_batch=4, group_commit_max_delay_ms=0) as (
+            host, loop):
+        pending = [asyncio.run_coroutine_threadsafe(host.handle(first), loop)]
+        assert held.reached.wait(WAIT_S)
+        pending += [asyncio.run_coroutine_threadsafe(host.handle(u), loop) for u in rest]
+        assert _queued(host, loop) == 10
+        held.release.set()
+        answers = [f.result(WAIT_S) for f in pending]
+
+    assert [_rc(a) for a in answers] == [codes.APPROVED] * 11
+    assert (host.batches, host.batched_units) == (4, 11)  # 1, 4, 4, 2
