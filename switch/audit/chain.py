@@ -10,7 +10,9 @@ from 1 and the head row holds the last (seq, mac), so:
 
 Someone who can write the database but does not hold the key cannot forge a
 consistent chain.  Appends take the head row ``FOR UPDATE`` (PostgreSQL) or run
-under SQLite's ``BEGIN IMMEDIATE``, so concurrent switch processes chain in order.
+under SQLite's ``BEGIN IMMEDIATE``, so concurrent switch processes chain in order;
+a transaction reads the head once and writes its records and the head once, at
+commit (group commit appends a whole batch that way).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from switch.audit.models import AuditHead, AuditRecord
@@ -40,6 +42,86 @@ def _mac(key: bytes, prev_mac: str, payload: bytes) -> str:
     return hmac.new(key, prev_mac.encode() + payload, hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True)
+class Appended:
+    """Where a record went in the chain."""
+
+    seq: int
+    mac: str
+
+
+#: ``Session.info`` key of the transaction's :class:`_Appender`.
+_APPENDER = "bpnt.audit.appender"
+_HEAD_FOR_UPDATE = (select(AuditHead.seq, AuditHead.mac)
+                    .where(AuditHead.id == HEAD_ID).with_for_update())
+_INSERT_RECORD = insert(AuditRecord)
+_INSERT_HEAD = insert(AuditHead)
+_UPDATE_HEAD = (update(AuditHead).where(AuditHead.id == HEAD_ID)
+                .values(seq=bindparam("head_seq"), mac=bindparam("head_mac")))
+
+
+class _Appender:
+    """The chain's head for one transaction: read (and locked) at the first append,
+    records buffered and written with the head just before the commit.
+
+    One head read and one head write per transaction however many records it
+    appends (group commit: a whole batch).  The head row stays locked (PostgreSQL
+    ``FOR UPDATE``; SQLite ``BEGIN IMMEDIATE``) from the first append to the commit,
+    so concurrent switch processes still chain strictly in order.
+    """
+
+    def __init__(self, session: Session) -> None:
+        row = session.connection().execute(_HEAD_FOR_UPDATE).first()
+        self.head_exists = row is not None
+        self.seq, self.mac = (int(row[0]), str(row[1])) if row else (0, GENESIS_MAC)
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, key: bytes, *, at: datetime, actor: str, action: str, subject: str,
+            detail: dict[str, Any] | None) -> Appended:
+        seq = self.seq + 1
+        text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
+        stamp = at.isoformat()
+        mac = _mac(key, self.mac, _canonical(seq, stamp, actor, action, subject, text))
+        self.pending.append({"seq": seq, "at": stamp, "actor": actor, "action": action,
+                             "subject": subject, "detail": text, "prev_mac": self.mac,
+                             "mac": mac})
+        self.seq, self.mac = seq, mac
+        return Appended(seq, mac)
+
+    def write(self, session: Session) -> None:
+        if not self.pending:
+            return
+        connection = session.connection()
+        connection.execute(_INSERT_RECORD, self.pending)
+        if self.head_exists:
+            connection.execute(_UPDATE_HEAD, {"head_seq": self.seq, "head_mac": self.mac})
+        else:
+            connection.execute(_INSERT_HEAD, {"id": HEAD_ID, "seq": self.seq, "mac": self.mac})
+            self.head_exists = True
+        self.pending = []
+
+
+def _appender(session: Session) -> _Appender:
+    appender: _Appender | None = session.info.get(_APPENDER)
+    if appender is None:
+        appender = session.info[_APPENDER] = _Appender(session)
+    return appender
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    appender: _Appender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        appender.write(session)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    """A new transaction on the same session reads the head afresh."""
+    session.info.pop(_APPENDER, None)
+
+
 def append(
     session: Session,
     key: bytes,
@@ -49,23 +131,18 @@ def append(
     action: str,
     subject: str,
     detail: dict[str, Any] | None = None,
-) -> AuditRecord:
-    """Add one record at the end of the chain, in the caller's transaction."""
-    head = session.scalars(
-        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-    ).first()
-    if head is None:
-        head = AuditHead(id=HEAD_ID, seq=0, mac=GENESIS_MAC)
-        session.add(head)
-    seq = head.seq + 1
-    text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
-    stamp = at.isoformat()
-    mac = _mac(key, head.mac, _canonical(seq, stamp, actor, action, subject, text))
-    record = AuditRecord(seq=seq, at=stamp, actor=actor, action=action, subject=subject,
-                         detail=text, prev_mac=head.mac, mac=mac)
-    session.add(record)
-    head.seq, head.mac = seq, mac
-    return record
+) -> Appended:
+    """Add one record at the end of the chain, in the caller's transaction (written
+    with the commit; :func:`flush` writes what is buffered now)."""
+    return _appender(session).add(key, at=at, actor=actor, action=action, subject=subject,
+                                  detail=detail)
+
+
+def flush(session: Session) -> None:
+    """Write the records appended in this transaction so far (and the head)."""
+    appender: _Appender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        appender.write(session)
 
 
 @dataclass
@@ -87,6 +164,7 @@ class VerifyReport:
 
 def verify(session: Session, key: bytes) -> VerifyReport:
     """Walk the chain in ``seq`` order and report every break."""
+    flush(session)
     report = VerifyReport()
     expected_seq, prev_mac = 1, GENESIS_MAC
     for rec in session.scalars(select(AuditRecord).order_by(AuditRecord.seq)):
