@@ -1,4 +1,4 @@
-"""EMV application cryptograms for the KKS card (HOST_SPEC §7), built on pyemv.
+"""EMV application cryptograms for the KKS card (HOST_SPEC §7).
 
 Shared by the switch (verifies the ARQC, answers with an ARPC) and the card
 emulator (computes the ARQC), so both sides use one definition of the
@@ -17,23 +17,29 @@ ARQC input (Book 2 §8.1.1, the recommended minimum data set of Table 26)::
     CDOL1 data (9F02 9F03 9F1A 95 5F2A 9A 9C 9F37, 29 bytes) || AIP 82 (2) || ATC 9F36 (2)
 
 MAC'd with ISO/IEC 9797-1 algorithm 3 under ``SK-AC``, padding method 2
-(``pyemv.ac.generate_ac`` with ``PaddingType.EMV``).  The Issuer Application
+(as ``pyemv.ac.generate_ac`` with ``PaddingType.EMV``).  The Issuer Application
 Data (9F10) is *not* part of the input: it only carries the cryptogram
 version, so a card and the switch agree on the input without parsing it.
 
 HOST_SPEC §7 does not carry ``9F03`` (amount, other) in DE 55; BPNT has no
 cash-back, so the switch uses six zero bytes when it is absent.
+
+The derivations and MACs give the same bytes as pyemv (``kd.derive_icc_mk_a``,
+``kd.derive_common_sk``, ``ac.generate_ac``, ``ac.generate_arpc_1``), with the
+block-cipher work done by `switch.security.des` in one call per step; pyemv
+still provides the BER-TLV codec.
 """
 
 from __future__ import annotations
 
+import binascii
 import hmac
 from collections.abc import Mapping
 from typing import Final
 
-from pyemv import ac as _ac
-from pyemv import kd as _kd
 from pyemv import tlv as _tlv
+
+from switch.security import des
 
 __all__ = [
     "CDOL1_TAGS",
@@ -91,6 +97,7 @@ DE55_TAG_ORDER: Final[tuple[str, ...]] = (
 IAD: Final[bytes] = bytes.fromhex("06010A03A00000")
 
 _ZERO_AMOUNT: Final[bytes] = bytes(6)
+_ALL_ONES: Final[int] = (1 << 64) - 1
 
 
 class IccDataError(ValueError):
@@ -104,14 +111,28 @@ def derive_icc_mk_ac(imk_ac: bytes, pan: str, psn: str) -> bytes:
     ...                  "12345678901234567", "01").hex().upper()
     '73AD54688CEF2934B0979857E3C719F1'
     """
-    return bytes(_kd.derive_icc_mk_a(imk_ac, pan, psn))
+    if psn is None:  # as pyemv: the default PSN
+        psn = "00"
+    if isinstance(psn, bytes):
+        psn = psn.decode("ascii")
+    if isinstance(pan, bytes):
+        pan = pan.decode("ascii")
+    data_a = binascii.a2b_hex((pan + psn)[-16:].zfill(16))
+    data_b = (int.from_bytes(data_a, "big") ^ _ALL_ONES).to_bytes(8, "big")
+    # The IMK is long-lived: its context is cached.
+    return des.adjust_parity(des.ecb_encrypt(imk_ac, data_a + data_b, cache=True))
 
 
 def derive_session_key_ac(icc_mk_ac: bytes, atc: bytes) -> bytes:
     """AC session key, common session key derivation with R = ATC || 00*6 (Book 2 A1.3.1)."""
     if len(atc) != 2:
         raise ValueError("ATC must be 2 bytes")
-    return bytes(_kd.derive_common_sk(icc_mk_ac, atc + bytes(6)))
+    if len(icc_mk_ac) != 16:
+        raise ValueError("ICC Master Key must be a double length DES key")
+    atc = bytes(atc)
+    r_a = atc + b"\xf0" + bytes(5)
+    r_b = atc + b"\x0f" + bytes(5)
+    return des.adjust_parity(des.ecb_encrypt(icc_mk_ac, r_a + r_b))
 
 
 def cdol1_dol() -> bytes:
@@ -132,7 +153,7 @@ def compute_arqc(icc_mk_ac: bytes, *, cdol1_data: bytes, aip: bytes, atc: bytes)
     """The 8-byte application cryptogram (Book 2 §8.1, A1.2; padding method 2)."""
     sk_ac = derive_session_key_ac(icc_mk_ac, atc)
     data = arqc_input(cdol1_data=cdol1_data, aip=aip, atc=atc)
-    return bytes(_ac.generate_ac(sk_ac, data, _ac.PaddingType.EMV))
+    return des.retail_mac(sk_ac, des.pad_method_2(data))
 
 
 def _cdol1_from_tags(icc_tags: Mapping[str, bytes]) -> bytes | None:
@@ -184,7 +205,11 @@ def compute_arpc(
     if len(arc) != 2:
         raise ValueError("ARC must be 2 bytes")
     sk_ac = derive_session_key_ac(derive_icc_mk_ac(imk_ac, pan, psn), bytes(atc))
-    return bytes(_ac.generate_arpc_1(sk_ac, bytes(arqc), arc))
+    # 3DES(SK-AC, ARQC XOR (ARC || 00*6)): CBC with a zero IV over one block.
+    arqc = bytes(arqc)
+    arc = bytes(arc)
+    block = bytes((arqc[0] ^ arc[0], arqc[1] ^ arc[1])) + arqc[2:]
+    return des.ecb_encrypt(sk_ac, block)
 
 
 def build_tag_91(arpc: bytes, arc: bytes) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 
-import psec.mac
+from switch.security import des
 
 MAC_LEN = 8
 #: HOST_SPEC §6: MAC required on these requests and their responses.
@@ -29,11 +29,14 @@ def requires_mac(mti: str) -> bool:
 
 
 def compute_mac(tak: bytes, mac_input: bytes) -> bytes:
-    """X9.19 / ISO 9797-1 alg 3: single-DES CBC under K1, last block 3DES (K1, K2)."""
+    """X9.19 / ISO 9797-1 alg 3: single-DES CBC under K1, last block 3DES (K1, K2).
+
+    Padding method 1 (zeros; an empty input is one zero block), as
+    ``psec.mac.generate_retail_mac(K1, K2, mac_input, padding=1)``.
+    """
     if len(tak) != 16:
         raise ValueError("TAK must be a double-length key")
-    mac: bytes = psec.mac.generate_retail_mac(tak[:8], tak[8:], mac_input, padding=1)
-    return mac
+    return des.retail_mac_cached(tak, des.pad_method_1(mac_input))
 
 
 def sign(tak: bytes, encoded: bytes) -> bytes:
