@@ -1,25 +1,28 @@
 """Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4.
 
-One database transaction: idempotency lookup, decision, PIN counter, ATC,
-transfer, idempotency record with the stored response, audit record.
+In the batch's database transaction: idempotency lookup, decision, PIN counter,
+ATC, transfer, idempotency record with the stored response, audit record.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from sqlalchemy import BindParameter, bindparam, update
 from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
 from switch.authorize.rules import decide
 from switch.host.context import HostContext
-from switch.host.facts import load_card, load_items
+from switch.host.facts import CardRow, card_row, item_facts
 from switch.host.gate import Caller
-from switch.host.records import RequestKey, find_record
+from switch.host.records import RequestKey, find_records, insert_record, set_response
 from switch.host.responses import approval_code_for, build_response, request_hash, rrn_for
-from switch.ledger.models import Card, RequestRecord, Transfer
-from switch.ledger.postings import get_or_create_account, post_transfer
+from switch.ledger.models import Card, utcnow
+from switch.ledger.postings import post_purchase
+from switch.ledger.prepared import Prepared
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine, card_data, decode_basket
 from switch.protocol.message import Message, encode, mask_pan
@@ -46,54 +49,77 @@ class Cryptogram:
 
 def handle_card_request(ctx: HostContext, session: Session, caller: Caller, request: Message,
                         txn: TxnType) -> bytes:
-    """The encoded response (DE 64 a placeholder, signed by the caller)."""
+    """The encoded response (DE 64 a placeholder, signed by the caller).
+
+    The hot path of the switch: prebuilt Core statements on the transaction's
+    connection (records, card, items, card update, the purchase posting, the new
+    record and its response): about ten statements, no ORM unit of work.
+    """
+    connection = session.connection()
     key = RequestKey.of(request)
     digest = request_hash(request)
     card_in = card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35))
     purchase: tuple[int, list[BasketLine]] | None = None
     if txn is TxnType.PURCHASE:
         purchase = (int(request.text(4)), decode_basket(request.text(48)))
-    prior = find_record(session, key, "request")
+    records = find_records(connection, key)
+    prior = records.get("request")
     if prior is not None:
         return replay(request, prior, digest)
-    card_row = load_card(session, ctx.keys, card_in.pan)
+    card = card_row(connection, ctx.keys, card_in.pan)
     cryptogram = Cryptogram()
-    if find_record(session, key, "reversal") is not None:
+    if "reversal" in records:
         decision = Decision(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
-        decision = _decide(ctx, session, caller.facts, request, card_in.pan, card_row, purchase,
+        decision = _decide(ctx, session, caller.facts, request, card_in.pan, card, purchase,
                            cryptogram)
-    card = card_row[0] if card_row else None
     if card is not None:
         _apply_card_effects(ctx, session, card, decision, cryptogram, key)
-    transfer = None
+    transfer_id = None
     if decision.rc == codes.APPROVED and decision.amount_sen > 0:
-        assert card_row is not None, "an approved purchase has a card"
-        transfer = _post_purchase(session, request, key, card_row[1], decision)
-    record = RequestRecord(
-        tid=key.tid, local_date=key.local_date, stan=key.stan, kind="request",
-        mti=response_mti(request.mti), processing_code=request.text(3),
-        amount_sen=decision.amount_sen, request_hash=digest, response_code=decision.rc,
-        response_unit=b"", transfer_id=transfer.id if transfer else None,
-    )
-    session.add(record)
-    session.flush()
+        assert card is not None, "an approved purchase has a card"
+        transfer_id = post_purchase(
+            connection, idempotency_key=key.transfer_key("pur"),
+            wallet_account_id=card.facts.wallet_account_id,
+            payable_account_id=caller.payable_account_id, amount_sen=decision.amount_sen,
+            memo=f"{key.tid} {request.text(42)}")
+    record_id = insert_record(
+        connection, key, kind="request", mti=response_mti(request.mti),
+        processing_code=request.text(3), amount_sen=decision.amount_sen, request_hash=digest,
+        response_code=decision.rc, response_unit=b"", transfer_id=transfer_id,
+        created_at=utcnow())
     response = build_response(
-        request, decision.rc, rrn=rrn_for(record.id),
-        approval_code=approval_code_for(record.id) if decision.rc == codes.APPROVED else None,
-        balance_sen=_balance_after(card_row, decision),
+        request, decision.rc, rrn=rrn_for(record_id),
+        approval_code=approval_code_for(record_id) if decision.rc == codes.APPROVED else None,
+        balance_sen=_balance_after(card, decision),
         icc_data=_issuer_authentication(ctx, card_in.pan, cryptogram, decision.rc),
     ).with_fields(de64=PLACEHOLDER)
-    record.response_unit = encode(response)
+    unit = encode(response)
+    set_response(connection, record_id, unit)
     ctx.audit(session, actor=f"terminal:{key.tid}", action=txn.value,
               subject=mask_pan(card_in.pan), rc=decision.rc, amount_sen=decision.amount_sen,
               stan=key.stan, local_date=key.local_date, reason=decision.reason)
     log.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s", txn.value, key.tid, key.stan,
              mask_pan(card_in.pan), decision.amount_sen, decision.rc, decision.reason)
-    return record.response_unit
+    return unit
 
 
-def replay(request: Message, prior: RequestRecord, digest: str) -> bytes:
+class StoredRecord(Protocol):
+    """What a replay needs of an idempotency record (an ORM object or a Core row)."""
+
+    @property
+    def tid(self) -> str: ...
+    @property
+    def stan(self) -> str: ...
+    @property
+    def request_hash(self) -> str: ...
+    @property
+    def response_code(self) -> str: ...
+    @property
+    def response_unit(self) -> bytes: ...
+
+
+def replay(request: Message, prior: StoredRecord, digest: str) -> bytes:
     """HOST_SPEC §4: same key, same content → same bytes; different content → 94."""
     if prior.request_hash == digest:
         log.info("duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
@@ -104,8 +130,8 @@ def replay(request: Message, prior: RequestRecord, digest: str) -> bytes:
         de64=PLACEHOLDER))
 
 
-def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts, request: Message,
-            pan: str, card_row: tuple[Card, CardFacts] | None,
+def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts,
+            request: Message, pan: str, card: CardRow | None,
             purchase: tuple[int, list[BasketLine]] | None, cryptogram: Cryptogram) -> Decision:
     pin_block = request.binary(52)
 
@@ -113,24 +139,24 @@ def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts, request
         assert term.tpk is not None
         return verify_pin_block(term.tpk, ctx.keys.pvk, pin_block, pan, card.pin_offset)
 
-    def arqc_problem(card: CardFacts) -> str | None:
+    def arqc_problem(_facts: CardFacts) -> str | None:
         if not request.has(55):
             return None  # magstripe (DE 22 021/801): no cryptogram to check
-        assert card_row is not None
-        return _check_arqc(ctx, request, pan, card_row[0], cryptogram)
+        assert card is not None
+        return _check_arqc(ctx, request, pan, card, cryptogram)
 
     goods = None
     if purchase is not None:
         amount_sen, basket = purchase
-        goods = (amount_sen, basket, load_items(session, (line.item_code for line in basket)))
+        goods = (amount_sen, basket, item_facts(session, (line.item_code for line in basket)))
     return decide(
-        terminal=terminal, mid=request.text(42), card=card_row[1] if card_row else None,
+        terminal=terminal, mid=request.text(42), card=card.facts if card else None,
         now=ctx.clock.now(), pin_ok=pin_ok, arqc_problem=arqc_problem,
         max_pin_tries=ctx.settings.max_pin_tries, purchase=goods,
     )
 
 
-def _check_arqc(ctx: HostContext, request: Message, pan: str, card: Card,
+def _check_arqc(ctx: HostContext, request: Message, pan: str, card: CardRow,
                 cryptogram: Cryptogram) -> str | None:
     """HOST_SPEC §7: recompute the ARQC; an ATC not above the last one seen is a replay."""
     try:
@@ -161,35 +187,49 @@ def _issuer_authentication(ctx: HostContext, pan: str, cryptogram: Cryptogram,
     return TAG_91 + emv.build_tag_91(arpc, arc)
 
 
-def _apply_card_effects(ctx: HostContext, session: Session, card: Card, decision: Decision,
+_CARD_ID: BindParameter[int] = bindparam("card_id")
+_CARD_UPDATES: dict[tuple[bool, PinOutcome], Prepared] = {}
+
+
+def _card_update(atc: bool, pin: PinOutcome) -> Prepared | None:
+    """The prebuilt UPDATE of a card's chip and PIN state (one per combination)."""
+    if not atc and pin is PinOutcome.NOT_CHECKED:
+        return None
+    statement = _CARD_UPDATES.get((atc, pin))
+    if statement is None:
+        values: dict[str, Any] = {}
+        if atc:
+            values["last_atc"] = bindparam("new_atc")
+        if pin is PinOutcome.CORRECT:
+            values.update(wrong_pin_count=0, last_used_at=bindparam("now"))
+        elif pin is PinOutcome.WRONG:
+            values["wrong_pin_count"] = Card.wrong_pin_count + 1
+        elif pin is PinOutcome.BLOCKED:
+            values.update(wrong_pin_count=Card.wrong_pin_count + 1, status="blocked")
+        statement = _CARD_UPDATES[(atc, pin)] = Prepared(
+            update(Card).where(Card.id == _CARD_ID).values(values))
+    return statement
+
+
+def _apply_card_effects(ctx: HostContext, session: Session, card: CardRow, decision: Decision,
                         cryptogram: Cryptogram, key: RequestKey) -> None:
     """PIN try counter (third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
+    statement = _card_update(cryptogram.atc is not None, decision.pin)
+    if statement is None:
+        return
+    params: dict[str, Any] = {"card_id": card.facts.card_id}
     if cryptogram.atc is not None:
-        card.last_atc = cryptogram.atc
+        params["new_atc"] = cryptogram.atc
     if decision.pin is PinOutcome.CORRECT:
-        card.wrong_pin_count = 0
-        card.last_used_at = ctx.clock.now()
-    elif decision.pin is PinOutcome.WRONG:
-        card.wrong_pin_count += 1
-    elif decision.pin is PinOutcome.BLOCKED:
-        card.wrong_pin_count += 1
-        card.status = "blocked"
+        params["now"] = ctx.clock.now()
+    statement.execute(session.connection(), params)
+    if decision.pin is PinOutcome.BLOCKED:
         ctx.audit(session, actor="switch", action="card.block", subject=card.pan_masked,
                   reason="PIN tries exceeded", tid=key.tid, stan=key.stan)
 
 
-def _post_purchase(session: Session, request: Message, key: RequestKey, card: CardFacts,
-                   decision: Decision) -> Transfer:
-    payable = get_or_create_account(session, "ewarong_payable", request.text(42))
-    return post_transfer(
-        session, idempotency_key=key.transfer_key("pur"), kind="purchase",
-        debit_account_id=card.wallet_account_id, credit_account_id=payable.id,
-        amount_sen=decision.amount_sen, memo=f"{key.tid} {request.text(42)}",
-    )
-
-
-def _balance_after(card_row: tuple[Card, CardFacts] | None, decision: Decision) -> int | None:
+def _balance_after(card: CardRow | None, decision: Decision) -> int | None:
     """DE 54 on approvals and on RC 51 (so the EDC can show what is left)."""
-    if card_row is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
+    if card is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
         return None
-    return card_row[1].balance_sen - decision.amount_sen
+    return card.facts.balance_sen - decision.amount_sen

@@ -11,9 +11,8 @@ from sqlalchemy.orm import Session
 
 from switch.authorize.facts import TerminalFacts
 from switch.authorize.rules import check_terminal
-from switch.host.facts import load_terminal, terminal_facts
+from switch.host.facts import gate_terminal
 from switch.host.keyring import Keyring
-from switch.ledger.models import Ewarong, Terminal
 from switch.protocol import codes
 from switch.protocol.message import Message
 from switch.security import mac
@@ -23,10 +22,10 @@ from switch.security import mac
 class Caller:
     """An admitted terminal, with its clear working keys for this request only."""
 
-    terminal: Terminal
-    ewarong: Ewarong
     facts: TerminalFacts
     tak: bytes
+    #: The e-warong's payable account: where its purchases are credited.
+    payable_account_id: int
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,8 @@ class Refusal:
 
 
 def admit(session: Session, keys: Keyring, request: Message, raw: bytes) -> Caller | Refusal:
-    row = load_terminal(session, keys, request.text(41))
-    facts = terminal_facts(keys, *row) if row else None
+    row = gate_terminal(session.connection(), keys, request.text(41))
+    facts = row.facts if row else None
     refused = check_terminal(facts, request.text(42))
     if refused is not None or row is None or facts is None:
         return Refusal(codes.NOT_PERMITTED_TERMINAL, refused.reason if refused else "unknown")
@@ -48,4 +47,4 @@ def admit(session: Session, keys: Keyring, request: Message, raw: bytes) -> Call
             return Refusal(codes.SECURITY_VIOLATION, "MAC missing")
         if not mac.verify(facts.tak, raw):
             return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
-    return Caller(row[0], row[1], facts, facts.tak)
+    return Caller(facts, facts.tak, row.payable_account_id)

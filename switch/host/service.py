@@ -191,7 +191,16 @@ class HostService:
     # -- messages ---------------------------------------------------------------
 
     def _dispatch(self, session: Session, request: Message, raw: bytes, txn: TxnType) -> bytes:
-        """The encoded response message for one request, in the batch's transaction."""
+        """The encoded response message for one request, in the batch's transaction.
+
+        Card requests run on Core statements (no ORM), logon and reversals on the
+        ORM: flushing first lets Core reads see what an earlier ORM unit of the batch
+        changed (a logon's new keys), and expiring first lets ORM reads see what
+        earlier Core units changed.
+        """
+        session.flush()
+        if txn is not TxnType.PURCHASE and txn is not TxnType.BALANCE:
+            session.expire_all()
         if txn is TxnType.LOGON:
             return encode(logon.handle_logon(self.ctx, session, request))
         assert txn in _GATED, f"no handler for {txn}"

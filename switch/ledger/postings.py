@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from switch.ledger.database import Database
@@ -36,6 +36,7 @@ from switch.ledger.models import (
     Transfer,
     utcnow,
 )
+from switch.ledger.prepared import Prepared
 
 PROGRAM_OWNER = "BPNT"
 #: Accounts that may never go below zero (the program account funds them).
@@ -93,6 +94,59 @@ def program_account(session: Session) -> Account:
 
 
 # -- transfers ----------------------------------------------------------------------
+
+_DEBIT_NON_NEGATIVE = Prepared(
+    update(Account)
+    .where(Account.id == bindparam("account_id"), Account.balance_sen >= bindparam("debit_sen"))
+    .values(balance_sen=Account.balance_sen - bindparam("debit_sen"))
+)
+_CREDIT = Prepared(update(Account).where(Account.id == bindparam("account_id"))
+                   .values(balance_sen=Account.balance_sen + bindparam("credit_sen")))
+_INSERT_TRANSFER = Prepared(insert(Transfer).returning(Transfer.id), column_keys=(
+    "idempotency_key", "kind", "debit_account_id", "credit_account_id", "amount_sen", "memo",
+    "created_at"))
+_INSERT_ENTRIES = Prepared(insert(JournalEntry),
+                           column_keys=("transfer_id", "account_id", "amount_sen"))
+
+
+def post_purchase(
+    connection: Connection,
+    *,
+    idempotency_key: str,
+    wallet_account_id: int,
+    payable_account_id: int,
+    amount_sen: int,
+    memo: str,
+) -> int:
+    """The host's purchase debit (group commit hot path): wallet → e-warong payable.
+
+    Four prebuilt Core statements on the caller's connection: the conditional debit
+    (``balance_sen >= amount``, refused with :class:`InsufficientFunds` having
+    written nothing), the credit, the transfer and its two journal entries.  Returns
+    the transfer id.  Idempotency: the host looked up the HOST_SPEC §4 record first,
+    and the unique ``transfers.idempotency_key`` refuses a second posting of the key
+    (IntegrityError: the host treats it as a lost race, rolls back and replays), so
+    no key can move money twice.  Unknown accounts fail the foreign keys.
+    """
+    _require_amount(amount_sen)
+    _require(wallet_account_id != payable_account_id, "a transfer needs two accounts")
+    _require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
+    debited = _DEBIT_NON_NEGATIVE.execute(connection, {"account_id": wallet_account_id,
+                                                        "debit_sen": amount_sen})
+    if debited.rowcount != 1:
+        raise InsufficientFunds(f"account {wallet_account_id} holds less than {amount_sen} sen")
+    _CREDIT.execute(connection, {"account_id": payable_account_id, "credit_sen": amount_sen})
+    row = _INSERT_TRANSFER.execute(connection, {
+        "idempotency_key": idempotency_key, "kind": "purchase",
+        "debit_account_id": wallet_account_id, "credit_account_id": payable_account_id,
+        "amount_sen": amount_sen, "memo": memo[:120], "created_at": utcnow()}).fetchone()
+    _require(row is not None and isinstance(row[0], int), "an inserted transfer has an id")
+    transfer_id: int = row[0]
+    _INSERT_ENTRIES.executemany(connection, [
+        {"transfer_id": transfer_id, "account_id": wallet_account_id, "amount_sen": -amount_sen},
+        {"transfer_id": transfer_id, "account_id": payable_account_id, "amount_sen": amount_sen},
+    ])
+    return transfer_id
 
 
 def post_transfer(

@@ -2,7 +2,8 @@
 through the real HostService by real EDCs (emulated chip cards, PIN blocks,
 MACs) over ``DirectLink``; on SQLite always, on PostgreSQL when it is there.
 
-Rules: allocation, purchases (right and wrong PIN), balance inquiries,
+Rules: allocation, purchases (right and wrong PIN), group-commit batches of
+purchases decided in one transaction, balance inquiries,
 duplicates with the same and with different content, reversals after the
 original (and repeated), reversals before the original, card blocks and
 reactivations.  After every step: the money invariant, a simple model of
@@ -223,6 +224,37 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
             assert result.rc == expected
             if expected == codes.APPROVED:
                 assert result.balance_sen == self.balance[card]
+
+        @rule(data=st.data(), size=st.integers(2, 6), repeat=st.booleans())
+        def group_commit_batch(self, data: st.DataObject, size: int, repeat: bool) -> None:
+            """Several purchases decided in ONE transaction (issue 3 group commit), in
+            order: a later one sees an earlier one's debit and PIN count, a repeat in
+            the same batch replays the earlier answer, declines roll nothing back."""
+            units: list[bytes] = []
+            planned: list[tuple[int, int, int, str]] = []  # terminal, card, amount, RC
+            for _ in range(size):
+                card = data.draw(st.integers(0, CARDS_IN_PLAY - 1))
+                terminal = data.draw(st.integers(0, 1))
+                item = data.draw(st.sampled_from(ITEMS))
+                pin_ok = data.draw(st.booleans())
+                pin = env.cards[card].pin
+                units.append(self._edc(terminal, card).prepare_purchase(
+                    [item], pin if pin_ok else _wrong(pin)))
+                planned.append((terminal, card, item.total_sen,
+                                self._expect(card, pin_ok, item.total_sen)))
+            repeated = data.draw(st.integers(0, size - 1)) if repeat else None
+            if repeated is not None:
+                units.append(units[repeated])
+            answers = env.host.process_batch(units)
+            assert all(answer is not None for answer in answers)
+            for unit, answer, (terminal, card, amount, rc) in zip(units, answers, planned,
+                                                                 strict=False):
+                assert answer is not None
+                assert decode_unit(answer).message.opt_text(39) == rc
+                self.sent.append(Sent(terminal, unit, decode_unit(unit).message, answer, card,
+                                      amount, rc == codes.APPROVED))
+            if repeated is not None:
+                assert answers[-1] == answers[repeated]  # same TAK, so even the MAC
 
         @precondition(lambda self: self.sent)
         @rule(data=st.data())

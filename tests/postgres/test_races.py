@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 import switch.host.card_request as card_request
@@ -95,16 +95,16 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
 
     barrier = threading.Barrier(2)
     passed: set[int] = set()
-    real_find = card_request.find_record
+    real_find = card_request.find_records
 
-    def find_then_wait(session: Session, key: Any, kind: str) -> Any:
-        found = real_find(session, key, kind)
-        if kind == "request" and threading.get_ident() not in passed:
+    def find_then_wait(connection: Connection, key: Any) -> Any:
+        found = real_find(connection, key)
+        if threading.get_ident() not in passed:
             passed.add(threading.get_ident())
             barrier.wait(timeout=TIMEOUT_S)
         return found
 
-    monkeypatch.setattr(card_request, "find_record", find_then_wait)
+    monkeypatch.setattr(card_request, "find_records", find_then_wait)
     runs = [_in_thread(lambda h=host: h.process_unit(unit)) for host in hosts]
     for thread, _ in runs:
         thread.join(timeout=3 * TIMEOUT_S)
