@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
 from switch.authorize.rules import decide
+from switch.host.checks import Checks
 from switch.host.context import HostContext
 from switch.host.facts import CardRow, card_row, item_facts
 from switch.host.gate import Caller
 from switch.host.records import RequestKey, find_records, insert_record, set_response
-from switch.host.responses import approval_code_for, build_response, request_hash, rrn_for
+from switch.host.responses import approval_code_for, build_response, rrn_for
 from switch.ledger.models import Card, utcnow
 from switch.ledger.postings import post_purchase
 from switch.ledger.prepared import Prepared
@@ -29,7 +30,6 @@ from switch.protocol.message import Message, encode, mask_pan
 from switch.protocol.routing import TxnType, response_mti
 from switch.security import emv
 from switch.security.mac import PLACEHOLDER
-from switch.security.pin import verify_pin_block
 
 log = logging.getLogger("bpnt.host")
 TAG_91 = b"\x91\x0a"
@@ -48,7 +48,7 @@ class Cryptogram:
 
 
 def handle_card_request(ctx: HostContext, session: Session, caller: Caller, request: Message,
-                        txn: TxnType) -> bytes:
+                        txn: TxnType, digest: str, checks: Checks) -> bytes:
     """The encoded response (DE 64 a placeholder, signed by the caller).
 
     The hot path of the switch: prebuilt Core statements on the transaction's
@@ -57,7 +57,6 @@ def handle_card_request(ctx: HostContext, session: Session, caller: Caller, requ
     """
     connection = session.connection()
     key = RequestKey.of(request)
-    digest = request_hash(request)
     card_in = card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35))
     purchase: tuple[int, list[BasketLine]] | None = None
     if txn is TxnType.PURCHASE:
@@ -71,8 +70,8 @@ def handle_card_request(ctx: HostContext, session: Session, caller: Caller, requ
     if "reversal" in records:
         decision = Decision(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
-        decision = _decide(ctx, session, caller.facts, request, card_in.pan, card, purchase,
-                           cryptogram)
+        decision = _decide(ctx, session, checks, caller.facts, request, card_in.pan, card,
+                           purchase, cryptogram)
     if card is not None:
         _apply_card_effects(ctx, session, card, decision, cryptogram, key)
     transfer_id = None
@@ -130,20 +129,20 @@ def replay(request: Message, prior: StoredRecord, digest: str) -> bytes:
         de64=PLACEHOLDER))
 
 
-def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts,
+def _decide(ctx: HostContext, session: Session, checks: Checks, terminal: TerminalFacts,
             request: Message, pan: str, card: CardRow | None,
             purchase: tuple[int, list[BasketLine]] | None, cryptogram: Cryptogram) -> Decision:
     pin_block = request.binary(52)
 
     def pin_ok(term: TerminalFacts, card: CardFacts) -> bool:
         assert term.tpk is not None
-        return verify_pin_block(term.tpk, ctx.keys.pvk, pin_block, pan, card.pin_offset)
+        return checks.pin_ok(term.tpk, pin_block, pan, card.pin_offset)
 
     def arqc_problem(_facts: CardFacts) -> str | None:
         if not request.has(55):
             return None  # magstripe (DE 22 021/801): no cryptogram to check
         assert card is not None
-        return _check_arqc(ctx, request, pan, card, cryptogram)
+        return _check_arqc(checks, request, pan, card, cryptogram)
 
     goods = None
     if purchase is not None:
@@ -156,15 +155,16 @@ def _decide(ctx: HostContext, session: Session, terminal: TerminalFacts,
     )
 
 
-def _check_arqc(ctx: HostContext, request: Message, pan: str, card: CardRow,
+def _check_arqc(checks: Checks, request: Message, pan: str, card: CardRow,
                 cryptogram: Cryptogram) -> str | None:
     """HOST_SPEC §7: recompute the ARQC; an ATC not above the last one seen is a replay."""
+    de55 = request.binary(55)
     try:
-        tags = emv.parse_icc_data(request.binary(55))
+        tags = emv.parse_icc_data(de55)
     except emv.IccDataError:
         return "DE 55 is not valid TLV"
     psn = (request.opt_text(23) or card.psn)[-2:]
-    if not emv.verify_arqc(ctx.keys.imk_ac, pan, psn, tags):
+    if not checks.arqc_ok(pan, psn, de55, tags):
         return "ARQC does not verify"
     cid = tags.get("9F27", b"")
     if len(cid) != 1 or cid[0] & CID_TYPE_MASK != CID_ARQC:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from switch.authorize.facts import TerminalFacts
 from switch.authorize.rules import check_terminal
+from switch.host.checks import Checks
 from switch.host.facts import gate_terminal
 from switch.host.keyring import Keyring
 from switch.protocol import codes
@@ -34,7 +35,8 @@ class Refusal:
     reason: str
 
 
-def admit(session: Session, keys: Keyring, request: Message, raw: bytes) -> Caller | Refusal:
+def admit(session: Session, keys: Keyring, request: Message, raw: bytes,
+          checks: Checks) -> Caller | Refusal:
     row = gate_terminal(session.connection(), keys, request.text(41))
     facts = row.facts if row else None
     refused = check_terminal(facts, request.text(42))
@@ -45,6 +47,6 @@ def admit(session: Session, keys: Keyring, request: Message, raw: bytes) -> Call
     if mac.requires_mac(request.mti):
         if not request.has(64):
             return Refusal(codes.SECURITY_VIOLATION, "MAC missing")
-        if not mac.verify(facts.tak, raw):
+        if not checks.mac_ok(facts.tak, raw):
             return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
     return Caller(facts, facts.tak, row.payable_account_id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from switch.host.card_request import replay
 from switch.host.context import HostContext
 from switch.host.records import RequestKey, find_record
-from switch.host.responses import build_response, request_hash, rrn_for
+from switch.host.responses import build_response, rrn_for
 from switch.ledger.models import RequestRecord, Transfer
 from switch.ledger.postings import reverse_transfer
 from switch.protocol import codes
@@ -20,9 +20,8 @@ from switch.security.mac import PLACEHOLDER
 log = logging.getLogger("bpnt.host")
 
 
-def handle_reversal(ctx: HostContext, session: Session, request: Message) -> bytes:
+def handle_reversal(ctx: HostContext, session: Session, request: Message, digest: str) -> bytes:
     key = RequestKey.of(request)
-    digest = request_hash(request)
     prior = find_record(session, key, "reversal")
     if prior is not None:
         return replay(request, prior, digest)

@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from switch.clock import Clock, SystemClock
 from switch.host import logon
 from switch.host.card_request import handle_card_request
+from switch.host.checks import Checks, warm
 from switch.host.context import HostContext
 from switch.host.gate import Refusal, admit
 from switch.host.keyring import Keyring
-from switch.host.responses import build_response
+from switch.host.responses import build_response, request_hash
 from switch.host.reversal import handle_reversal
 from switch.ledger.database import Database
 from switch.protocol import codes
@@ -82,10 +83,12 @@ class HostService:
             prepared.append(job)
             if job is not None:
                 pending.append(len(prepared) - 1)
+        checks = Checks(self.keys)
+        self._precheck(checks, prepared, pending)
         retried: set[int] = set()
         while pending:
             try:
-                decided = self._decide_batch(prepared, pending)
+                decided = self._decide_batch(prepared, pending, checks)
             except _UnitFailed as failed:
                 index, exc = failed.index, failed.cause
                 job = prepared[index]
@@ -140,7 +143,27 @@ class HostService:
             return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
         if txn is TxnType.ECHO:
             return reply + encode(build_response(request, codes.APPROVED)), None
-        return None, _Pending(reply, request, data[TPDU_LEN:], txn)
+        if txn in _GATED:
+            try:
+                digest = request_hash(request)
+            except ProtocolError as exc:
+                log.info("format error in %s: %s", request.mti, exc)
+                return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
+        else:
+            digest = ""
+        return None, _Pending(reply, request, data[TPDU_LEN:], txn, digest)
+
+    def _precheck(self, checks: Checks, prepared: Sequence[_Pending | None],
+                  pending: Sequence[int]) -> None:
+        """The batch's MAC, PIN and ARQC checks before its transaction (switch.host.checks)."""
+        jobs = [job for job in (prepared[i] for i in pending) if job is not None]
+        if not any(job.txn in (TxnType.PURCHASE, TxnType.BALANCE) for job in jobs):
+            return
+        try:
+            with self.db.read() as connection:
+                warm(checks, connection, [(job.request, job.raw, job.txn) for job in jobs])
+        except OperationalError as exc:  # the decision will meet it again and answer 91
+            log.warning("precheck skipped: %s", type(exc).__name__)
 
     def _format_error(self, data: bytes, exc: ProtocolError) -> bytes | None:
         """RC 30 when the MTI can be read, else close (HOST_SPEC §1; DESIGN.md errors)."""
@@ -152,8 +175,8 @@ class HostService:
         tpdu = Tpdu.from_bytes(data).reply()
         return tpdu.to_bytes() + encode(Message(response_mti(mti), {39: codes.FORMAT_ERROR}))
 
-    def _decide_batch(self, prepared: Sequence[_Pending | None],
-                      pending: Sequence[int]) -> dict[int, bytes]:
+    def _decide_batch(self, prepared: Sequence[_Pending | None], pending: Sequence[int],
+                      checks: Checks) -> dict[int, bytes]:
         """One transaction for every pending unit; raises :class:`_UnitFailed` naming the
         first unit that raised (the transaction is rolled back by then)."""
         decided: dict[int, bytes] = {}
@@ -162,7 +185,7 @@ class HostService:
                 job = prepared[index]
                 assert job is not None
                 try:
-                    decided[index] = self._dispatch(session, job.request, job.raw, job.txn)
+                    decided[index] = self._dispatch(session, job, checks)
                 except AssertionError:
                     raise  # our bug (InvariantError): the whole batch rolls back, loudly
                 except OperationalError as exc:
@@ -190,7 +213,7 @@ class HostService:
 
     # -- messages ---------------------------------------------------------------
 
-    def _dispatch(self, session: Session, request: Message, raw: bytes, txn: TxnType) -> bytes:
+    def _dispatch(self, session: Session, job: _Pending, checks: Checks) -> bytes:
         """The encoded response message for one request, in the batch's transaction.
 
         Card requests run on Core statements (no ORM), logon and reversals on the
@@ -198,13 +221,14 @@ class HostService:
         changed (a logon's new keys), and expiring first lets ORM reads see what
         earlier Core units changed.
         """
+        request, txn = job.request, job.txn
         session.flush()
         if txn is not TxnType.PURCHASE and txn is not TxnType.BALANCE:
             session.expire_all()
         if txn is TxnType.LOGON:
             return encode(logon.handle_logon(self.ctx, session, request))
         assert txn in _GATED, f"no handler for {txn}"
-        caller = admit(session, self.keys, request, raw)
+        caller = admit(session, self.keys, request, job.raw, checks)
         if isinstance(caller, Refusal):
             self.ctx.audit(session, actor=f"terminal:{request.text(41)}",
                            action=f"refused.{txn.value}", subject=request.text(11),
@@ -215,9 +239,10 @@ class HostService:
         if txn is TxnType.CASH_OUT:
             unsigned = self._refuse_cash_out(session, request)
         elif txn is TxnType.REVERSAL:
-            unsigned = handle_reversal(self.ctx, session, request)
+            unsigned = handle_reversal(self.ctx, session, request, job.digest)
         else:
-            unsigned = handle_card_request(self.ctx, session, caller, request, txn)
+            unsigned = handle_card_request(self.ctx, session, caller, request, txn, job.digest,
+                                           checks)
         return mac.sign(caller.tak, unsigned)
 
     def _refuse_cash_out(self, session: Session, request: Message) -> bytes:
@@ -253,6 +278,7 @@ class _Pending:
     request: Message
     raw: bytes  # the message bytes, for the MAC
     txn: TxnType
+    digest: str  # HOST_SPEC §4 request content hash (financial requests)
 
     def reply(self, message: bytes) -> bytes:
         return self.tpdu_reply + message

@@ -50,6 +50,8 @@ WRITER_LOCK_KEY = 0x42504E54
 #: Separate key: concurrent ``upgrade head`` from several starting processes.
 MIGRATION_LOCK_KEY = 0x42504E55
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Execution option of :meth:`Database.read` connections.
+_READ_ONLY = "bpnt_read_only"
 
 
 class SchemaError(RuntimeError):
@@ -80,6 +82,21 @@ class Database:
                                 {"key": WRITER_LOCK_KEY})
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction that takes no writer lock (SQLite: a deferred
+        ``BEGIN``, so it never waits for or blocks a writer in WAL mode; PostgreSQL:
+        no advisory lock).  For work that may run before the writer's transaction
+        (the host's precheck); nothing read here may be trusted under the lock
+        without being read again there."""
+        with self.engine.connect() as connection:
+            reading = connection.execution_options(**{_READ_ONLY: True})
+            transaction = reading.begin()
+            try:
+                yield reading
+            finally:
+                transaction.rollback()  # it wrote nothing: nothing to commit
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -98,7 +115,10 @@ def _prepare_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:

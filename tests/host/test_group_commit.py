@@ -15,11 +15,14 @@ import pytest
 from sqlalchemy import func, select
 
 from switch.host import card_request
+from switch.host.checks import Checks, warm
 from switch.host.runner import AsyncHost
 from switch.ledger.models import Card, RequestRecord, Transfer
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
-from switch.protocol.unit import decode_unit
+from switch.protocol.message import Message
+from switch.protocol.routing import TxnType
+from switch.protocol.unit import TPDU_LEN, decode_unit
 from switch.security.keys import pan_token
 from terminal_sim.edc import Edc
 from tests.world import PERIOD_SEN, HostWorld
@@ -97,8 +100,8 @@ def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
     doomed = _stan(units[1])
     real = card_request.handle_card_request
 
-    def explode_on_one(ctx: Any, session: Any, caller: Any, request: Any, txn: Any) -> bytes:
-        answer = real(ctx, session, caller, request, txn)  # it has written its debit...
+    def explode_on_one(ctx: Any, session: Any, caller: Any, request: Any, *rest: Any) -> bytes:
+        answer = real(ctx, session, caller, request, *rest)  # it has written its debit...
         if request.text(11) == doomed:
             raise RuntimeError("a bug in one request")  # ...and then fails
         return answer
@@ -221,3 +224,38 @@ def test_batch_size_is_bounded(world: HostWorld, monkeypatch: pytest.MonkeyPatch
 
     assert [_rc(a) for a in answers] == [codes.APPROVED] * 11
     assert (host.batches, host.batched_units) == (4, 11)  # 1, 4, 4, 2
+
+
+def test_a_key_rotated_inside_the_batch_is_checked_afresh(world: HostWorld) -> None:
+    """The precheck ran before the batch's logon: its MAC verdict, made under the old
+    TAK, must not carry over to the decision, which sees the new TAK (RC 63)."""
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    purchase = _purchase_unit(world, edc, 0, [TEMPE])  # signed under the current TAK
+    terminal = world.terminal()
+    logon = edc.encode_unit(Message("0800", {3: "920000", 11: "900001", 24: "001",
+                                             41: terminal.tid, 42: terminal.mid}))
+    assert _rc(world.host.process_batch([purchase])[0]) == codes.APPROVED  # the old TAK works
+    again = _purchase_unit(world, edc, 1, [TEMPE])
+
+    answers = world.host.process_batch([logon, again])
+
+    assert [_rc(a) for a in answers] == [codes.APPROVED, codes.SECURITY_VIOLATION]
+    assert world.balance_sen(world.card(index=1)) == PERIOD_SEN
+
+
+def test_the_precheck_reads_without_the_writer_lock(world: HostWorld) -> None:
+    """SQLite WAL: the precheck's read runs while another connection holds the write
+    lock (BEGIN IMMEDIATE), so a second switch process can do its cryptography while
+    the first one writes."""
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    unit = _purchase_unit(world, edc, 0, [TEMPE])
+    request = decode_unit(unit).message
+    checks = Checks(world.keys)
+    # The write lock is held (BEGIN IMMEDIATE) until the end of the block.
+    with world.db.transaction(), world.db.read() as connection:
+        warm(checks, connection, [(request, unit[TPDU_LEN:], TxnType.PURCHASE)])
+    assert checks._macs and all(checks._macs.values())
+    assert checks._pins and all(checks._pins.values())
+    assert checks._arqcs and all(checks._arqcs.values())
