@@ -1,34 +1,54 @@
-"""Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4.
+"""Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4, decided a
+**run** at a time (group commit, issue 3).
 
-In the batch's database transaction: idempotency lookup, decision, PIN counter,
-ATC, transfer, idempotency record with the stored response, audit record.
+A run is a stretch of consecutive card requests of one batch.  It is read in
+three statements (its terminals, its idempotency records, its cards), decided in
+order in memory (each request sees what the earlier ones did: the card's balance,
+PIN count, status and ATC are carried in a :class:`CardState`), and written in a
+few more (card states, the purchase postings through
+:func:`switch.ledger.postings.post_purchases`, the idempotency records with their
+stored responses), all in the batch's transaction under the writer lock, before
+the answers leave.  The decision for each request is the same as if it had run
+alone after the ones before it.
+
+Errors: a request that raises while being decided is named by its index
+(:class:`UnitFailed`); a failure while writing the run cannot be pinned on one
+request (:class:`RunFailed`), so the host runs that run's requests one by one.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import BindParameter, bindparam, update
+from sqlalchemy import Connection, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
 from switch.authorize.rules import decide
 from switch.host.checks import Checks
 from switch.host.context import HostContext
-from switch.host.facts import CardRow, card_row, item_facts
-from switch.host.gate import Caller
-from switch.host.records import RequestKey, find_records, insert_record, set_response
+from switch.host.facts import (
+    CardState,
+    GateTerminal,
+    card_in_of,
+    item_facts,
+    read_cards,
+    read_terminals,
+)
+from switch.host.gate import Refusal, admit_terminal, answer_refusal
+from switch.host.records import RequestKey, StoredRecordRow, insert_records
 from switch.host.responses import approval_code_for, build_response, rrn_for
-from switch.ledger.models import Card, utcnow
-from switch.ledger.postings import post_purchase
-from switch.ledger.prepared import Prepared
+from switch.ledger.models import Card, RequestRecord, utcnow
+from switch.ledger.postings import PurchasePosting, post_purchases
+from switch.ledger.prepared import Prepared, reserve_ids
 from switch.protocol import codes
-from switch.protocol.bpnt import BasketLine, card_data, decode_basket
+from switch.protocol.bpnt import BasketLine, decode_basket
 from switch.protocol.message import Message, encode, mask_pan
 from switch.protocol.routing import TxnType, response_mti
-from switch.security import emv
+from switch.security import emv, mac
 from switch.security.mac import PLACEHOLDER
 
 log = logging.getLogger("bpnt.host")
@@ -36,6 +56,35 @@ TAG_91 = b"\x91\x0a"
 #: EMV Book 3 Table 14: cryptogram type in the top two bits of CID (9F27).
 CID_TYPE_MASK = 0xC0
 CID_ARQC = 0x80
+
+
+@dataclass(frozen=True)
+class CardJob:
+    """One card request of a run (``index``: its place in the batch)."""
+
+    index: int
+    request: Message
+    raw: bytes
+    txn: TxnType
+    digest: str
+
+
+class UnitFailed(Exception):
+    """Request ``index`` raised ``cause`` while being decided; nothing of the run is written."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(index, cause)
+        self.index = index
+        self.cause = cause
+
+
+class RunFailed(Exception):
+    """Writing the run failed with ``cause``; no single request can be blamed."""
+
+    def __init__(self, indices: list[int], cause: Exception) -> None:
+        super().__init__(indices, cause)
+        self.indices = indices
+        self.cause = cause
 
 
 @dataclass
@@ -47,60 +96,166 @@ class Cryptogram:
     psn: str = "00"
 
 
-def handle_card_request(ctx: HostContext, session: Session, caller: Caller, request: Message,
-                        txn: TxnType, digest: str, checks: Checks) -> bytes:
-    """The encoded response (DE 64 a placeholder, signed by the caller).
+_RUN_RECORDS = select(
+    RequestRecord.local_date, RequestRecord.kind, RequestRecord.tid, RequestRecord.stan,
+    RequestRecord.request_hash, RequestRecord.response_code, RequestRecord.response_unit,
+    RequestRecord.transfer_id,
+).where(tuple_(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan)
+        .in_(bindparam("keys", expanding=True)))
+_SET_CARD_STATE = Prepared(
+    update(Card).where(Card.id == bindparam("card_id")).values(
+        last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
+        status=bindparam("new_status"), last_used_at=bindparam("new_used_at")))
 
-    The hot path of the switch: prebuilt Core statements on the transaction's
-    connection (records, card, items, card update, the purchase posting, the new
-    record and its response): about ten statements, no ORM unit of work.
-    """
+
+@dataclass
+class _Run:
+    ctx: HostContext
+    session: Session
+    checks: Checks
+    terminals: dict[str, GateTerminal]
+    records: dict[tuple[str, str, str], dict[str, StoredRecord]]
+    cards: dict[str, CardState]  # by PAN
+    record_ids: Iterator[int]
+    transfer_ids: Iterator[int]
+    postings: list[PurchasePosting] = field(default_factory=list)
+    new_records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def decide_run(ctx: HostContext, session: Session, jobs: Sequence[CardJob],
+               checks: Checks) -> dict[int, bytes]:
+    """The encoded (signed, or for a refusal unsigned) response of each job, by index."""
+    if not jobs:
+        return {}
     connection = session.connection()
+    run = _read(ctx, session, connection, jobs, checks)
+    answers: dict[int, bytes] = {}
+    for job in jobs:
+        try:
+            answers[job.index] = _one(run, job)
+        except AssertionError:
+            raise  # our bug: the whole batch rolls back, loudly
+        except Exception as exc:
+            raise UnitFailed(job.index, exc) from exc
+    try:
+        _write(run, connection)
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise RunFailed([job.index for job in jobs], exc) from exc
+    return answers
+
+
+def _read(ctx: HostContext, session: Session, connection: Connection, jobs: Sequence[CardJob],
+          checks: Checks) -> _Run:
+    keys = ctx.keys
+    terminals = read_terminals(connection, keys, (job.request.text(41) for job in jobs))
+    wanted = sorted({(job.request.text(41), job.request.text(13), job.request.text(11))
+                     for job in jobs})
+    records: dict[tuple[str, str, str], dict[str, StoredRecord]] = {}
+    for date, kind, tid, stan, digest, rc, unit, transfer in connection.execute(
+            _RUN_RECORDS, {"keys": wanted}):
+        records.setdefault((tid, date, stan), {})[kind] = StoredRecordRow(
+            kind, tid, stan, digest, rc, bytes(unit), transfer)
+    cards = read_cards(connection, keys, (job.request for job in jobs))
+    purchases = sum(job.txn is TxnType.PURCHASE for job in jobs)
+    return _Run(ctx, session, checks, terminals, records, cards,
+                iter(reserve_ids(connection, "request_records", len(jobs))),
+                iter(reserve_ids(connection, "transfers", purchases)))
+
+
+def _one(run: _Run, job: CardJob) -> bytes:
+    ctx, request, txn = run.ctx, job.request, job.txn
+    caller = admit_terminal(run.terminals.get(request.text(41)), request, job.raw, run.checks)
+    if isinstance(caller, Refusal):
+        return answer_refusal(ctx, run.session, request, txn.value, caller)
     key = RequestKey.of(request)
-    card_in = card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35))
+    card_in = card_in_of(request)
     purchase: tuple[int, list[BasketLine]] | None = None
     if txn is TxnType.PURCHASE:
         purchase = (int(request.text(4)), decode_basket(request.text(48)))
-    records = find_records(connection, key)
-    prior = records.get("request")
+    found = run.records.setdefault((key.tid, key.local_date, key.stan), {})
+    prior = found.get("request")
     if prior is not None:
-        return replay(request, prior, digest)
-    card = card_row(connection, ctx.keys, card_in.pan)
+        return mac.sign(caller.tak, replay(request, prior, job.digest))
+    card = run.cards.get(card_in.pan)
     cryptogram = Cryptogram()
-    if "reversal" in records:
+    if "reversal" in found:
         decision = Decision(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
-        decision = _decide(ctx, session, checks, caller.facts, request, card_in.pan, card,
-                           purchase, cryptogram)
+        decision = _decide(ctx, run.session, run.checks, caller.facts, request, card_in.pan,
+                           card, purchase, cryptogram)
+    balance_after = _balance_after(card, decision)
     if card is not None:
-        _apply_card_effects(ctx, session, card, decision, cryptogram, key)
+        _apply_card_effects(run, card, decision, cryptogram, key)
     transfer_id = None
     if decision.rc == codes.APPROVED and decision.amount_sen > 0:
         assert card is not None, "an approved purchase has a card"
-        transfer_id = post_purchase(
-            connection, idempotency_key=key.transfer_key("pur"),
-            wallet_account_id=card.facts.wallet_account_id,
-            payable_account_id=caller.payable_account_id, amount_sen=decision.amount_sen,
-            memo=f"{key.tid} {request.text(42)}")
-    record_id = insert_record(
-        connection, key, kind="request", mti=response_mti(request.mti),
-        processing_code=request.text(3), amount_sen=decision.amount_sen, request_hash=digest,
-        response_code=decision.rc, response_unit=b"", transfer_id=transfer_id,
-        created_at=utcnow())
+        assert card.balance_sen >= decision.amount_sen, "approved beyond the balance"
+        transfer_id = next(run.transfer_ids)
+        card.balance_sen -= decision.amount_sen
+        run.postings.append(PurchasePosting(
+            transfer_id, key.transfer_key("pur"), card.row.facts.wallet_account_id,
+            caller.payable_account_id, decision.amount_sen, f"{key.tid} {request.text(42)}"))
+    record_id = next(run.record_ids)
     response = build_response(
         request, decision.rc, rrn=rrn_for(record_id),
         approval_code=approval_code_for(record_id) if decision.rc == codes.APPROVED else None,
-        balance_sen=_balance_after(card, decision),
+        balance_sen=balance_after,
         icc_data=_issuer_authentication(ctx, card_in.pan, cryptogram, decision.rc),
     ).with_fields(de64=PLACEHOLDER)
     unit = encode(response)
-    set_response(connection, record_id, unit)
-    ctx.audit(session, actor=f"terminal:{key.tid}", action=txn.value,
+    run.new_records.append({
+        "id": record_id, "tid": key.tid, "local_date": key.local_date, "stan": key.stan,
+        "kind": "request", "mti": response_mti(request.mti), "processing_code": request.text(3),
+        "amount_sen": decision.amount_sen, "request_hash": job.digest,
+        "response_code": decision.rc, "response_unit": unit, "transfer_id": transfer_id,
+        "created_at": utcnow()})
+    found["request"] = StoredRecordRow("request", key.tid, key.stan, job.digest, decision.rc,
+                                       unit, transfer_id)
+    ctx.audit(run.session, actor=f"terminal:{key.tid}", action=txn.value,
               subject=mask_pan(card_in.pan), rc=decision.rc, amount_sen=decision.amount_sen,
               stan=key.stan, local_date=key.local_date, reason=decision.reason)
     log.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s", txn.value, key.tid, key.stan,
              mask_pan(card_in.pan), decision.amount_sen, decision.rc, decision.reason)
-    return unit
+    return mac.sign(caller.tak, unit)
+
+
+def _write(run: _Run, connection: Connection) -> None:
+    """Card states, then the postings (transfers), then the records that point to them."""
+    _SET_CARD_STATE.executemany(connection, [
+        {"card_id": card.row.facts.card_id, "new_atc": card.last_atc,
+         "new_wrong_pins": card.wrong_pin_count, "new_status": card.status,
+         "new_used_at": card.last_used_at}
+        for card in run.cards.values() if card.changed])
+    post_purchases(connection, run.postings)
+    insert_records(connection, run.new_records)
+
+
+def _apply_card_effects(run: _Run, card: CardState, decision: Decision,
+                        cryptogram: Cryptogram, key: RequestKey) -> None:
+    """PIN try counter (third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
+    if cryptogram.atc is not None:
+        card.last_atc, card.changed = cryptogram.atc, True
+    if decision.pin is PinOutcome.CORRECT:
+        card.wrong_pin_count, card.last_used_at = 0, run.ctx.clock.now()
+        card.changed = True
+    elif decision.pin is PinOutcome.WRONG:
+        card.wrong_pin_count += 1
+        card.changed = True
+    elif decision.pin is PinOutcome.BLOCKED:
+        card.wrong_pin_count += 1
+        card.status, card.changed = "blocked", True
+        run.ctx.audit(run.session, actor="switch", action="card.block",
+                      subject=card.row.pan_masked, reason="PIN tries exceeded", tid=key.tid,
+                      stan=key.stan)
+
+
+def _balance_after(card: CardState | None, decision: Decision) -> int | None:
+    """DE 54 on approvals and on RC 51 (so the EDC can show what is left)."""
+    if card is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
+        return None
+    return card.balance_sen - decision.amount_sen
 
 
 class StoredRecord(Protocol):
@@ -130,7 +285,7 @@ def replay(request: Message, prior: StoredRecord, digest: str) -> bytes:
 
 
 def _decide(ctx: HostContext, session: Session, checks: Checks, terminal: TerminalFacts,
-            request: Message, pan: str, card: CardRow | None,
+            request: Message, pan: str, card: CardState | None,
             purchase: tuple[int, list[BasketLine]] | None, cryptogram: Cryptogram) -> Decision:
     pin_block = request.binary(52)
 
@@ -149,13 +304,13 @@ def _decide(ctx: HostContext, session: Session, checks: Checks, terminal: Termin
         amount_sen, basket = purchase
         goods = (amount_sen, basket, item_facts(session, (line.item_code for line in basket)))
     return decide(
-        terminal=terminal, mid=request.text(42), card=card.facts if card else None,
+        terminal=terminal, mid=request.text(42), card=card.facts() if card else None,
         now=ctx.clock.now(), pin_ok=pin_ok, arqc_problem=arqc_problem,
         max_pin_tries=ctx.settings.max_pin_tries, purchase=goods,
     )
 
 
-def _check_arqc(checks: Checks, request: Message, pan: str, card: CardRow,
+def _check_arqc(checks: Checks, request: Message, pan: str, card: CardState,
                 cryptogram: Cryptogram) -> str | None:
     """HOST_SPEC §7: recompute the ARQC; an ATC not above the last one seen is a replay."""
     de55 = request.binary(55)
@@ -163,7 +318,7 @@ def _check_arqc(checks: Checks, request: Message, pan: str, card: CardRow,
         tags = emv.parse_icc_data(de55)
     except emv.IccDataError:
         return "DE 55 is not valid TLV"
-    psn = (request.opt_text(23) or card.psn)[-2:]
+    psn = (request.opt_text(23) or card.row.psn)[-2:]
     if not checks.arqc_ok(pan, psn, de55, tags):
         return "ARQC does not verify"
     cid = tags.get("9F27", b"")
@@ -187,49 +342,3 @@ def _issuer_authentication(ctx: HostContext, pan: str, cryptogram: Cryptogram,
     return TAG_91 + emv.build_tag_91(arpc, arc)
 
 
-_CARD_ID: BindParameter[int] = bindparam("card_id")
-_CARD_UPDATES: dict[tuple[bool, PinOutcome], Prepared] = {}
-
-
-def _card_update(atc: bool, pin: PinOutcome) -> Prepared | None:
-    """The prebuilt UPDATE of a card's chip and PIN state (one per combination)."""
-    if not atc and pin is PinOutcome.NOT_CHECKED:
-        return None
-    statement = _CARD_UPDATES.get((atc, pin))
-    if statement is None:
-        values: dict[str, Any] = {}
-        if atc:
-            values["last_atc"] = bindparam("new_atc")
-        if pin is PinOutcome.CORRECT:
-            values.update(wrong_pin_count=0, last_used_at=bindparam("now"))
-        elif pin is PinOutcome.WRONG:
-            values["wrong_pin_count"] = Card.wrong_pin_count + 1
-        elif pin is PinOutcome.BLOCKED:
-            values.update(wrong_pin_count=Card.wrong_pin_count + 1, status="blocked")
-        statement = _CARD_UPDATES[(atc, pin)] = Prepared(
-            update(Card).where(Card.id == _CARD_ID).values(values))
-    return statement
-
-
-def _apply_card_effects(ctx: HostContext, session: Session, card: CardRow, decision: Decision,
-                        cryptogram: Cryptogram, key: RequestKey) -> None:
-    """PIN try counter (third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
-    statement = _card_update(cryptogram.atc is not None, decision.pin)
-    if statement is None:
-        return
-    params: dict[str, Any] = {"card_id": card.facts.card_id}
-    if cryptogram.atc is not None:
-        params["new_atc"] = cryptogram.atc
-    if decision.pin is PinOutcome.CORRECT:
-        params["now"] = ctx.clock.now()
-    statement.execute(session.connection(), params)
-    if decision.pin is PinOutcome.BLOCKED:
-        ctx.audit(session, actor="switch", action="card.block", subject=card.pan_masked,
-                  reason="PIN tries exceeded", tid=key.tid, stan=key.stan)
-
-
-def _balance_after(card: CardRow | None, decision: Decision) -> int | None:
-    """DE 54 on approvals and on RC 51 (so the EDC can show what is left)."""
-    if card is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
-        return None
-    return card.facts.balance_sen - decision.amount_sen

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from switch.host.facts import card_row, gate_terminal
+from switch.host.facts import CardState, GateTerminal, card_in_of, read_cards, read_terminals
 from switch.host.keyring import Keyring
-from switch.protocol.bpnt import card_data
 from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message
 from switch.protocol.routing import TxnType
@@ -65,33 +64,39 @@ class Checks:
 
 def warm(checks: Checks, connection: Connection,
          requests: list[tuple[Message, bytes, TxnType]]) -> None:
-    """Run the checks of the card requests in ``requests`` (message, raw bytes, type).
+    """Run the checks of the card requests in ``requests`` (message, raw bytes, type),
+    reading their terminals and cards in two statements.
 
     Best effort: anything unusual (unknown terminal or card, bad fields) is left
     for the decision, which meets it again under the lock and answers it.
     """
-    for request, raw, txn in requests:
-        if txn is not TxnType.PURCHASE and txn is not TxnType.BALANCE:
-            continue
+    cards_wanted = [(request, raw) for request, raw, txn in requests
+                    if txn is TxnType.PURCHASE or txn is TxnType.BALANCE]
+    if not cards_wanted:
+        return
+    terminals = read_terminals(connection, checks.keys,
+                               (request.text(41) for request, _ in cards_wanted))
+    cards = read_cards(connection, checks.keys, (request for request, _ in cards_wanted))
+    for request, raw in cards_wanted:
         try:
-            _warm_one(checks, connection, request, raw)
+            _warm_one(checks, terminals.get(request.text(41)), cards, request, raw)
         except (ProtocolError, emv.IccDataError, ValueError, KeyError) as exc:
             log.debug("precheck skipped for %s: %s", request.mti, type(exc).__name__)
 
 
-def _warm_one(checks: Checks, connection: Connection, request: Message, raw: bytes) -> None:
-    terminal = gate_terminal(connection, checks.keys, request.text(41))
+def _warm_one(checks: Checks, terminal: GateTerminal | None, cards: Mapping[str, CardState],
+              request: Message, raw: bytes) -> None:
     if terminal is None or terminal.facts.tak is None or terminal.facts.tpk is None:
         return
     if not checks.mac_ok(terminal.facts.tak, raw):
         return
-    pan = card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35)).pan
-    card = card_row(connection, checks.keys, pan)
+    pan = card_in_of(request).pan
+    card = cards.get(pan)
     if card is None:
         return
     if request.has(55):
         de55 = request.binary(55)
-        psn = (request.opt_text(23) or card.psn)[-2:]
+        psn = (request.opt_text(23) or card.row.psn)[-2:]
         checks.arqc_ok(pan, psn, de55, emv.parse_icc_data(de55))
     if request.has(52):
-        checks.pin_ok(terminal.facts.tpk, request.binary(52), pan, card.facts.pin_offset)
+        checks.pin_ok(terminal.facts.tpk, request.binary(52), pan, card.row.facts.pin_offset)

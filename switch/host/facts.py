@@ -1,16 +1,17 @@
 """Load the facts of a request from the database (read-only).
 
-The host's hot path (gate, card requests) reads through prebuilt Core statements
-on the transaction's connection (:func:`gate_terminal`, :func:`card_row`,
-:func:`item_facts`): no ORM unit of work, no per-call statement building.  The
-ORM loaders (:func:`load_terminal`, :func:`load_card`) serve logon and admin code
-that changes those rows.
+The host's hot path reads a whole run of card requests at once
+(:func:`read_terminals`, :func:`read_cards`: one statement each), the gate of a
+single request through a prepared statement (:func:`gate_terminal`), and the
+goods catalogue once per transaction (:func:`item_facts`).  The ORM loaders
+(:func:`load_terminal`) serves the logon, which changes the terminal's keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import Connection, bindparam, select
@@ -20,6 +21,9 @@ from switch.authorize.facts import CardFacts, ItemFacts, TerminalFacts
 from switch.host.keyring import Keyring
 from switch.ledger.models import Account, Card, Ewarong, Item, Kpm, Terminal
 from switch.ledger.prepared import Prepared
+from switch.protocol.bpnt import CardData, card_data
+from switch.protocol.errors import ProtocolError
+from switch.protocol.message import Message
 from switch.security.keys import pan_token, unwrap_key
 
 
@@ -44,34 +48,6 @@ def terminal_facts(keys: Keyring, terminal: Terminal, ewarong: Ewarong) -> Termi
         tpk=clear(terminal.tpk_wrapped, "TPK"),
         tak=clear(terminal.tak_wrapped, "TAK"),
     )
-
-
-def load_card(session: Session, keys: Keyring, pan: str) -> tuple[Card, CardFacts] | None:
-    row = session.execute(
-        select(Card, Kpm, Account)
-        .join(Kpm, Card.kpm_id == Kpm.id)
-        .join(Account, Kpm.wallet_account_id == Account.id)
-        .where(Card.pan_token == pan_token(keys.pan_token_key, pan))
-    ).first()
-    if row is None:
-        return None
-    card, kpm, wallet = row
-    return card, CardFacts(
-        card_id=card.id,
-        status=card.status,
-        expiry_yymm=card.expiry_yymm,
-        pin_offset=card.pin_offset,
-        wrong_pin_count=card.wrong_pin_count,
-        kpm_active=kpm.status == "active",
-        wallet_account_id=wallet.id,
-        balance_sen=wallet.balance_sen,
-    )
-
-
-def load_items(session: Session, codes: Iterable[str]) -> dict[str, ItemFacts]:
-    wanted = sorted(set(codes))
-    rows = session.scalars(select(Item).where(Item.code.in_(wanted))).all()
-    return {i.code: ItemFacts(i.code, i.category, i.allowed) for i in rows}
 
 
 #: Clear working keys kept per process (bounded).  Keyed by the wrapped bytes, so a
@@ -100,29 +76,22 @@ _GATE_TERMINAL = Prepared(
 
 
 def gate_terminal(connection: Connection, keys: Keyring, tid: str) -> GateTerminal | None:
-    """The terminal, its e-warong and its clear working keys (Core, one statement)."""
+    """The terminal, its e-warong and its clear working keys (one statement)."""
     row = _GATE_TERMINAL.execute(connection, {"tid": tid}).fetchone()
-    if row is None:
-        return None
-    status, tpk_wrapped, tak_wrapped, mid, ewarong_status, payable_id = row
+    return terminal_of(keys, tid, *row) if row is not None else None
 
+
+def terminal_of(keys: Keyring, tid: str, status: str, tpk_wrapped: bytes | None,
+                tak_wrapped: bytes | None, mid: str, ewarong_status: str,
+                payable_account_id: int) -> GateTerminal:
+    """A terminal row (as :data:`_GATE_TERMINAL` selects it, after the TID) as gate facts."""
     def clear(wrapped: bytes | None, kind: str) -> bytes | None:
-        return _unwrap_cached(keys.kek, wrapped, f"{kind}:{tid}") if wrapped else None
+        return _unwrap_cached(keys.kek, bytes(wrapped), f"{kind}:{tid}") if wrapped else None
 
     facts = TerminalFacts(tid=tid, active=status == "active", mid=mid,
                           ewarong_active=ewarong_status == "active",
                           tpk=clear(tpk_wrapped, "TPK"), tak=clear(tak_wrapped, "TAK"))
-    return GateTerminal(facts, payable_id)
-
-
-_CARD_ROW = Prepared(
-    select(Card.id, Card.status, Card.expiry_yymm, Card.pin_offset, Card.wrong_pin_count,
-           Card.last_atc, Card.psn, Card.pan_masked, Kpm.status.label("kpm_status"),
-           Account.id.label("wallet_account_id"), Account.balance_sen)
-    .join(Kpm, Card.kpm_id == Kpm.id)
-    .join(Account, Kpm.wallet_account_id == Account.id)
-    .where(Card.pan_token == bindparam("token"))
-)
+    return GateTerminal(facts, payable_account_id)
 
 
 @dataclass(frozen=True)
@@ -135,12 +104,10 @@ class CardRow:
     pan_masked: str
 
 
-def card_row(connection: Connection, keys: Keyring, pan: str) -> CardRow | None:
-    row = _CARD_ROW.execute(connection, {"token": pan_token(keys.pan_token_key, pan)}).fetchone()
-    if row is None:
-        return None
-    (card_id, status, expiry_yymm, pin_offset, wrong_pin_count, last_atc, psn, pan_masked,
-     kpm_status, wallet_account_id, balance_sen) = row
+def card_facts_of(card_id: int, status: str, expiry_yymm: str, pin_offset: str,
+                  wrong_pin_count: int, last_atc: int | None, psn: str, pan_masked: str,
+                  kpm_status: str, wallet_account_id: int, balance_sen: int) -> CardRow:
+    """A card row (as :data:`_CARD_ROW` selects it) as the decision's facts."""
     facts = CardFacts(
         card_id=card_id, status=status, expiry_yymm=expiry_yymm, pin_offset=pin_offset,
         wrong_pin_count=wrong_pin_count, kpm_active=kpm_status == "active",
@@ -166,3 +133,67 @@ def item_facts(session: Session, codes: Iterable[str]) -> dict[str, ItemFacts]:
                      for code, category, allowed in rows}
         session.info[_CATALOGUE_INFO] = catalogue
     return {code: catalogue[code] for code in codes if code in catalogue}
+
+
+@dataclass
+class CardState:
+    """A card as the run has left it so far (starting from the database row)."""
+
+    row: CardRow
+    balance_sen: int
+    wrong_pin_count: int
+    status: str
+    last_atc: int | None
+    last_used_at: datetime | None
+    changed: bool = False
+
+    def facts(self) -> CardFacts:
+        return replace(self.row.facts, status=self.status, balance_sen=self.balance_sen,
+                       wrong_pin_count=self.wrong_pin_count)
+
+
+_RUN_TERMINALS = (
+    select(Terminal.tid, Terminal.status, Terminal.tpk_wrapped, Terminal.tak_wrapped,
+           Ewarong.mid, Ewarong.status, Ewarong.payable_account_id)
+    .join(Ewarong, Terminal.ewarong_id == Ewarong.id)
+    .where(Terminal.tid.in_(bindparam("tids", expanding=True)))
+)
+_RUN_CARDS = (
+    select(Card.pan_token, Card.id, Card.status, Card.expiry_yymm, Card.pin_offset,
+           Card.wrong_pin_count, Card.last_atc, Card.psn, Card.pan_masked,
+           Kpm.status.label("kpm_status"), Account.id.label("wallet_account_id"),
+           Account.balance_sen, Card.last_used_at)
+    .join(Kpm, Card.kpm_id == Kpm.id)
+    .join(Account, Kpm.wallet_account_id == Account.id)
+    .where(Card.pan_token.in_(bindparam("tokens", expanding=True)))
+)
+def read_terminals(connection: Connection, keys: Keyring,
+                   tids: Iterable[str]) -> dict[str, GateTerminal]:
+    """The terminals named (one statement), as gate facts."""
+    rows = connection.execute(_RUN_TERMINALS, {"tids": sorted(set(tids))})
+    return {row[0]: terminal_of(keys, *row) for row in rows}
+
+
+def read_cards(connection: Connection, keys: Keyring,
+               requests: Iterable[Message]) -> dict[str, CardState]:
+    """The cards of ``requests`` (one statement), by PAN; a request without usable card
+    data is skipped here (its decision answers it)."""
+    pans = {}
+    for request in requests:
+        try:
+            pan = card_in_of(request).pan
+        except ProtocolError:
+            continue
+        pans[pan_token(keys.pan_token_key, pan)] = pan
+    cards = {}
+    for row in connection.execute(_RUN_CARDS, {"tokens": sorted(pans)}):
+        token, *columns, last_used_at = row
+        card = card_facts_of(*columns)
+        cards[pans[token]] = CardState(card, card.facts.balance_sen, card.facts.wrong_pin_count,
+                                       card.facts.status, card.last_atc, last_used_at)
+    return cards
+
+
+def card_in_of(request: Message) -> CardData:
+    """The PAN and expiry of a card request (HOST_SPEC §3: DE 35, or DE 2 + 14)."""
+    return card_data(request.opt_text(2), request.opt_text(14), request.opt_text(35))

@@ -5,6 +5,7 @@ lookup, so a forged duplicate cannot even read a stored response.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -12,11 +13,15 @@ from sqlalchemy.orm import Session
 from switch.authorize.facts import TerminalFacts
 from switch.authorize.rules import check_terminal
 from switch.host.checks import Checks
-from switch.host.facts import gate_terminal
+from switch.host.context import HostContext
+from switch.host.facts import GateTerminal, gate_terminal
 from switch.host.keyring import Keyring
+from switch.host.responses import build_response
 from switch.protocol import codes
-from switch.protocol.message import Message
+from switch.protocol.message import Message, encode
 from switch.security import mac
+
+log = logging.getLogger("bpnt.host")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,14 @@ class Refusal:
 
 def admit(session: Session, keys: Keyring, request: Message, raw: bytes,
           checks: Checks) -> Caller | Refusal:
-    row = gate_terminal(session.connection(), keys, request.text(41))
+    """The gate, reading the terminal now."""
+    return admit_terminal(gate_terminal(session.connection(), keys, request.text(41)),
+                          request, raw, checks)
+
+
+def admit_terminal(row: GateTerminal | None, request: Message, raw: bytes,
+                   checks: Checks) -> Caller | Refusal:
+    """The gate, given the terminal as read in this transaction (``None``: unknown)."""
     facts = row.facts if row else None
     refused = check_terminal(facts, request.text(42))
     if refused is not None or row is None or facts is None:
@@ -50,3 +62,13 @@ def admit(session: Session, keys: Keyring, request: Message, raw: bytes,
         if not checks.mac_ok(facts.tak, raw):
             return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
     return Caller(facts, facts.tak, row.payable_account_id)
+
+
+def answer_refusal(ctx: HostContext, session: Session, request: Message, action: str,
+                   refusal: Refusal) -> bytes:
+    """Audit and log a refused request; its (unsigned: the caller is not trusted) answer."""
+    ctx.audit(session, actor=f"terminal:{request.text(41)}", action=f"refused.{action}",
+              subject=request.text(11), rc=refusal.rc, reason=refusal.reason)
+    log.warning("%s refused tid=%s stan=%s rc=%s: %s", action, request.text(41),
+                request.text(11), refusal.rc, refusal.reason)
+    return encode(build_response(request, refusal.rc))

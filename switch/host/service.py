@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from switch.clock import Clock, SystemClock
 from switch.host import logon
-from switch.host.card_request import handle_card_request
+from switch.host.card_request import CardJob, RunFailed, UnitFailed, decide_run
 from switch.host.checks import Checks, warm
 from switch.host.context import HostContext
-from switch.host.gate import Refusal, admit
+from switch.host.gate import Refusal, admit, answer_refusal
 from switch.host.keyring import Keyring
 from switch.host.responses import build_response, request_hash
 from switch.host.reversal import handle_reversal
@@ -40,6 +40,7 @@ log = logging.getLogger("bpnt.host")
 
 _NOT_YET_SUPPORTED = frozenset({TxnType.VOID, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
 _GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL, TxnType.CASH_OUT})
+_CARD_REQUESTS = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
 
 
 class HostService:
@@ -86,10 +87,16 @@ class HostService:
         checks = Checks(self.keys)
         self._precheck(checks, prepared, pending)
         retried: set[int] = set()
+        solo: set[int] = set()
         while pending:
             try:
-                decided = self._decide_batch(prepared, pending, checks)
-            except _UnitFailed as failed:
+                decided = self._decide_batch(prepared, pending, checks, solo)
+            except RunFailed as failed:
+                log.info("writing a run of %d failed (%s): running them one by one",
+                         len(failed.indices), type(failed.cause).__name__)
+                solo.update(failed.indices)
+                continue
+            except UnitFailed as failed:
                 index, exc = failed.index, failed.cause
                 job = prepared[index]
                 assert job is not None
@@ -176,25 +183,50 @@ class HostService:
         return tpdu.to_bytes() + encode(Message(response_mti(mti), {39: codes.FORMAT_ERROR}))
 
     def _decide_batch(self, prepared: Sequence[_Pending | None], pending: Sequence[int],
-                      checks: Checks) -> dict[int, bytes]:
-        """One transaction for every pending unit; raises :class:`_UnitFailed` naming the
-        first unit that raised (the transaction is rolled back by then)."""
+                      checks: Checks, solo: set[int]) -> dict[int, bytes]:
+        """One transaction for every pending unit: consecutive card requests as runs
+        (:func:`decide_run`), others one by one.  Raises :class:`UnitFailed` naming the
+        unit that raised, or :class:`RunFailed` (the transaction is rolled back by then).
+        Units in ``solo`` run as runs of one (a run of theirs failed as a whole)."""
         decided: dict[int, bytes] = {}
         with self.db.transaction() as session:
+            run: list[CardJob] = []
             for index in pending:
                 job = prepared[index]
                 assert job is not None
-                try:
-                    decided[index] = self._dispatch(session, job, checks)
-                except AssertionError:
-                    raise  # our bug (InvariantError): the whole batch rolls back, loudly
-                except OperationalError as exc:
-                    if not _lost_a_race(exc):
-                        raise  # the database failed: the whole batch gets RC 91
-                    raise _UnitFailed(index, exc) from exc
-                except Exception as exc:
-                    raise _UnitFailed(index, exc) from exc
+                if job.txn in _CARD_REQUESTS:
+                    run.append(CardJob(index, job.request, job.raw, job.txn, job.digest))
+                    if index in solo:
+                        decided.update(self._run(session, run, checks))
+                        run = []
+                    continue
+                decided.update(self._run(session, run, checks))
+                run = []
+                decided[index] = self._one(session, index, job, checks)
+            decided.update(self._run(session, run, checks))
         return decided
+
+    def _run(self, session: Session, run: list[CardJob], checks: Checks) -> dict[int, bytes]:
+        try:
+            return decide_run(self.ctx, session, run, checks)
+        except (UnitFailed, RunFailed) as failed:
+            if isinstance(failed.cause, OperationalError) and not _lost_a_race(failed.cause):
+                raise failed.cause from failed  # the database failed: RC 91 for the batch
+            if isinstance(failed, RunFailed) and len(failed.indices) == 1:
+                raise UnitFailed(failed.indices[0], failed.cause) from failed.cause
+            raise
+
+    def _one(self, session: Session, index: int, job: _Pending, checks: Checks) -> bytes:
+        try:
+            return self._dispatch(session, job, checks)
+        except AssertionError:
+            raise  # our bug (InvariantError): the whole batch rolls back, loudly
+        except OperationalError as exc:
+            if not _lost_a_race(exc):
+                raise  # the database failed: the whole batch gets RC 91
+            raise UnitFailed(index, exc) from exc
+        except Exception as exc:
+            raise UnitFailed(index, exc) from exc
 
     def _answer_to_failure(self, job: _Pending, exc: Exception) -> bytes | None:
         """RC 30 for bad content, RC 91 for a race lost twice, else close."""
@@ -214,35 +246,31 @@ class HostService:
     # -- messages ---------------------------------------------------------------
 
     def _dispatch(self, session: Session, job: _Pending, checks: Checks) -> bytes:
-        """The encoded response message for one request, in the batch's transaction.
+        """The encoded response to a logon, reversal or cash-out, in the batch's
+        transaction (card requests go in runs: :func:`decide_run`).
 
-        Card requests run on Core statements (no ORM), logon and reversals on the
-        ORM: flushing first lets Core reads see what an earlier ORM unit of the batch
-        changed (a logon's new keys), and expiring first lets ORM reads see what
-        earlier Core units changed.
+        These run on the ORM, card runs on prepared statements: expiring first lets
+        ORM reads see what earlier runs changed, and flushing after lets the next
+        run's reads see what this one changed (a logon's new keys).
         """
-        request, txn = job.request, job.txn
+        session.expire_all()
+        answer = self._dispatch_orm(session, job, checks)
         session.flush()
-        if txn is not TxnType.PURCHASE and txn is not TxnType.BALANCE:
-            session.expire_all()
+        return answer
+
+    def _dispatch_orm(self, session: Session, job: _Pending, checks: Checks) -> bytes:
+        request, txn = job.request, job.txn
         if txn is TxnType.LOGON:
             return encode(logon.handle_logon(self.ctx, session, request))
         assert txn in _GATED, f"no handler for {txn}"
         caller = admit(session, self.keys, request, job.raw, checks)
         if isinstance(caller, Refusal):
-            self.ctx.audit(session, actor=f"terminal:{request.text(41)}",
-                           action=f"refused.{txn.value}", subject=request.text(11),
-                           rc=caller.rc, reason=caller.reason)
-            log.warning("%s refused tid=%s stan=%s rc=%s: %s", txn.value,
-                        request.text(41), request.text(11), caller.rc, caller.reason)
-            return encode(build_response(request, caller.rc))
+            return answer_refusal(self.ctx, session, request, txn.value, caller)
         if txn is TxnType.CASH_OUT:
             unsigned = self._refuse_cash_out(session, request)
-        elif txn is TxnType.REVERSAL:
-            unsigned = handle_reversal(self.ctx, session, request, job.digest)
         else:
-            unsigned = handle_card_request(self.ctx, session, caller, request, txn, job.digest,
-                                           checks)
+            assert txn is TxnType.REVERSAL, f"card requests are decided in runs, not {txn}"
+            unsigned = handle_reversal(self.ctx, session, request, job.digest)
         return mac.sign(caller.tak, unsigned)
 
     def _refuse_cash_out(self, session: Session, request: Message) -> bytes:
@@ -282,12 +310,3 @@ class _Pending:
 
     def reply(self, message: bytes) -> bytes:
         return self.tpdu_reply + message
-
-
-class _UnitFailed(Exception):
-    """Unit ``index`` of a batch raised ``cause``; the batch's transaction rolled back."""
-
-    def __init__(self, index: int, cause: Exception) -> None:
-        super().__init__(index, cause)
-        self.index = index
-        self.cause = cause

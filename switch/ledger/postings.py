@@ -18,7 +18,7 @@ must roll it back (``Database.transaction()`` does).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -102,51 +102,73 @@ _DEBIT_NON_NEGATIVE = Prepared(
 )
 _CREDIT = Prepared(update(Account).where(Account.id == bindparam("account_id"))
                    .values(balance_sen=Account.balance_sen + bindparam("credit_sen")))
-_INSERT_TRANSFER = Prepared(insert(Transfer).returning(Transfer.id), column_keys=(
-    "idempotency_key", "kind", "debit_account_id", "credit_account_id", "amount_sen", "memo",
-    "created_at"))
+_INSERT_TRANSFER_WITH_ID = Prepared(insert(Transfer), column_keys=(
+    "id", "idempotency_key", "kind", "debit_account_id", "credit_account_id", "amount_sen",
+    "memo", "created_at"))
 _INSERT_ENTRIES = Prepared(insert(JournalEntry),
                            column_keys=("transfer_id", "account_id", "amount_sen"))
 
 
-def post_purchase(
-    connection: Connection,
-    *,
-    idempotency_key: str,
-    wallet_account_id: int,
-    payable_account_id: int,
-    amount_sen: int,
-    memo: str,
-) -> int:
-    """The host's purchase debit (group commit hot path): wallet → e-warong payable.
+@dataclass(frozen=True)
+class PurchasePosting:
+    """One purchase debit of a run: wallet → e-warong payable, under a reserved id."""
 
-    Four prebuilt Core statements on the caller's connection: the conditional debit
-    (``balance_sen >= amount``, refused with :class:`InsufficientFunds` having
-    written nothing), the credit, the transfer and its two journal entries.  Returns
-    the transfer id.  Idempotency: the host looked up the HOST_SPEC §4 record first,
-    and the unique ``transfers.idempotency_key`` refuses a second posting of the key
+    transfer_id: int
+    idempotency_key: str
+    wallet_account_id: int
+    payable_account_id: int
+    amount_sen: int
+    memo: str
+
+
+def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) -> None:
+    """Write a group-commit run's purchase debits in a few statements.
+
+    Every purchase is its own transfer with two journal entries, as with
+    :func:`post_transfer`; the balance changes are summed per account and applied
+    with one conditional UPDATE per wallet (``balance_sen >= debit``: refused, and
+    the run fails whole, if any wallet would go below zero) and one UPDATE per
+    payable account.  The deltas sum to zero (asserted).  All of it in the caller's
+    transaction (the host's batch), under its writer lock.
+
+    Idempotency: the host looked up each request's HOST_SPEC §4 record first, and
+    the unique ``transfers.idempotency_key`` refuses a second posting of a key
     (IntegrityError: the host treats it as a lost race, rolls back and replays), so
-    no key can move money twice.  Unknown accounts fail the foreign keys.
+    no key moves money twice.  Unknown accounts fail the foreign keys.
     """
-    _require_amount(amount_sen)
-    _require(wallet_account_id != payable_account_id, "a transfer needs two accounts")
-    _require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
-    debited = _DEBIT_NON_NEGATIVE.execute(connection, {"account_id": wallet_account_id,
-                                                        "debit_sen": amount_sen})
-    if debited.rowcount != 1:
-        raise InsufficientFunds(f"account {wallet_account_id} holds less than {amount_sen} sen")
-    _CREDIT.execute(connection, {"account_id": payable_account_id, "credit_sen": amount_sen})
-    row = _INSERT_TRANSFER.execute(connection, {
-        "idempotency_key": idempotency_key, "kind": "purchase",
-        "debit_account_id": wallet_account_id, "credit_account_id": payable_account_id,
-        "amount_sen": amount_sen, "memo": memo[:120], "created_at": utcnow()}).fetchone()
-    _require(row is not None and isinstance(row[0], int), "an inserted transfer has an id")
-    transfer_id: int = row[0]
-    _INSERT_ENTRIES.executemany(connection, [
-        {"transfer_id": transfer_id, "account_id": wallet_account_id, "amount_sen": -amount_sen},
-        {"transfer_id": transfer_id, "account_id": payable_account_id, "amount_sen": amount_sen},
-    ])
-    return transfer_id
+    if not postings:
+        return
+    deltas: dict[int, int] = {}
+    for posting in postings:
+        _require_amount(posting.amount_sen)
+        _require(posting.wallet_account_id != posting.payable_account_id,
+                 "a transfer needs two accounts")
+        _require(0 < len(posting.idempotency_key) <= 80, "idempotency keys are 1-80 characters")
+        deltas[posting.wallet_account_id] = (
+            deltas.get(posting.wallet_account_id, 0) - posting.amount_sen)
+        deltas[posting.payable_account_id] = (
+            deltas.get(posting.payable_account_id, 0) + posting.amount_sen)
+    _require(sum(deltas.values()) == 0, "a run's postings move money, never make it")
+    debits = [{"account_id": account, "debit_sen": -delta}
+              for account, delta in sorted(deltas.items()) if delta < 0]
+    credits = [{"account_id": account, "credit_sen": delta}
+               for account, delta in sorted(deltas.items()) if delta > 0]
+    if _DEBIT_NON_NEGATIVE.executemany(connection, debits) != len(debits):
+        raise InsufficientFunds("a wallet in the run holds less than its debits")
+    _CREDIT.executemany(connection, credits)
+    now = utcnow()
+    _INSERT_TRANSFER_WITH_ID.executemany(connection, [
+        {"id": p.transfer_id, "idempotency_key": p.idempotency_key, "kind": "purchase",
+         "debit_account_id": p.wallet_account_id, "credit_account_id": p.payable_account_id,
+         "amount_sen": p.amount_sen, "memo": p.memo[:120], "created_at": now}
+        for p in postings])
+    entries: list[dict[str, int]] = []
+    for p in postings:
+        entries.append({"transfer_id": p.transfer_id, "account_id": p.wallet_account_id,
+                        "amount_sen": -p.amount_sen})
+        entries.append({"transfer_id": p.transfer_id, "account_id": p.payable_account_id,
+                        "amount_sen": p.amount_sen})
+    _INSERT_ENTRIES.executemany(connection, entries)
 
 
 def post_transfer(

@@ -92,7 +92,10 @@ class Prepared:
             raise _wrapped(connection, compiled.sql, arguments, exc) from exc
         return cursor
 
-    def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run once per row (psycopg pipelines them); the rows affected, in total."""
+        if not rows:
+            return 0
         compiled = self._for(connection.dialect)
         arguments = [self._arguments(compiled, row) for row in rows]
         cursor = _cursor(connection)
@@ -100,6 +103,33 @@ class Prepared:
             cursor.executemany(compiled.sql, arguments)
         except connection.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(connection, compiled.sql, arguments, exc) from exc
+        return int(cursor.rowcount)
+
+
+#: Tables whose ids :func:`reserve_ids` hands out (a fixed list: names go into SQL).
+RESERVABLE_TABLES = frozenset({"request_records", "transfers"})
+
+
+def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
+    """``count`` new primary keys of ``table`` for rows the caller inserts itself.
+
+    PostgreSQL: from the table's sequence, so ORM inserts later in the same
+    transaction (or in other processes) never collide.  SQLite: the next ids after
+    the largest, which is safe because the caller holds the write lock (``BEGIN
+    IMMEDIATE``) and inserts them before any other insert into ``table`` in its
+    transaction.  Ids reserved but not used are simply gaps.
+    """
+    assert table in RESERVABLE_TABLES, f"no id reservation for {table!r}"
+    if count <= 0:
+        return []
+    cursor = _cursor(connection)
+    if connection.dialect.name == "postgresql":
+        cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                       "FROM generate_series(1, %(n)s)", {"n": count})
+        return sorted(int(row[0]) for row in cursor.fetchall())
+    cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+    (largest,) = cursor.fetchone()
+    return list(range(int(largest) + 1, int(largest) + 1 + count))
 
 
 def _cursor(connection: Connection) -> Any:

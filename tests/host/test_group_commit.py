@@ -98,15 +98,15 @@ def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
     assert edc.ensure_logged_on()
     units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
     doomed = _stan(units[1])
-    real = card_request.handle_card_request
+    real = card_request._one
 
-    def explode_on_one(ctx: Any, session: Any, caller: Any, request: Any, *rest: Any) -> bytes:
-        answer = real(ctx, session, caller, request, *rest)  # it has written its debit...
-        if request.text(11) == doomed:
+    def explode_on_one(run: Any, job: Any) -> bytes:
+        answer = real(run, job)  # it has decided and queued its debit...
+        if job.request.text(11) == doomed:
             raise RuntimeError("a bug in one request")  # ...and then fails
         return answer
 
-    monkeypatch.setattr("switch.host.service.handle_card_request", explode_on_one)
+    monkeypatch.setattr(card_request, "_one", explode_on_one)
     answers = world.host.process_batch(units)
 
     assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,

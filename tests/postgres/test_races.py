@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 import switch.host.card_request as card_request
@@ -81,13 +81,13 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
     hosts = [HostService(open_database(world.url, create=False, writer_lock=False),
                          Settings(database_url=world.url), FixedClock()) for _ in range(2)]
     dispatches: list[str] = []
-    real_dispatch = HostService._dispatch
+    real_decide = HostService._decide_batch
 
-    def counting_dispatch(self: HostService, *args: Any) -> bytes:
-        dispatches.append(threading.current_thread().name)
-        return real_dispatch(self, *args)
+    def counting_decide(self: HostService, *args: Any) -> Any:
+        dispatches.append(threading.current_thread().name)  # one per transaction tried
+        return real_decide(self, *args)
 
-    monkeypatch.setattr(HostService, "_dispatch", counting_dispatch)
+    monkeypatch.setattr(HostService, "_decide_batch", counting_decide)
     card = world.card()
     edc = world.edc(DirectLink(hosts[0].process_unit), card)
     assert edc.ensure_logged_on()
@@ -95,16 +95,16 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
 
     barrier = threading.Barrier(2)
     passed: set[int] = set()
-    real_find = card_request.find_records
+    real_read = card_request._read
 
-    def find_then_wait(connection: Connection, key: Any) -> Any:
-        found = real_find(connection, key)
+    def read_then_wait(*args: Any) -> Any:
+        found = real_read(*args)  # the run's idempotency lookup: no record yet
         if threading.get_ident() not in passed:
             passed.add(threading.get_ident())
             barrier.wait(timeout=TIMEOUT_S)
         return found
 
-    monkeypatch.setattr(card_request, "find_records", find_then_wait)
+    monkeypatch.setattr(card_request, "_read", read_then_wait)
     runs = [_in_thread(lambda h=host: h.process_unit(unit)) for host in hosts]
     for thread, _ in runs:
         thread.join(timeout=3 * TIMEOUT_S)
