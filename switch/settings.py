@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     #: How long the first request of a batch waits for company when the writer is
     #: idle (0: never wait; under load batches fill while the previous one commits).
     group_commit_max_delay_ms: float = Field(default=1.0, ge=0, le=50)
+    #: Run each batch's MAC/PIN/ARQC checks before taking the writer lock (on a read
+    #: of their own).  Pays off when several switch processes share one database
+    #: (their cryptography overlaps); one process only pays the extra read.
+    group_commit_precheck: bool = False
     #: How long a transport thread waits for the host's answer to one unit.
     handler_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -162,7 +162,10 @@ class HostService:
 
     def _precheck(self, checks: Checks, prepared: Sequence[_Pending | None],
                   pending: Sequence[int]) -> None:
-        """The batch's MAC, PIN and ARQC checks before its transaction (switch.host.checks)."""
+        """The batch's MAC, PIN and ARQC checks before its transaction (switch.host.checks),
+        when ``group_commit_precheck`` is on."""
+        if not self.settings.group_commit_precheck:
+            return
         jobs = [job for job in (prepared[i] for i in pending) if job is not None]
         if not any(job.txn in (TxnType.PURCHASE, TxnType.BALANCE) for job in jobs):
             return

@@ -229,6 +229,8 @@ def test_batch_size_is_bounded(world: HostWorld, monkeypatch: pytest.MonkeyPatch
 def test_a_key_rotated_inside_the_batch_is_checked_afresh(world: HostWorld) -> None:
     """The precheck ran before the batch's logon: its MAC verdict, made under the old
     TAK, must not carry over to the decision, which sees the new TAK (RC 63)."""
+    world.host.settings = world.host.settings.model_copy(
+        update={"group_commit_precheck": True})
     edc = world.edc()
     assert edc.ensure_logged_on()
     purchase = _purchase_unit(world, edc, 0, [TEMPE])  # signed under the current TAK

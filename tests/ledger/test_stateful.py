@@ -78,7 +78,8 @@ class Engine:
 
 
 def _engine(url: str) -> Engine:
-    settings_ = Settings(database_url=url)
+    # The precheck on: its memoized checks must never change a decision.
+    settings_ = Settings(database_url=url, group_commit_precheck=True)
     keys = Keyring.from_settings(settings_)
     db = open_database(url, sqlite_synchronous="NORMAL")
     demo = build_world(kpm_count=CARDS_IN_PLAY, terminal_count=TERMINALS_IN_PLAY)
