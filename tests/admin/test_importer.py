@@ -3,17 +3,23 @@ card from the file working at a terminal (SQLite always, PostgreSQL when there).
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, func, select
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
-from loadtest.make_kpm_csv import pan_for, pin_for, write_csv
+from loadtest.make_kpm_csv import nik_for, pan_for, pin_for, write_csv
+from switch.admin import importer
 from switch.admin.importer import ImportFormatError, import_kpm
 from switch.audit.chain import verify
 from switch.audit.models import AuditRecord
@@ -22,10 +28,12 @@ from switch.host.keyring import Keyring
 from switch.host.service import HostService
 from switch.ledger.database import Database, open_database
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Card, Kpm
+from switch.ledger.models import Account, Card, Kpm
 from switch.ledger.postings import allocate_period
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
+from switch.protocol.message import mask_pan
+from switch.security.keys import pan_token
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
@@ -165,3 +173,131 @@ def test_cli_import_kpm_exit_codes(tmp_path: Path) -> None:
     assert "10 KPM imported" in done.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 1 and "line 2: NIK already registered" in again.stdout
+
+
+def _luhn_by_definition(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=25))
+@settings(max_examples=500)
+def test_luhn_matches_its_definition(digits: str) -> None:
+    assert importer.luhn_ok(digits) == _luhn_by_definition(digits)
+    wide = digits.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))  # non-ASCII digits
+    assert importer.luhn_ok(wide) == _luhn_by_definition(digits)
+
+
+def _write_rows(path: Path, rows: list[list[str]], header: str = HEADER) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        handle.write(header)
+        csv.writer(handle).writerows(rows)
+
+
+def _file_rows(count: int) -> list[list[str]]:
+    return [[nik_for(i), f"Siti {i}", pan_for(i), "123456", "3012"] for i in range(count)]
+
+
+def _statements(db: Database) -> list[str]:
+    """SQL that goes through SQLAlchemy from now on (the direct load's COPYs do not)."""
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def test_stored_rows_are_the_file(db: Database, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every column of every table, several chunks, awkward names, a psn column; on
+    PostgreSQL by the direct load (no stage table), on SQLite by the staged one."""
+    monkeypatch.setattr(importer, "BATCH_ROWS", 3)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 3)
+    names = ['Siti "Tab\tIn"', "Back\\slash \\N", "Two\nLines", "Ünïcødé 😀", "x" * 80,
+             "  padded  ", "Wati", "Nur"]
+    rows = [[nik_for(i), name, pan_for(i, 500), f"{100000 + i}", f"{29 + i % 3}{i + 1:02d}",
+             f"{i:02d}" if i % 2 else ""] for i, name in enumerate(names)]
+    path = tmp_path / "kpm.csv"
+    _write_rows(path, rows, header="nik,name,pan,pin_offset,expiry_yymm,psn\n")
+    seen = _statements(db)
+    report = import_kpm(db, KEYS, path, actor="admin:test")
+    assert report.ok and report.imported == len(rows), report.summary()
+    staged = any("CREATE TEMPORARY TABLE" in statement for statement in seen)
+    assert staged == (not db.is_postgres)
+    with db.transaction() as session:
+        kpms = session.scalars(select(Kpm).order_by(Kpm.id)).all()
+        assert [k.nik for k in kpms] == [r[0] for r in rows]  # ids in file order
+        for kpm, (nik, name, pan, offset, expiry, psn) in zip(kpms, rows, strict=True):
+            assert (kpm.name, kpm.status) == (name.strip(), "active")
+            wallet = session.get(Account, kpm.wallet_account_id)
+            assert wallet is not None
+            assert (wallet.kind, wallet.owner_ref, wallet.balance_sen) == (
+                "kpm_wallet", f"NIK:{nik}", 0)
+            card = session.scalars(select(Card).where(Card.kpm_id == kpm.id)).one()
+            assert (card.pan_token, card.pan_masked, card.psn, card.expiry_yymm) == (
+                pan_token(KEYS.pan_token_key, pan), mask_pan(pan), psn or "01", expiry)
+            assert (card.status, card.pin_offset, card.wrong_pin_count) == ("active", offset, 0)
+            assert card.last_atc is None and card.last_used_at is None
+        record = session.scalars(select(AuditRecord)).one()
+        detail = json.loads(record.detail)
+        assert detail["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert detail["kpm_ids"] == [kpms[0].id, kpms[-1].id]
+        assert (detail["rows"], detail["imported"], detail["rejected"]) == (8, 8, 0)
+    assert check_invariants(db).ok
+
+
+def test_a_conflict_in_a_later_chunk_imports_nothing(db: Database, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks loaded before the conflict are rolled back; every conflict and bad
+    row is reported; --skip-invalid then imports exactly the rest."""
+    monkeypatch.setattr(importer, "BATCH_ROWS", 5)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 5)
+    rows = _file_rows(20)
+    first = tmp_path / "a.csv"
+    _write_rows(first, rows[15:])
+    assert import_kpm(db, KEYS, first, actor="admin:test").ok
+    second = tmp_path / "b.csv"
+    _write_rows(second, [*rows, ["3273013207900001", "Sri", pan_for(99), "123456", "3012"]])
+    report = import_kpm(db, KEYS, second, actor="admin:test")
+    assert report.imported == 0 and report.rows == 21
+    assert {(p.line, p.reason) for p in report.problems} == {
+        *((line, "NIK already registered") for line in range(17, 22)),
+        (22, "NIK 327301...: birth date 32/07 is not a date")}
+    assert _counts(db) == (5, 5, 1)
+    skipped = import_kpm(db, KEYS, second, actor="admin:test", skip_invalid=True)
+    assert (skipped.imported, skipped.problem_count) == (15, 6), skipped.summary()
+    assert _counts(db) == (20, 20, 2)
+    assert check_invariants(db).ok
+
+
+def test_a_bad_row_in_a_later_chunk_imports_nothing(db: Database, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importer, "BATCH_ROWS", 4)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 4)
+    rows = _file_rows(12)
+    rows[10][2] = rows[10][2][:-1] + str((int(rows[10][2][-1]) + 1) % 10)  # Luhn broken
+    path = tmp_path / "kpm.csv"
+    _write_rows(path, rows)
+    report = import_kpm(db, KEYS, path, actor="admin:test")
+    assert report.imported == 0 and [p.line for p in report.problems] == [12]
+    assert "Luhn" in report.problems[0].reason
+    assert _counts(db) == (0, 0, 0)
+    skipped = import_kpm(db, KEYS, path, actor="admin:test", skip_invalid=True)
+    assert (skipped.imported, skipped.problem_count) == (11, 1)
+    assert _counts(db) == (11, 11, 1)
+
+
+def test_demo_pins_become_offsets(db: Database, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from switch.security.pin import pin_offset
+
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
+    path = tmp_path / "kpm.csv"
+    write_csv(path, 5, seed=11, clear_pins=True)
+    assert import_kpm(db, KEYS, path, actor="admin:test").ok
+    with db.transaction() as session:
+        cards = session.scalars(select(Card).order_by(Card.id)).all()
+        assert [c.pin_offset for c in cards] == [
+            pin_offset(KEYS.pvk, pin_for(11, pan_for(i)), pan_for(i)) for i in range(5)]
