@@ -191,9 +191,9 @@ def _one(run: _Run, job: CardJob) -> bytes:
     transfer_id = None
     if decision.rc == codes.APPROVED and decision.amount_sen > 0:
         assert card is not None, "an approved purchase has a card"
-        assert card.balance_sen >= decision.amount_sen, "approved beyond the balance"
+        assert card.wallet.balance_sen >= decision.amount_sen, "approved beyond the balance"
         transfer_id = next(run.transfer_ids)
-        card.balance_sen -= decision.amount_sen
+        card.wallet.balance_sen -= decision.amount_sen
         run.postings.append(PurchasePosting(
             transfer_id, key.transfer_key("pur"), card.row.facts.wallet_account_id,
             caller.payable_account_id, decision.amount_sen, f"{key.tid} {request.text(42)}"))
@@ -255,7 +255,7 @@ def _balance_after(card: CardState | None, decision: Decision) -> int | None:
     """DE 54 on approvals and on RC 51 (so the EDC can show what is left)."""
     if card is None or decision.rc not in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
         return None
-    return card.balance_sen - decision.amount_sen
+    return card.wallet.balance_sen - decision.amount_sen
 
 
 class StoredRecord(Protocol):

@@ -136,11 +136,19 @@ def item_facts(session: Session, codes: Iterable[str]) -> dict[str, ItemFacts]:
 
 
 @dataclass
+class Wallet:
+    """A KPM wallet's balance as a run has left it (shared by all of the KPM's cards)."""
+
+    account_id: int
+    balance_sen: int
+
+
+@dataclass
 class CardState:
     """A card as the run has left it so far (starting from the database row)."""
 
     row: CardRow
-    balance_sen: int
+    wallet: Wallet
     wrong_pin_count: int
     status: str
     last_atc: int | None
@@ -148,7 +156,7 @@ class CardState:
     changed: bool = False
 
     def facts(self) -> CardFacts:
-        return replace(self.row.facts, status=self.status, balance_sen=self.balance_sen,
+        return replace(self.row.facts, status=self.status, balance_sen=self.wallet.balance_sen,
                        wrong_pin_count=self.wrong_pin_count)
 
 
@@ -167,6 +175,8 @@ _RUN_CARDS = (
     .join(Account, Kpm.wallet_account_id == Account.id)
     .where(Card.pan_token.in_(bindparam("tokens", expanding=True)))
 )
+
+
 def read_terminals(connection: Connection, keys: Keyring,
                    tids: Iterable[str]) -> dict[str, GateTerminal]:
     """The terminals named (one statement), as gate facts."""
@@ -186,10 +196,13 @@ def read_cards(connection: Connection, keys: Keyring,
             continue
         pans[pan_token(keys.pan_token_key, pan)] = pan
     cards = {}
+    wallets: dict[int, Wallet] = {}
     for row in connection.execute(_RUN_CARDS, {"tokens": sorted(pans)}):
         token, *columns, last_used_at = row
         card = card_facts_of(*columns)
-        cards[pans[token]] = CardState(card, card.facts.balance_sen, card.facts.wrong_pin_count,
+        wallet_id = card.facts.wallet_account_id
+        wallet = wallets.setdefault(wallet_id, Wallet(wallet_id, card.facts.balance_sen))
+        cards[pans[token]] = CardState(card, wallet, card.facts.wrong_pin_count,
                                        card.facts.status, card.last_atc, last_used_at)
     return cards
 

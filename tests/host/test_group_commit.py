@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from switch.admin.demo import DemoCard
+from switch.admin.registry import Registry
 from switch.host import card_request
 from switch.host.checks import Checks, warm
 from switch.host.runner import AsyncHost
-from switch.ledger.models import Card, RequestRecord, Transfer
+from switch.host.service import HostService
+from switch.ledger.models import Card, Kpm, RequestRecord, Transfer
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
@@ -261,3 +264,43 @@ def test_the_precheck_reads_without_the_writer_lock(world: HostWorld) -> None:
     assert checks._macs and all(checks._macs.values())
     assert checks._pins and all(checks._pins.values())
     assert checks._arqcs and all(checks._arqcs.values())
+
+
+def test_two_cards_of_one_family_share_its_wallet_within_a_run(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KPM with a second active card: two purchases in one run draw on one wallet, so
+    the second sees the first's debit (51), decided in one pass, not by the SQL guard."""
+    first = world.card(index=0)
+    second = DemoCard(pan=_luhn_pan("603298990000001"), pin="246810")
+    with world.db.transaction() as session:
+        kpm = session.scalars(select(Kpm).join(Card, Card.kpm_id == Kpm.id).where(
+            Card.pan_token == pan_token(world.keys.pan_token_key, first.pan))).one()
+        Registry(session, world.keys, actor="test").issue_card(
+            kpm=kpm, pan=second.pan, pin=second.pin, expiry_yymm=second.expiry_yymm)
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    big = BasketLine("BRS005", 2, 6_500_000)  # Rp 130.000 of the family's Rp 200.000
+    world.insert(edc, first)
+    unit_a = edc.prepare_purchase([big], first.pin)
+    world.insert(edc, second)
+    unit_b = edc.prepare_purchase([big], second.pin)
+    attempts: list[int] = []
+    real = HostService._decide_batch
+
+    def counting(self: HostService, *args: Any) -> Any:
+        attempts.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(HostService, "_decide_batch", counting)
+    answers = world.host.process_batch([unit_a, unit_b])
+
+    assert [_rc(a) for a in answers] == [codes.APPROVED, codes.INSUFFICIENT_BALANCE]
+    assert len(attempts) == 1  # decided right the first time
+    assert world.balance_sen(first) == PERIOD_SEN - big.total_sen
+
+
+def _luhn_pan(body: str) -> str:
+    digits = [int(d) for d in body]
+    total = sum(d if i % 2 else (2 * d if 2 * d < 10 else 2 * d - 9)
+                for i, d in enumerate(reversed(digits)))
+    return body + str((10 - total % 10) % 10)
