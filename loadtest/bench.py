@@ -52,7 +52,9 @@ from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from loadtest.bench_load import (
     PointStats,
+    cpu_by_pid,
     cpu_seconds,
+    cpu_used_since,
     pids_named,
     reduce,
     run_point,
@@ -419,15 +421,16 @@ def measure(args: Args, batches: list[list[bytes]], ports: list[int],
         if args.profile_s > 0 and j == peak:
             raw = args.out / f"profile-{args.engine}.txt"
             spy = start_profile(pids[0], min(args.profile_s, args.duration_s), raw)
-        db_pids = pids_named("postgres") if args.engine == "postgresql" else []
-        sw0, db0 = cpu_seconds(pids), cpu_seconds(db_pids)
+        db0 = cpu_by_pid(pids_named("postgres")) if args.engine == "postgresql" else {}
+        sw0 = cpu_seconds(pids)
         outcomes, start, gen_cpu = asyncio.run(
             run_point(units, rate, ports, args.connections, args.timeout_s))
         point = reduce(outcomes, rate, args.duration_s, start)
         wall = max(point.wall_s, 1e-9)
         point.gen_cpu_pct = 100 * gen_cpu / wall
         point.switch_cpu_pct = 100 * (cpu_seconds(pids) - sw0) / wall
-        point.db_cpu_pct = 100 * (cpu_seconds(db_pids) - db0) / wall
+        if args.engine == "postgresql":
+            point.db_cpu_pct = 100 * cpu_used_since(db0, "postgres") / wall
         out(describe(point, args.timeout_s))
         points.append(point)
         if spy is not None:

@@ -166,16 +166,29 @@ async def run_point(units: list[bytes], rate: float, ports: list[int], connectio
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of ``pids`` from /proc (Linux); 0 where unreadable."""
+    return sum(cpu_by_pid(pids).values())
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each readable pid of ``pids``, from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found: dict[int, float] = {}
     for pid in pids:
         try:
             stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cpu_used_since(before: dict[int, float], comm: str) -> float:
+    """CPU seconds the ``comm`` processes used since ``before`` (``cpu_by_pid``): those
+    alive at both ends by their difference, new ones whole; ones that exited meanwhile
+    are lost (a lower bound, never negative)."""
+    after = cpu_by_pid(pids_named(comm))
+    return sum(max(0.0, used - before.get(pid, 0.0)) for pid, used in after.items())
 
 
 def pids_named(comm: str) -> list[int]:
