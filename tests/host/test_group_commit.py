@@ -21,6 +21,7 @@ from switch.host.checks import Checks, warm
 from switch.host.runner import AsyncHost
 from switch.host.service import HostService
 from switch.ledger.models import Card, Kpm, RequestRecord, Transfer
+from switch.ledger.postings import InsufficientFunds
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
@@ -304,3 +305,41 @@ def _luhn_pan(body: str) -> str:
     total = sum(d if i % 2 else (2 * d if 2 * d < 10 else 2 * d - 9)
                 for i, d in enumerate(reversed(digits)))
     return body + str((10 - total % 10) % 10)
+
+
+def test_a_run_whose_write_fails_is_decided_again_one_by_one(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing a run cannot blame one request: the run is re-run a request at a time,
+    so only the one whose posting fails loses its answer (closed, never a guess)."""
+    edc = world.edc()
+    assert edc.ensure_logged_on()
+    units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
+    doomed_wallet = _wallet_account(world, 1)
+    real = card_request.post_purchases
+    calls: list[int] = []
+
+    def refuse_one_wallet(connection: Any, postings: Any) -> None:
+        calls.append(len(postings))
+        if any(p.wallet_account_id == doomed_wallet for p in postings):
+            raise InsufficientFunds("pretend the guard refused it")
+        real(connection, postings)
+
+    monkeypatch.setattr(card_request, "post_purchases", refuse_one_wallet)
+    answers = world.host.process_batch(units)
+
+    assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,
+                                                              codes.APPROVED]
+    assert calls[0] == 3 and sorted(calls[1:]) == [1, 1, 1, 1]  # whole run, then singly
+    assert world.balance_sen(world.card(index=1)) == PERIOD_SEN
+    assert world.balance_sen(world.card(index=0)) == PERIOD_SEN - TEMPE.total_sen
+    assert world.balance_sen(world.card(index=2)) == PERIOD_SEN - TEMPE.total_sen
+
+
+def _wallet_account(world: HostWorld, index: int) -> int:
+    pan = world.card(index=index).pan
+    with world.db.transaction() as session:
+        wallet = session.scalar(select(Kpm.wallet_account_id).join(Card, Card.kpm_id == Kpm.id)
+                                .where(Card.pan_token == pan_token(world.keys.pan_token_key,
+                                                                   pan)))
+    assert wallet is not None
+    return int(wallet)
