@@ -67,11 +67,14 @@ class HostService:
         back.  Units are decided in order (a second request for the same card sees
         the first one's debit; a duplicate later in the batch replays the earlier
         one's stored response).  A decline is a normal result and rolls nothing
-        back.  A unit that raises is taken out of the batch and the others are run
-        again from the start in a fresh transaction (optimistic: no savepoints, so
-        no subtransaction per request on PostgreSQL); one that lost a unique-key race
-        to another switch process is run again once.  Bounded: every re-run removes a
-        unit or uses up its one retry.  If the database itself fails (begin, a
+        back.  Consecutive card requests are decided a run at a time
+        (:mod:`switch.host.card_request`).  A unit that raises is taken out of the
+        batch and the others are run again from the start in a fresh transaction
+        (optimistic: no savepoints, so no subtransaction per request on PostgreSQL);
+        one that lost a unique-key race to another switch process is run again once;
+        a run whose writing fails (no single unit to blame) is run again one unit at
+        a time.  Bounded: every re-run removes a unit, uses up its one retry, or
+        splits a run for good.  If the database itself fails (begin, a
         statement, the commit), the whole transaction rolled back and every unit
         still in the batch gets RC 91 (HOST_SPEC §5): nothing moved for any of them.
         """
@@ -198,10 +201,13 @@ class HostService:
                 job = prepared[index]
                 assert job is not None
                 if job.txn in _CARD_REQUESTS:
-                    run.append(CardJob(index, job.request, job.raw, job.txn, job.digest))
-                    if index in solo:
+                    card_job = CardJob(index, job.request, job.raw, job.txn, job.digest)
+                    if index in solo:  # alone: its run before it, then itself
                         decided.update(self._run(session, run, checks))
+                        decided.update(self._run(session, [card_job], checks))
                         run = []
+                    else:
+                        run.append(card_job)
                     continue
                 decided.update(self._run(session, run, checks))
                 run = []
