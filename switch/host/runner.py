@@ -116,6 +116,9 @@ class AsyncHost:
             self._queue.put_nowait(None)
             await self._collector
         self._writer.shutdown(wait=True)
+        if self.batches:
+            log.info("group commit: %d requests in %d batches (%.1f per batch)",
+                     self.batched_units, self.batches, self.batched_units / self.batches)
 
     def close(self) -> None:
         """From a thread other than the event loop's (tests, embedders): ``aclose()`` when
