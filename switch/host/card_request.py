@@ -40,7 +40,7 @@ from switch.host.facts import (
 )
 from switch.host.gate import Refusal, admit_terminal, answer_refusal
 from switch.host.records import RequestKey, StoredRecordRow, insert_records
-from switch.host.responses import approval_code_for, build_response, rrn_for
+from switch.host.responses import approval_code_for, build_response, rrn_for, same_content
 from switch.ledger.models import Card, RequestRecord, utcnow
 from switch.ledger.postings import PurchasePosting, post_purchases
 from switch.ledger.prepared import Prepared, reserve_ids
@@ -275,7 +275,7 @@ class StoredRecord(Protocol):
 
 def replay(request: Message, prior: StoredRecord, digest: str) -> bytes:
     """HOST_SPEC §4: same key, same content → same bytes; different content → 94."""
-    if prior.request_hash == digest:
+    if same_content(prior.request_hash, request, digest):
         log.info("duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
                  prior.response_code)
         return prior.response_unit

@@ -7,6 +7,7 @@ import hashlib
 from switch.protocol.bpnt import encode_balance
 from switch.protocol.message import Message, encode
 from switch.protocol.routing import response_mti
+from switch.security.mac import MAC_LEN
 
 #: HOST_SPEC §3: the response echoes these request DEs.
 ECHOED_DES = (3, 4, 11, 12, 13, 24, 41, 42)
@@ -39,15 +40,33 @@ def build_response(
     return Message(response_mti(request.mti), fields)
 
 
-def request_hash(request: Message) -> str:
-    """The content of a request for HOST_SPEC §4 idempotency.
+def request_hash(request: Message, raw: bytes) -> str:
+    """The content of a request for HOST_SPEC §4 idempotency, from its own bytes.
 
-    The MAC (DE 64) is left out, and a reversal repeat (0401) is the same
-    content as its first transmission (0400).
+    ``raw`` is the request as received (MTI onwards, no TPDU).  The MAC (DE 64, the
+    last 8 bytes when present) is left out, and a reversal repeat (0401) is the
+    same content as its first transmission (0400): the MTI is normalized.  An EDC
+    repeating a request sends the same bytes, so this equals the first one's hash
+    without encoding the message again.
     """
+    mti = b"\x04\x00" if request.mti == "0401" else raw[:2]
+    body = raw[2:-MAC_LEN] if request.has(64) else raw[2:]
+    return hashlib.sha256(b"bpnt-request-v2" + mti + body).hexdigest()
+
+
+def legacy_request_hash(request: Message) -> str:
+    """The hash records written before 2026-12 hold: the canonical re-encoding of the
+    decoded request without DE 64 (0401 as 0400).  Compared only when the current
+    hash does not match (see :func:`same_content`)."""
     mti = "0400" if request.mti == "0401" else request.mti
     canonical = Message(mti, {de: v for de, v in request.fields.items() if de != 64})
     return hashlib.sha256(encode(canonical)).hexdigest()
+
+
+def same_content(stored_hash: str, request: Message, digest: str) -> bool:
+    """HOST_SPEC §4: is ``request`` (hash ``digest``) the request stored with
+    ``stored_hash``?  Either hash form of it matches."""
+    return stored_hash == digest or stored_hash == legacy_request_hash(request)
 
 
 def rrn_for(record_id: int) -> str:

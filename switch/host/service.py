@@ -153,15 +153,9 @@ class HostService:
             return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
         if txn is TxnType.ECHO:
             return reply + encode(build_response(request, codes.APPROVED)), None
-        if txn in _GATED:
-            try:
-                digest = request_hash(request)
-            except ProtocolError as exc:
-                log.info("format error in %s: %s", request.mti, exc)
-                return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
-        else:
-            digest = ""
-        return None, _Pending(reply, request, data[TPDU_LEN:], txn, digest)
+        raw = data[TPDU_LEN:]
+        digest = request_hash(request, raw) if txn in _GATED else ""
+        return None, _Pending(reply, request, raw, txn, digest)
 
     def _precheck(self, checks: Checks, prepared: Sequence[_Pending | None],
                   pending: Sequence[int]) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import socket
 
+from sqlalchemy import update
+
+from switch.host.responses import legacy_request_hash
+from switch.ledger.models import RequestRecord
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
-from switch.protocol.unit import Tpdu, Unit, encode_unit
+from switch.protocol.unit import Tpdu, Unit, decode_unit, encode_unit
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.link import Faults, TcpLink
 from tests.world import PERIOD_SEN, HostWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
+TEMPE = BasketLine("TMP001", 1, 500_000)
 
 
 def _unit(message: Message) -> bytes:
@@ -129,3 +134,22 @@ def test_unreachable_host_shows_no_connection_and_leaves_nothing_to_reverse(
     assert result.display == "KONEKSI GAGAL / COBA LAGI"
     assert edc.pending_reversal is None
     assert world.balance_sen(card) == PERIOD_SEN
+
+
+def test_a_record_stored_with_the_legacy_hash_is_still_replayed(world: HostWorld) -> None:
+    """Records written before the hash was taken from the request's bytes hold the
+    hash of its canonical re-encoding: a repeat of such a request still replays (not
+    94), and a changed one is still 94."""
+    edc, card = world.edc_with_card()
+    assert edc.ensure_logged_on()
+    request = edc.prepare_purchase([TEMPE], card.pin)
+    first = world.host.process_unit(request)
+    message = decode_unit(request).message
+    with world.db.transaction() as session:
+        session.execute(update(RequestRecord).where(RequestRecord.stan == message.text(11))
+                        .values(request_hash=legacy_request_hash(message)))
+    assert world.host.process_unit(request) == first  # same MAC key: identical bytes
+    changed = message.with_fields(de4="000000600000", de48="TMP001001000000600000")
+    answer = world.host.process_unit(edc.encode_unit(changed))
+    assert answer is not None
+    assert decode_unit(answer).message.opt_text(39) == codes.DUPLICATE_DIFFERENT
