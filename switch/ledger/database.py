@@ -31,7 +31,10 @@ existing rows (the KPM import).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +71,7 @@ class Database:
         #: off to prove the host's retry on a lost unique-key race.
         self.writer_lock = writer_lock and self.is_postgres
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._file_lock = _SqliteWriterQueue.for_engine(engine)
 
     @contextmanager
     def transaction(self, *, exclusive: bool = True) -> Iterator[Session]:
@@ -76,7 +80,7 @@ class Database:
         ``exclusive`` (PostgreSQL): hold the writer lock from the start, like
         SQLite's ``BEGIN IMMEDIATE``.
         """
-        with self._sessions() as session, session.begin():
+        with self._file_lock.held(), self._sessions() as session, session.begin():
             if exclusive and self.writer_lock:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                 {"key": WRITER_LOCK_KEY})
@@ -99,6 +103,60 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._file_lock.close()
+
+
+class _SqliteWriterQueue:
+    """Writers of one SQLite file wait their turn on an ``flock`` before ``BEGIN
+    IMMEDIATE`` (processes) and a thread lock (threads of one process).
+
+    SQLite's own wait for the write lock (``busy_timeout``) polls with sleeps of up
+    to 100 ms, so two switch processes on one file spend their time asleep instead
+    of alternating batches; a blocking ``flock`` wakes the next writer the moment
+    the lock is released.  Writers that do not queue here (the ``sqlite3`` shell)
+    still meet ``BEGIN IMMEDIATE`` and the busy timeout, as before.  A no-op for
+    PostgreSQL and in-memory databases.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> _SqliteWriterQueue:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return cls(None)
+        return cls(Path(f"{database}-writer.lock"))
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        # Bounded like SQLite's own wait: a transaction nested in the same thread (or
+        # a writer stuck for longer) skips the queue and meets BEGIN IMMEDIATE's busy
+        # timeout, which fails cleanly ("database is locked") instead of hanging.
+        if not self._thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            yield
+            return
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # only other processes can hold it
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _prepare_sqlite(engine: Engine, synchronous: str) -> None:
