@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +75,36 @@ def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
 def test_bad_synchronous_is_refused() -> None:
     with pytest.raises(ValueError):
         open_database("sqlite:///:memory:", sqlite_synchronous="OFF")
+
+
+def test_sqlite_writers_of_other_processes_queue_on_the_file_lock(tmp_path: Path) -> None:
+    """Every write transaction holds ``<db>-writer.lock`` (flock) from before BEGIN
+    IMMEDIATE to the end, so a writer in another process waits on it (and wakes at
+    once) instead of sleeping in SQLite's busy handler."""
+    path = tmp_path / "ledger.db"
+    open_database(f"sqlite:///{path}").dispose()
+    child = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys\n"
+            "from switch.ledger.database import open_database\n"
+            f"db = open_database('sqlite:///{path}')\n"
+            "with db.transaction():\n"
+            "    print('in', flush=True)\n"
+            "    sys.stdin.readline()\n"
+            "db.dispose()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "in"  # the child is inside its transaction
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(10) == 0
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the transaction
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+        if child.poll() is None:
+            child.kill()
