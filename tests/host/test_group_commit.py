@@ -188,12 +188,17 @@ def _queued(host: AsyncHost, loop: Any) -> int:
     return asyncio.run_coroutine_threadsafe(qsize(), loop).result(WAIT_S)
 
 
-def test_no_answer_leaves_before_its_batch_commits_and_waiting_requests_batch(
-        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+def _purchases_from_one_edc(world: HostWorld, count: int) -> tuple[bytes, list[bytes]]:
+    """``count`` purchase units (cards round-robin) from one logged-on EDC: first, rest."""
     edc = world.edc()
     assert edc.ensure_logged_on()
-    first = _purchase_unit(world, edc, 0, [TEMPE])
-    rest = [_purchase_unit(world, edc, n % 12, [TEMPE]) for n in range(1, 21)]
+    units = [_purchase_unit(world, edc, n % 12, [TEMPE]) for n in range(count)]
+    return units[0], units[1:]
+
+
+def test_no_answer_leaves_before_its_batch_commits_and_waiting_requests_batch(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, rest = _purchases_from_one_edc(world, 1 + 20)
     held = _HeldCommit(world, monkeypatch)
     with _async_host(world, group_commit_max_batch=64, group_commit_max_delay_ms=0) as (
             host, loop):
@@ -212,10 +217,7 @@ def test_no_answer_leaves_before_its_batch_commits_and_waiting_requests_batch(
 
 
 def test_batch_size_is_bounded(world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    edc = world.edc()
-    assert edc.ensure_logged_on()
-    first = _purchase_unit(world, edc, 0, [TEMPE])
-    rest = [_purchase_unit(world, edc, n % 12, [TEMPE]) for n in range(1, 11)]
+    first, rest = _purchases_from_one_edc(world, 1 + 10)
     held = _HeldCommit(world, monkeypatch)
     with _async_host(world, group_commit_max_batch=4, group_commit_max_delay_ms=0) as (
             host, loop):
