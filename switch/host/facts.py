@@ -2,8 +2,8 @@
 
 The host's hot path reads a whole run of card requests at once
 (:func:`read_terminals`, :func:`read_cards`: one statement each), the gate of a
-single request through a prepared statement (:func:`gate_terminal`), and the
-goods catalogue once per transaction (:func:`item_facts`).  The ORM loaders
+single request (reversal, cash-out) with the same query (:func:`gate_terminal`), and
+the goods catalogue once per transaction (:func:`item_facts`).  The ORM loader
 (:func:`load_terminal`) serves the logon, which changes the terminal's keys.
 """
 
@@ -67,24 +67,15 @@ class GateTerminal:
     payable_account_id: int
 
 
-_GATE_TERMINAL = Prepared(
-    select(Terminal.status, Terminal.tpk_wrapped, Terminal.tak_wrapped, Ewarong.mid,
-           Ewarong.status, Ewarong.payable_account_id)
-    .join(Ewarong, Terminal.ewarong_id == Ewarong.id)
-    .where(Terminal.tid == bindparam("tid"))
-)
-
-
 def gate_terminal(connection: Connection, keys: Keyring, tid: str) -> GateTerminal | None:
     """The terminal, its e-warong and its clear working keys (one statement)."""
-    row = _GATE_TERMINAL.execute(connection, {"tid": tid}).fetchone()
-    return terminal_of(keys, tid, *row) if row is not None else None
+    return read_terminals(connection, keys, [tid]).get(tid)
 
 
 def terminal_of(keys: Keyring, tid: str, status: str, tpk_wrapped: bytes | None,
                 tak_wrapped: bytes | None, mid: str, ewarong_status: str,
                 payable_account_id: int) -> GateTerminal:
-    """A terminal row (as :data:`_GATE_TERMINAL` selects it, after the TID) as gate facts."""
+    """A terminal row (as :data:`_RUN_TERMINALS` selects it) as gate facts."""
     def clear(wrapped: bytes | None, kind: str) -> bytes | None:
         return _unwrap_cached(keys.kek, bytes(wrapped), f"{kind}:{tid}") if wrapped else None
 
