@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, select, tuple_, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
@@ -43,7 +43,7 @@ from switch.host.records import RequestKey, StoredRecordRow, insert_records
 from switch.host.responses import approval_code_for, build_response, rrn_for, same_content
 from switch.ledger.models import Card, RequestRecord, utcnow
 from switch.ledger.postings import PurchasePosting, post_purchases
-from switch.ledger.prepared import Prepared, reserve_ids
+from switch.ledger.prepared import Prepared, in_json_list, json_list, reserve_ids
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine, decode_basket
 from switch.protocol.message import Message, encode, mask_pan
@@ -96,12 +96,12 @@ class Cryptogram:
     psn: str = "00"
 
 
-_RUN_RECORDS = select(
+_RUN_RECORDS = Prepared(select(
     RequestRecord.local_date, RequestRecord.kind, RequestRecord.tid, RequestRecord.stan,
     RequestRecord.request_hash, RequestRecord.response_code, RequestRecord.response_unit,
     RequestRecord.transfer_id,
-).where(tuple_(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan)
-        .in_(bindparam("keys", expanding=True)))
+).where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
+                      RequestRecord.stan)))
 _SET_CARD_STATE = Prepared(
     update(Card).where(Card.id == bindparam("card_id")).values(
         last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
@@ -150,11 +150,11 @@ def _read(ctx: HostContext, session: Session, connection: Connection, jobs: Sequ
           checks: Checks) -> _Run:
     keys = ctx.keys
     terminals = read_terminals(connection, keys, (job.request.text(41) for job in jobs))
-    wanted = sorted({(job.request.text(41), job.request.text(13), job.request.text(11))
-                     for job in jobs})
+    wanted = json_list((job.request.text(41), job.request.text(13), job.request.text(11))
+                       for job in jobs)
     records: dict[tuple[str, str, str], dict[str, StoredRecord]] = {}
-    for date, kind, tid, stan, digest, rc, unit, transfer in connection.execute(
-            _RUN_RECORDS, {"keys": wanted}):
+    for date, kind, tid, stan, digest, rc, unit, transfer in _RUN_RECORDS.rows(
+            connection, {"keys": wanted}):
         records.setdefault((tid, date, stan), {})[kind] = StoredRecordRow(
             kind, tid, stan, digest, rc, bytes(unit), transfer)
     cards = read_cards(connection, keys, (job.request for job in jobs))

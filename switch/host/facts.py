@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, ItemFacts, TerminalFacts
 from switch.host.keyring import Keyring
 from switch.ledger.models import Account, Card, Ewarong, Item, Kpm, Terminal
-from switch.ledger.prepared import Prepared
+from switch.ledger.prepared import Prepared, in_json_list, json_list
 from switch.protocol.bpnt import CardData, card_data
 from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message
@@ -151,27 +151,27 @@ class CardState:
                        wrong_pin_count=self.wrong_pin_count)
 
 
-_RUN_TERMINALS = (
+_RUN_TERMINALS = Prepared(
     select(Terminal.tid, Terminal.status, Terminal.tpk_wrapped, Terminal.tak_wrapped,
            Ewarong.mid, Ewarong.status, Ewarong.payable_account_id)
     .join(Ewarong, Terminal.ewarong_id == Ewarong.id)
-    .where(Terminal.tid.in_(bindparam("tids", expanding=True)))
+    .where(in_json_list("tids", Terminal.tid))
 )
-_RUN_CARDS = (
+_RUN_CARDS = Prepared(
     select(Card.pan_token, Card.id, Card.status, Card.expiry_yymm, Card.pin_offset,
            Card.wrong_pin_count, Card.last_atc, Card.psn, Card.pan_masked,
            Kpm.status.label("kpm_status"), Account.id.label("wallet_account_id"),
            Account.balance_sen, Card.last_used_at)
     .join(Kpm, Card.kpm_id == Kpm.id)
     .join(Account, Kpm.wallet_account_id == Account.id)
-    .where(Card.pan_token.in_(bindparam("tokens", expanding=True)))
+    .where(in_json_list("tokens", Card.pan_token))
 )
 
 
 def read_terminals(connection: Connection, keys: Keyring,
                    tids: Iterable[str]) -> dict[str, GateTerminal]:
     """The terminals named (one statement), as gate facts."""
-    rows = connection.execute(_RUN_TERMINALS, {"tids": sorted(set(tids))})
+    rows = _RUN_TERMINALS.rows(connection, {"tids": json_list(tids)})
     return {row[0]: terminal_of(keys, *row) for row in rows}
 
 
@@ -188,7 +188,7 @@ def read_cards(connection: Connection, keys: Keyring,
         pans[pan_token(keys.pan_token_key, pan)] = pan
     cards = {}
     wallets: dict[int, Wallet] = {}
-    for row in connection.execute(_RUN_CARDS, {"tokens": sorted(pans)}):
+    for row in _RUN_CARDS.rows(connection, {"tokens": json_list(pans)}):
         token, *columns, last_used_at = row
         card = card_facts_of(*columns)
         wallet_id = card.facts.wallet_account_id

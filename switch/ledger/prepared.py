@@ -15,21 +15,32 @@ IMMEDIATE / the writer lock, the commit).  DBAPI errors are raised as
 SQLAlchemy's own (``IntegrityError``, ``OperationalError``, ...), which is what
 the host's lost-race and RC 91 handling expect.
 
-Limits: no expanding ``IN`` parameters, no result-type processing (the hot path
-reads ints, strings and bytes; callers convert booleans).
+A list of keys (a run's PANs, terminals, idempotency keys) is one JSON parameter
+read by :func:`in_json_list` (``json_each`` / ``jsonb_array_elements``), so the
+statement's text does not change with the list's length: SQLite and psycopg keep it
+prepared (no planning per run), and both engines probe the index once per key.
+``IN (?, ?, ...)`` of a run's length would be a new statement every time, and SQLite
+answers a row-value ``IN`` of constants by scanning the whole table.
+
+Limits: no expanding ``IN`` parameters; results are processed only where the
+column's type asks for it on the dialect (SQLite's ``DateTime`` strings), see
+:meth:`Prepared.rows`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement, ColumnElement, coercions, roles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 
 _CURSOR = "bpnt.prepared.cursor"
 
@@ -42,6 +53,8 @@ class _Compiled:
     #: Values of the statement's own literals (``status='blocked'``).
     defaults: Mapping[str, Any]
     processors: Mapping[str, Callable[[Any], Any]]
+    #: Result processors by column position (only the columns that have one).
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 class Prepared:
@@ -69,8 +82,13 @@ class Prepared:
                 if not bind.required:
                     defaults[name] = bind.effective_value
             order = tuple(done.positiontup) if dialect.positional and done.positiontup else None
+            results = []
+            for position, column in enumerate(getattr(self.statement, "selected_columns", ())):
+                processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+                if processor is not None:
+                    results.append((position, processor))
             compiled = self._compiled[dialect.name] = _Compiled(
-                str(done), order, defaults, processors)
+                str(done), order, defaults, processors, tuple(results))
         return compiled
 
     def _arguments(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
@@ -92,6 +110,23 @@ class Prepared:
             raise _wrapped(connection, compiled.sql, arguments, exc) from exc
         return cursor
 
+    def rows(self, connection: Connection,
+             params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a ``select``, each column processed as SQLAlchemy's result would
+        (a SQLite ``DateTime`` string comes back a ``datetime``)."""
+        cursor = self.execute(connection, params)
+        rows = cursor.fetchall()
+        results = self._for(connection.dialect).results
+        if not results:
+            return [tuple(row) for row in rows]
+        processed = []
+        for row in rows:
+            values = list(row)
+            for position, processor in results:
+                values[position] = processor(values[position])
+            processed.append(tuple(values))
+        return processed
+
     def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Run once per row (psycopg pipelines them); the rows affected, in total."""
         if not rows:
@@ -104,6 +139,52 @@ class Prepared:
         except connection.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(connection, compiled.sql, arguments, exc) from exc
         return int(cursor.rowcount)
+
+
+class InJsonList(ColumnElement[Any]):
+    """``column IN (the strings of a JSON array parameter)``, or for several columns
+    ``(a, b, c) IN`` (the rows of a JSON array of arrays); see :func:`in_json_list`."""
+
+    inherit_cache = True
+    # no Boolean type: SQLite would render the condition as "... = 1", which its
+    # planner cannot use as an index probe
+
+    def __init__(self, columns: Sequence[Any], name: str) -> None:
+        self.columns = [coercions.expect(roles.ExpressionElementRole, column)
+                        for column in columns]
+        self.parameter: BindParameter[str] = bindparam(name)
+
+
+def in_json_list(name: str, *columns: Any) -> InJsonList:
+    """A condition on ``columns`` against the JSON parameter ``name``, bound with
+    :func:`json_list` (a list of strings for one column, of lists for several)."""
+    return InJsonList(columns, name)
+
+
+def json_list(values: Iterable[Any]) -> str:
+    """The value of an :func:`in_json_list` parameter (sorted, without repeats)."""
+    return json.dumps(sorted({tuple(v) if isinstance(v, list) else v for v in values}))
+
+
+@compiles(InJsonList, "postgresql")
+def _in_json_list_postgresql(element: InJsonList, compiler: Any, **kw: Any) -> str:
+    bind = compiler.process(element.parameter, **kw)
+    columns = [compiler.process(column, **kw) for column in element.columns]
+    if len(columns) == 1:
+        return (f"{columns[0]} IN (SELECT jsonb_array_elements_text(CAST({bind} AS jsonb)))")
+    picks = ", ".join(f"k ->> {i}" for i in range(len(columns)))
+    return (f"({', '.join(columns)}) IN "
+            f"(SELECT {picks} FROM jsonb_array_elements(CAST({bind} AS jsonb)) AS k)")
+
+
+@compiles(InJsonList)
+def _in_json_list_sqlite(element: InJsonList, compiler: Any, **kw: Any) -> str:
+    bind = compiler.process(element.parameter, **kw)
+    columns = [compiler.process(column, **kw) for column in element.columns]
+    if len(columns) == 1:
+        return f"{columns[0]} IN (SELECT value FROM json_each({bind}))"
+    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return f"({', '.join(columns)}) IN (SELECT {picks} FROM json_each({bind}))"
 
 
 #: Tables whose ids :func:`reserve_ids` hands out (a fixed list: names go into SQL).

@@ -1,0 +1,76 @@
+"""The hot path's run reads: a JSON list parameter (``in_json_list``) finds exactly
+the rows of its keys on both engines, and on SQLite every run read probes an index
+(a row-value ``IN`` of constants scanned the whole ``request_records`` table, so
+each run got slower as the day's records grew)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select
+
+from switch.host import card_request, facts
+from switch.ledger.database import open_database
+from switch.ledger.models import RequestRecord
+from switch.ledger.prepared import Prepared, in_json_list, json_list
+
+_BY_KEY = Prepared(
+    select(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan, RequestRecord.kind,
+           RequestRecord.created_at)
+    .where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
+                        RequestRecord.stan)))
+_BY_TID = Prepared(select(RequestRecord.stan).where(in_json_list("tids", RequestRecord.tid)))
+
+
+def _record(tid: str, date: str, stan: str, kind: str = "request") -> dict[str, object]:
+    return {"tid": tid, "local_date": date, "stan": stan, "kind": kind, "mti": "0210",
+            "processing_code": "000000", "amount_sen": 0, "request_hash": "h" * 64,
+            "response_code": "00", "response_unit": b"\x00",
+            "created_at": datetime(2026, 12, 1, 9, 30, tzinfo=UTC)}
+
+
+def test_json_list_finds_exactly_its_keys(any_url: str) -> None:
+    db = open_database(any_url)
+    try:
+        with db.transaction() as session:
+            connection = session.connection()
+            connection.execute(insert(RequestRecord), [
+                _record("T0000001", "1201", "000001"),
+                _record("T0000001", "1201", "000001", "reversal"),
+                _record("T0000001", "1202", "000001"),  # same TID and STAN, other day
+                _record("T0000002", "1201", "000001"),
+                _record("T'000003", "1201", "0000\"2"),  # quotes survive the JSON
+            ])
+            wanted = [("T0000001", "1201", "000001"), ("T'000003", "1201", "0000\"2"),
+                      ("T0000009", "1201", "000001"), ("T0000001", "1201", "000001")]
+            rows = _BY_KEY.rows(connection, {"keys": json_list(wanted)})
+            assert sorted(row[:4] for row in rows) == [
+                ("T'000003", "1201", "0000\"2", "request"),
+                ("T0000001", "1201", "000001", "request"),
+                ("T0000001", "1201", "000001", "reversal"),
+            ]
+            # the DateTime column comes back as SQLAlchemy would give it, on both engines
+            assert all(isinstance(row[4], datetime) for row in rows)
+            assert _BY_KEY.rows(connection, {"keys": json_list([])}) == []
+            by_tid = _BY_TID.rows(connection, {"tids": json_list(["T0000002", "T0000002"])})
+            assert by_tid == [("000001",)]
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("statement", [facts._RUN_TERMINALS, facts._RUN_CARDS,
+                                       card_request._RUN_RECORDS],
+                         ids=["terminals", "cards", "records"])
+def test_sqlite_run_reads_probe_an_index(tmp_path: object, statement: Prepared) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/plan.db")
+    try:
+        with db.engine.connect() as connection:
+            sql = statement._for(connection.dialect).sql
+            plan = [row[3] for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {sql}", ("[]",))]
+    finally:
+        db.dispose()
+    scans = [step for step in plan if step.startswith("SCAN ") and "json_each" not in step]
+    assert not scans, plan
+    assert any(step.startswith("SEARCH ") and "INDEX" in step for step in plan), plan
