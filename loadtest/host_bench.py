@@ -1,10 +1,11 @@
 """Baseline: approved purchases per second through ``HostService`` in process.
 
-    python -m loadtest.host_bench --requests 2000 [--batch 64]
+    python -m loadtest.host_bench --requests 2000 [--batch 64] [--engine postgresql]
 
 No network and no load generator in the measured loop: requests are built first
 (real EDC, real card ARQC, PIN block, MAC), then handed one by one to the host on
-a fresh seeded SQLite database, ``--batch`` at a time through
+a fresh seeded SQLite database (or, with ``--engine postgresql``, a fresh
+PostgreSQL database on ``--pg-url``, dropped afterwards), ``--batch`` at a time through
 ``HostService.process_batch`` (group commit: one transaction per batch; ``--batch
 1`` is one transaction per request).  It measures the host's own cost (codec,
 gate, crypto, SQL, commit) — the floor under any TCP figure.  A request's
@@ -14,15 +15,20 @@ latency is its whole batch's time.  The open-loop TCP bench is ``loadtest.bench`
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import secrets
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
+from loadtest.bench import PG_BASE_URL, _pg_admin_exec
 from switch.admin.demo import build_world, seed_database
 from switch.host.keyring import Keyring
 from switch.host.service import HostService
@@ -38,9 +44,27 @@ from terminal_sim.link import DirectLink
 TEMPE = BasketLine("TMP001", 1, 500_000)
 
 
-def run(requests: int, kpm: int, synchronous: str, batch: int = 1) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="bpnt-bench-"))
-    settings = Settings(database_url=f"sqlite:///{workdir / 'bench.db'}")
+@contextmanager
+def _database_url(engine: str, pg_url: str) -> Iterator[str]:
+    if engine == "sqlite":
+        yield f"sqlite:///{Path(tempfile.mkdtemp(prefix='bpnt-bench-')) / 'bench.db'}"
+        return
+    name = f"bpnt_host_bench_{secrets.token_hex(4)}"
+    _pg_admin_exec(pg_url, f"CREATE DATABASE {name}")
+    try:
+        yield f"{pg_url.rstrip('/')}/{name}"
+    finally:
+        _pg_admin_exec(pg_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def run(requests: int, kpm: int, synchronous: str, batch: int = 1, engine: str = "sqlite",
+        pg_url: str = PG_BASE_URL) -> int:
+    with _database_url(engine, pg_url) as url:
+        return _run(url, requests, kpm, synchronous, batch)
+
+
+def _run(url: str, requests: int, kpm: int, synchronous: str, batch: int) -> int:
+    settings = Settings(database_url=url)
     keys = Keyring.from_settings(settings)
     db = open_database(settings.database_url, sqlite_synchronous=synchronous)
     world = build_world(kpm_count=kpm, terminal_count=2)
@@ -74,7 +98,8 @@ def run(requests: int, kpm: int, synchronous: str, batch: int = 1) -> int:
             approved += decode_unit(answer).message.opt_text(39) == "00"
     elapsed_s = time.perf_counter() - started
     cuts = statistics.quantiles(latencies_ms, n=100)
-    print(f"host_bench: {requests} purchases on {kpm} KPM, SQLite synchronous={synchronous}, "
+    engine = "SQLite synchronous=" + synchronous if url.startswith("sqlite") else "PostgreSQL"
+    print(f"host_bench: {requests} purchases on {kpm} KPM, {engine}, "
           f"batches of {batch}, "
           f"Python {platform.python_version()}, {platform.processor() or platform.machine()}")
     print(f"  built in {build_s:.1f} s ({build_s / requests * 1e3:.2f} ms each, not measured)")
@@ -90,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--batch", type=int, default=64,
                         help="requests per transaction (group commit; the switch default)")
+    parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get("BPNT_BENCH_PG_URL", PG_BASE_URL),
+                        help="PostgreSQL server URL without a database name")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error("--batch must be at least 1")
-    return run(args.requests, args.kpm, args.synchronous, args.batch)
+    return run(args.requests, args.kpm, args.synchronous, args.batch, args.engine, args.pg_url)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from switch.host.facts import (
 from switch.host.gate import Refusal, admit_terminal, answer_refusal
 from switch.host.records import RequestKey, StoredRecordRow, insert_records
 from switch.host.responses import approval_code_for, build_response, rrn_for, same_content
+from switch.ledger.bulk import Bulk, unnest
 from switch.ledger.models import Card, RequestRecord, utcnow
 from switch.ledger.postings import PurchasePosting, post_purchases
 from switch.ledger.prepared import Prepared, in_json_list, json_list, reserve_ids
@@ -102,10 +103,17 @@ _RUN_RECORDS = Prepared(select(
     RequestRecord.transfer_id,
 ).where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
                       RequestRecord.stan)))
-_SET_CARD_STATE = Prepared(
-    update(Card).where(Card.id == bindparam("card_id")).values(
+_SET_CARD_STATE = Bulk(
+    Prepared(update(Card).where(Card.id == bindparam("card_id")).values(
         last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
-        status=bindparam("new_status"), last_used_at=bindparam("new_used_at")))
+        status=bindparam("new_status"), last_used_at=bindparam("new_used_at"))),
+    "UPDATE cards SET last_atc = v.new_atc, wrong_pin_count = v.new_wrong_pins, "
+    "status = v.new_status, last_used_at = v.new_used_at FROM "
+    + unnest(Card.__table__, {"card_id": "id", "new_atc": "last_atc",
+                              "new_wrong_pins": "wrong_pin_count", "new_status": "status",
+                              "new_used_at": "last_used_at"})
+    + " WHERE cards.id = v.card_id",
+    ("card_id", "new_atc", "new_wrong_pins", "new_status", "new_used_at"))
 
 
 @dataclass
@@ -223,7 +231,7 @@ def _one(run: _Run, job: CardJob) -> bytes:
 
 def _write(run: _Run, connection: Connection) -> None:
     """Card states, then the postings (transfers), then the records that point to them."""
-    _SET_CARD_STATE.executemany(connection, [
+    _SET_CARD_STATE.run(connection, [
         {"card_id": card.row.facts.card_id, "new_atc": card.last_atc,
          "new_wrong_pins": card.wrong_pin_count, "new_status": card.status,
          "new_used_at": card.last_used_at}

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
+from switch.ledger.bulk import Bulk
 from switch.ledger.models import RequestRecord
 from switch.ledger.prepared import Prepared
 from switch.protocol.message import Message
@@ -44,7 +45,8 @@ def find_record(session: Session, key: RequestKey, kind: str) -> RequestRecord |
 _RECORD_COLUMNS = ("id", "tid", "local_date", "stan", "kind", "mti", "processing_code",
                    "amount_sen", "request_hash", "response_code", "response_unit",
                    "transfer_id", "created_at")
-_INSERT_RECORDS = Prepared(insert(RequestRecord), column_keys=_RECORD_COLUMNS)
+_INSERT_RECORDS = Bulk.insert(RequestRecord.__table__, _RECORD_COLUMNS,
+                              Prepared(insert(RequestRecord), column_keys=_RECORD_COLUMNS))
 
 
 class StoredRecordRow(NamedTuple):
@@ -61,4 +63,4 @@ class StoredRecordRow(NamedTuple):
 
 def insert_records(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """New request records (with their reserved ids and stored responses), in one go."""
-    _INSERT_RECORDS.executemany(connection, rows)
+    _INSERT_RECORDS.run(connection, rows)

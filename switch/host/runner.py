@@ -4,11 +4,20 @@ commit (DESIGN.md: one writer of money; issue 3).
 Requests from every transport queue here.  One collector task takes the first
 waiting request, gives it up to ``group_commit_max_delay_ms`` for company when
 the queue is empty, then takes what is waiting up to ``group_commit_max_batch``
-and hands the batch to :meth:`HostService.process_batch` on the writer thread:
-one database transaction, one commit.  Answers are delivered only after that
-commit (``process_batch`` returns after it), so a crash can never take back an
-approval a terminal has seen.  While one batch commits the next one fills, so
-under load batches grow by themselves and an idle switch answers at once.
+and runs the batch in two stages (:class:`HostService` ``prepare_batch`` then
+``commit_batch``, together ``process_batch``):
+
+* the **preparer** thread decodes, hashes and (``group_commit_precheck``) checks
+  MAC, PIN and ARQC, without the writer lock;
+* the **writer** thread decides and posts the batch in one database transaction,
+  one commit.
+
+Batch N+1 is prepared while batch N holds the writer (its waits for the database
+and the commit release the GIL), and at most one prepared batch waits for the
+writer, so under load batches still grow by themselves and an idle switch answers
+at once.  Batches reach the writer in the order they were taken.  Answers are
+delivered only after the batch's commit (``commit_batch`` returns after it), so a
+crash can never take back an approval a terminal has seen.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from switch.host.service import HostService
+from switch.host.service import HostService, StagedBatch
 
 log = logging.getLogger("bpnt.host")
 
@@ -37,6 +46,7 @@ class AsyncHost:
         self.service = service
         self.max_batch = service.settings.group_commit_max_batch
         self.max_delay_s = service.settings.group_commit_max_delay_ms / 1000
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-prepare")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._queue: asyncio.Queue[_Item | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +78,7 @@ class AsyncHost:
     async def _collect(self, queue: asyncio.Queue[_Item | None]) -> None:
         """Take batches off the queue until the stop marker (``None``)."""
         loop = asyncio.get_running_loop()
+        committing: asyncio.Task[None] | None = None
         while True:
             first = await queue.get()
             if first is None:
@@ -82,29 +93,46 @@ class AsyncHost:
                     stop = True
                     break
                 batch.append(item)
-            await self._run_batch(loop, batch)
+            staged = await self._prepare_batch(loop, batch)
+            if committing is not None:
+                await committing  # one batch in the writer at a time, in order
+            committing = loop.create_task(self._commit_batch(loop, batch, staged))
             if stop:
                 break
+        if committing is not None:
+            await committing
         while not queue.empty():  # arrived after the stop marker: never decided
             item = queue.get_nowait()
             if item is not None and not item[1].done():
                 item[1].set_result(None)
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+    async def _prepare_batch(self, loop: asyncio.AbstractEventLoop,
+                             batch: list[_Item]) -> StagedBatch | None:
         units = [unit for unit, _ in batch]
         try:
-            answers = await loop.run_in_executor(self._writer, self.service.process_batch, units)
-        except AssertionError:
-            # Our bug (InvariantError is an AssertionError): the batch rolled back whole;
-            # never answer, never 00.  The terminals time out and reverse.
-            log.critical("invariant broken in a batch of %d units", len(units), exc_info=True)
-            answers = [None] * len(units)
+            return await loop.run_in_executor(self._preparer, self.service.prepare_batch, units)
         except Exception:
-            log.exception("unexpected error in a batch of %d units; closing their connections",
-                          len(units))
-            answers = [None] * len(units)
+            log.exception("unexpected error preparing a batch of %d units; closing their "
+                          "connections", len(units))
+            return None
+
+    async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item],
+                            staged: StagedBatch | None) -> None:
+        answers: list[bytes | None] = [None] * len(batch)
+        if staged is not None:
+            try:
+                answers = await loop.run_in_executor(
+                    self._writer, self.service.commit_batch, staged)
+            except AssertionError:
+                # Our bug (InvariantError is an AssertionError): the batch rolled back
+                # whole; never answer, never 00.  The terminals time out and reverse.
+                log.critical("invariant broken in a batch of %d units", len(batch),
+                             exc_info=True)
+            except Exception:
+                log.exception("unexpected error in a batch of %d units; closing their "
+                              "connections", len(batch))
         self.batches += 1
-        self.batched_units += len(units)
+        self.batched_units += len(batch)
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():  # the caller may have been cancelled (its connection went)
                 future.set_result(answer)
@@ -115,6 +143,7 @@ class AsyncHost:
         if self._queue is not None and self._collector is not None:
             self._queue.put_nowait(None)
             await self._collector
+        self._preparer.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         if self.batches:
             log.info("group commit: %d requests in %d batches (%.1f per batch)",
@@ -133,4 +162,5 @@ class AsyncHost:
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(CLOSE_TIMEOUT_S)
             return
         self._closing = True
+        self._preparer.shutdown(wait=True)
         self._writer.shutdown(wait=True)

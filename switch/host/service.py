@@ -78,6 +78,19 @@ class HostService:
         statement, the commit), the whole transaction rolled back and every unit
         still in the batch gets RC 91 (HOST_SPEC §5): nothing moved for any of them.
         """
+        return self.commit_batch(self.prepare_batch(units))
+
+    def prepare_batch(self, units: Sequence[bytes]) -> StagedBatch:
+        """The first stage of :meth:`process_batch`, without the writer lock: decode,
+        classify, answer what needs no database, hash the rest, and (with
+        ``group_commit_precheck``) run their MAC, PIN and ARQC checks on a read.
+
+        The runner calls it on its own thread, so a batch is prepared while the one
+        before it holds the writer lock (its waits for the database and the commit
+        release the GIL).  Nothing here decides money: the precheck's results are
+        memoized by every input (switch.host.checks), and a decision whose inputs
+        changed in between (a logon rotated the keys) checks afresh.
+        """
         answers: list[bytes | None] = []
         pending: list[int] = []
         prepared: list[_Pending | None] = []
@@ -89,6 +102,12 @@ class HostService:
                 pending.append(len(prepared) - 1)
         checks = Checks(self.keys)
         self._precheck(checks, prepared, pending)
+        return StagedBatch(answers, prepared, pending, checks)
+
+    def commit_batch(self, staged: StagedBatch) -> list[bytes | None]:
+        """The second stage of :meth:`process_batch`: the writer's (see there)."""
+        answers, prepared, pending, checks = (
+            staged.answers, staged.prepared, staged.pending, staged.checks)
         retried: set[int] = set()
         solo: set[int] = set()
         while pending:
@@ -299,6 +318,18 @@ def _lost_a_race(exc: Exception) -> bool:
         return False
     return (getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES
             or getattr(exc.orig, "sqlite_errorname", None) in _RACE_SQLITE_ERRORS)
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch after :meth:`HostService.prepare_batch`: the answers known already
+    (``None`` where the database must decide), the decoded requests, the indices of
+    those still pending, and the checks done so far."""
+
+    answers: list[bytes | None]
+    prepared: list[_Pending | None]
+    pending: list[int]
+    checks: Checks
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from switch.ledger.bulk import Bulk, unnest
 from switch.ledger.database import Database
 from switch.ledger.models import (
     ACCOUNT_KINDS,
@@ -95,18 +96,30 @@ def program_account(session: Session) -> Account:
 
 # -- transfers ----------------------------------------------------------------------
 
-_DEBIT_NON_NEGATIVE = Prepared(
-    update(Account)
-    .where(Account.id == bindparam("account_id"), Account.balance_sen >= bindparam("debit_sen"))
-    .values(balance_sen=Account.balance_sen - bindparam("debit_sen"))
-)
-_CREDIT = Prepared(update(Account).where(Account.id == bindparam("account_id"))
-                   .values(balance_sen=Account.balance_sen + bindparam("credit_sen")))
-_INSERT_TRANSFER_WITH_ID = Prepared(insert(Transfer), column_keys=(
-    "id", "idempotency_key", "kind", "debit_account_id", "credit_account_id", "amount_sen",
-    "memo", "created_at"))
-_INSERT_ENTRIES = Prepared(insert(JournalEntry),
-                           column_keys=("transfer_id", "account_id", "amount_sen"))
+_DEBIT_NON_NEGATIVE = Bulk(
+    Prepared(update(Account)
+             .where(Account.id == bindparam("account_id"),
+                    Account.balance_sen >= bindparam("debit_sen"))
+             .values(balance_sen=Account.balance_sen - bindparam("debit_sen"))),
+    "UPDATE accounts SET balance_sen = accounts.balance_sen - v.debit_sen FROM "
+    + unnest(Account.__table__, {"account_id": "id", "debit_sen": "balance_sen"})
+    + " WHERE accounts.id = v.account_id AND accounts.balance_sen >= v.debit_sen",
+    ("account_id", "debit_sen"))
+_CREDIT = Bulk(
+    Prepared(update(Account).where(Account.id == bindparam("account_id"))
+             .values(balance_sen=Account.balance_sen + bindparam("credit_sen"))),
+    "UPDATE accounts SET balance_sen = accounts.balance_sen + v.credit_sen FROM "
+    + unnest(Account.__table__, {"account_id": "id", "credit_sen": "balance_sen"})
+    + " WHERE accounts.id = v.account_id",
+    ("account_id", "credit_sen"))
+_TRANSFER_COLUMNS = ("id", "idempotency_key", "kind", "debit_account_id", "credit_account_id",
+                     "amount_sen", "memo", "created_at")
+_INSERT_TRANSFER_WITH_ID = Bulk.insert(
+    Transfer.__table__, _TRANSFER_COLUMNS,
+    Prepared(insert(Transfer), column_keys=_TRANSFER_COLUMNS))
+_ENTRY_COLUMNS = ("transfer_id", "account_id", "amount_sen")
+_INSERT_ENTRIES = Bulk.insert(JournalEntry.__table__, _ENTRY_COLUMNS,
+                              Prepared(insert(JournalEntry), column_keys=_ENTRY_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -153,11 +166,11 @@ def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) 
               for account, delta in sorted(deltas.items()) if delta < 0]
     credits = [{"account_id": account, "credit_sen": delta}
                for account, delta in sorted(deltas.items()) if delta > 0]
-    if _DEBIT_NON_NEGATIVE.executemany(connection, debits) != len(debits):
+    if _DEBIT_NON_NEGATIVE.run(connection, debits) != len(debits):
         raise InsufficientFunds("a wallet in the run holds less than its debits")
-    _CREDIT.executemany(connection, credits)
+    _CREDIT.run(connection, credits)
     now = utcnow()
-    _INSERT_TRANSFER_WITH_ID.executemany(connection, [
+    _INSERT_TRANSFER_WITH_ID.run(connection, [
         {"id": p.transfer_id, "idempotency_key": p.idempotency_key, "kind": "purchase",
          "debit_account_id": p.wallet_account_id, "credit_account_id": p.payable_account_id,
          "amount_sen": p.amount_sen, "memo": p.memo[:120], "created_at": now}
@@ -168,7 +181,7 @@ def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) 
                         "amount_sen": -p.amount_sen})
         entries.append({"transfer_id": p.transfer_id, "account_id": p.payable_account_id,
                         "amount_sen": p.amount_sen})
-    _INSERT_ENTRIES.executemany(connection, entries)
+    _INSERT_ENTRIES.run(connection, entries)
 
 
 def post_transfer(

@@ -103,11 +103,11 @@ class Prepared:
     def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
         compiled = self._for(connection.dialect)
         arguments = self._arguments(compiled, params or {})
-        cursor = _cursor(connection)
+        cursor = dbapi_cursor(connection)
         try:
             cursor.execute(compiled.sql, arguments)
         except connection.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(connection, compiled.sql, arguments, exc) from exc
+            raise dbapi_error(connection, compiled.sql, arguments, exc) from exc
         return cursor
 
     def rows(self, connection: Connection,
@@ -133,11 +133,11 @@ class Prepared:
             return 0
         compiled = self._for(connection.dialect)
         arguments = [self._arguments(compiled, row) for row in rows]
-        cursor = _cursor(connection)
+        cursor = dbapi_cursor(connection)
         try:
             cursor.executemany(compiled.sql, arguments)
         except connection.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(connection, compiled.sql, arguments, exc) from exc
+            raise dbapi_error(connection, compiled.sql, arguments, exc) from exc
         return int(cursor.rowcount)
 
 
@@ -203,7 +203,7 @@ def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
     assert table in RESERVABLE_TABLES, f"no id reservation for {table!r}"
     if count <= 0:
         return []
-    cursor = _cursor(connection)
+    cursor = dbapi_cursor(connection)
     if connection.dialect.name == "postgresql":
         cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
                        "FROM generate_series(1, %(n)s)", {"n": count})
@@ -213,7 +213,7 @@ def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
     return list(range(int(largest) + 1, int(largest) + 1 + count))
 
 
-def _cursor(connection: Connection) -> Any:
+def dbapi_cursor(connection: Connection) -> Any:
     """One DBAPI cursor per SQLAlchemy connection (kept in its ``info``)."""
     dbapi_connection = connection.connection.dbapi_connection
     held = connection.info.get(_CURSOR)
@@ -223,7 +223,7 @@ def _cursor(connection: Connection) -> Any:
     return held[1]
 
 
-def _wrapped(connection: Connection, sql: str, arguments: Any,
+def dbapi_error(connection: Connection, sql: str, arguments: Any,
              exc: Exception) -> StatementError:
     dbapi = connection.dialect.loaded_dbapi
     return DBAPIError.instance(sql, arguments, exc, dbapi.Error,

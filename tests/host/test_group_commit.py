@@ -19,7 +19,7 @@ from switch.admin.registry import Registry
 from switch.host import card_request
 from switch.host.checks import Checks, warm
 from switch.host.runner import AsyncHost
-from switch.host.service import HostService
+from switch.host.service import HostService, StagedBatch
 from switch.ledger.models import Card, Kpm, RequestRecord, Transfer
 from switch.ledger.postings import InsufficientFunds
 from switch.protocol import codes
@@ -181,6 +181,19 @@ def _async_host(world: HostWorld, **settings: float) -> Iterator[tuple[AsyncHost
         loop.close()
 
 
+def _batch_sizes(world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the writer commits, in order."""
+    sizes: list[int] = []
+    real = world.host.commit_batch
+
+    def recorded(staged: StagedBatch) -> list[bytes | None]:
+        sizes.append(len(staged.answers))
+        return real(staged)
+
+    monkeypatch.setattr(world.host, "commit_batch", recorded)
+    return sizes
+
+
 def _queued(host: AsyncHost, loop: Any) -> int:
     async def qsize() -> int:
         return host._queue.qsize() if host._queue is not None else 0
@@ -200,36 +213,67 @@ def test_no_answer_leaves_before_its_batch_commits_and_waiting_requests_batch(
         world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     first, rest = _purchases_from_one_edc(world, 1 + 20)
     held = _HeldCommit(world, monkeypatch)
+    sizes = _batch_sizes(world, monkeypatch)
     with _async_host(world, group_commit_max_batch=64, group_commit_max_delay_ms=0) as (
             host, loop):
         pending: list[Future[bytes | None]] = [
             asyncio.run_coroutine_threadsafe(host.handle(first), loop)]
         assert held.reached.wait(WAIT_S), "the first batch never reached its commit"
         pending += [asyncio.run_coroutine_threadsafe(host.handle(u), loop) for u in rest]
-        assert _queued(host, loop) == 20  # all waiting behind the held commit
+        _queued(host, loop)  # every handle() above has run by now
         assert not any(f.done() for f in pending)  # not even the first: not committed yet
         held.release.set()
         answers = [f.result(WAIT_S) for f in pending]
 
     assert [_rc(a) for a in answers] == [codes.APPROVED] * 21
-    assert (host.batches, host.batched_units) == (2, 21)  # 1, then the 20 that waited
-    assert held.commits == 2
+    # 1, then the 20 that waited: at most one batch was taken (and prepared) while the
+    # first one held the writer, the rest went together after it
+    assert sizes[0] == 1 and sum(sizes) == 21 and len(sizes) in (2, 3), sizes
+    assert (host.batches, host.batched_units) == (len(sizes), 21)
+    assert held.commits == len(sizes)
+
+
+def test_the_next_batch_is_prepared_while_one_holds_the_writer(
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, rest = _purchases_from_one_edc(world, 1 + 5)
+    held = _HeldCommit(world, monkeypatch)
+    prepared_during_hold = threading.Event()
+    real = world.host.prepare_batch
+
+    def watched(units: Any) -> StagedBatch:
+        if held.reached.is_set() and not held.release.is_set():
+            prepared_during_hold.set()
+        return real(units)
+
+    monkeypatch.setattr(world.host, "prepare_batch", watched)
+    with _async_host(world, group_commit_max_batch=64, group_commit_max_delay_ms=0) as (
+            host, loop):
+        pending = [asyncio.run_coroutine_threadsafe(host.handle(first), loop)]
+        assert held.reached.wait(WAIT_S)
+        pending += [asyncio.run_coroutine_threadsafe(host.handle(u), loop) for u in rest]
+        assert prepared_during_hold.wait(WAIT_S), "nothing was prepared during the commit"
+        assert not any(f.done() for f in pending)  # prepared, but not decided or answered
+        held.release.set()
+        answers = [f.result(WAIT_S) for f in pending]
+    assert [_rc(a) for a in answers] == [codes.APPROVED] * 6
 
 
 def test_batch_size_is_bounded(world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     first, rest = _purchases_from_one_edc(world, 1 + 10)
     held = _HeldCommit(world, monkeypatch)
+    sizes = _batch_sizes(world, monkeypatch)
     with _async_host(world, group_commit_max_batch=4, group_commit_max_delay_ms=0) as (
             host, loop):
         pending = [asyncio.run_coroutine_threadsafe(host.handle(first), loop)]
         assert held.reached.wait(WAIT_S)
         pending += [asyncio.run_coroutine_threadsafe(host.handle(u), loop) for u in rest]
-        assert _queued(host, loop) == 10
+        _queued(host, loop)
         held.release.set()
         answers = [f.result(WAIT_S) for f in pending]
 
     assert [_rc(a) for a in answers] == [codes.APPROVED] * 11
-    assert (host.batches, host.batched_units) == (4, 11)  # 1, 4, 4, 2
+    assert sizes[0] == 1 and sum(sizes) == 11 and max(sizes) == 4, sizes  # never above 4
+    assert (host.batches, host.batched_units) == (len(sizes), 11)
 
 
 def test_a_key_rotated_inside_the_batch_is_checked_afresh(world: HostWorld) -> None:
