@@ -1,0 +1,125 @@
+"""A run's purchase postings (``post_purchases``, written through ``switch.ledger.bulk``:
+``executemany`` on SQLite, one unnest-of-arrays statement per table on PostgreSQL)
+leave the same ledger on both engines, refuse a wallet that would go below zero,
+and meet a repeated idempotency key with the unique-key error the host treats as
+a lost race."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from switch.host.records import insert_records
+from switch.host.service import _lost_a_race
+from switch.ledger.database import Database, open_database
+from switch.ledger.invariants import check_invariants
+from switch.ledger.models import Account, JournalEntry, Transfer, utcnow
+from switch.ledger.postings import (
+    InsufficientFunds,
+    PurchasePosting,
+    get_or_create_account,
+    post_purchases,
+    post_transfer,
+    program_account,
+)
+from switch.ledger.prepared import reserve_ids
+
+FUNDED_SEN = 100_000
+
+
+@pytest.fixture
+def funded(any_url: str) -> Iterator[tuple[Database, list[int], int]]:
+    """Three wallets holding ``FUNDED_SEN`` each and one e-warong payable account."""
+    db = open_database(any_url)
+    with db.transaction() as s:
+        program = program_account(s).id
+        wallets = [get_or_create_account(s, "kpm_wallet", f"NIK:{n}").id for n in range(3)]
+        payable = get_or_create_account(s, "ewarong_payable", "EWARONG00000001").id
+    for n, wallet in enumerate(wallets):
+        with db.transaction() as s:
+            post_transfer(s, idempotency_key=f"alloc:{n}", kind="allocation",
+                          debit_account_id=program, credit_account_id=wallet,
+                          amount_sen=FUNDED_SEN)
+    yield db, wallets, payable
+    report = check_invariants(db)
+    db.dispose()
+    assert report.ok, report.summary()
+
+
+def _postings(db: Database, spends: list[tuple[int, int]], payable: int,
+              prefix: str = "pur") -> list[PurchasePosting]:
+    with db.transaction() as s:
+        ids = reserve_ids(s.connection(), "transfers", len(spends))
+    return [PurchasePosting(tid, f"{prefix}:EDC00001:1201:{n:06d}", wallet, payable, amount,
+                            f"EDC00001 memo {n}")
+            for n, (tid, (wallet, amount)) in enumerate(zip(ids, spends, strict=True))]
+
+
+def _post_with_records(db: Database, postings: list[PurchasePosting]) -> None:
+    """The postings and their approved 0210 records (as a run writes them), one
+    transaction: the invariant wants a record for every purchase transfer."""
+    with db.transaction() as s:
+        connection = s.connection()
+        post_purchases(connection, postings)
+        ids = reserve_ids(connection, "request_records", len(postings))
+        insert_records(connection, [
+            {"id": rid, "tid": "EDC00001", "local_date": "1201",
+             "stan": p.idempotency_key[-6:], "kind": "request", "mti": "0210",
+             "processing_code": "000000", "amount_sen": p.amount_sen, "request_hash": "0" * 64,
+             "response_code": "00", "response_unit": b"\x02\x10", "transfer_id": p.transfer_id,
+             "created_at": utcnow()} for rid, p in zip(ids, postings, strict=True)])
+
+
+def _balances(db: Database, accounts: list[int]) -> list[int]:
+    with db.transaction() as s:
+        return [s.get_one(Account, a).balance_sen for a in accounts]
+
+
+def test_a_run_posts_every_purchase_with_two_entries(
+        funded: tuple[Database, list[int], int]) -> None:
+    db, wallets, payable = funded
+    spends = [(wallets[0], 30_000), (wallets[1], 5_000), (wallets[0], 70_000),
+              (wallets[2], 1)]
+    postings = _postings(db, spends, payable)
+    _post_with_records(db, postings)
+    assert _balances(db, wallets + [payable]) == [0, 95_000, 99_999, 105_001]
+    with db.transaction() as s:
+        rows = s.execute(select(Transfer.id, Transfer.idempotency_key, Transfer.kind,
+                                Transfer.debit_account_id, Transfer.amount_sen, Transfer.memo)
+                         .where(Transfer.kind == "purchase").order_by(Transfer.id)).all()
+        assert [tuple(r) for r in rows] == [
+            (p.transfer_id, p.idempotency_key, "purchase", p.wallet_account_id, p.amount_sen,
+             p.memo) for p in postings]
+        entries = s.execute(select(JournalEntry.transfer_id, func.sum(JournalEntry.amount_sen),
+                                   func.count()).group_by(JournalEntry.transfer_id)
+                            .where(JournalEntry.transfer_id.in_([p.transfer_id
+                                                                 for p in postings]))).all()
+        assert sorted((t, int(total), n) for t, total, n in entries) == [
+            (p.transfer_id, 0, 2) for p in postings]
+
+
+def test_a_wallet_below_zero_refuses_the_whole_run(
+        funded: tuple[Database, list[int], int]) -> None:
+    db, wallets, payable = funded
+    postings = _postings(db, [(wallets[0], 60_000), (wallets[1], 10), (wallets[0], 40_001)],
+                         payable)
+    with pytest.raises(InsufficientFunds), db.transaction() as s:
+        post_purchases(s.connection(), postings)
+    assert _balances(db, wallets + [payable]) == [FUNDED_SEN] * 3 + [0]
+
+
+def test_a_repeated_key_is_a_lost_race(funded: tuple[Database, list[int], int]) -> None:
+    db, wallets, payable = funded
+    first = _postings(db, [(wallets[0], 100)], payable)
+    _post_with_records(db, first)
+    again = _postings(db, [(wallets[1], 100)], payable)
+    again = [PurchasePosting(p.transfer_id, first[0].idempotency_key, p.wallet_account_id,
+                             p.payable_account_id, p.amount_sen, p.memo) for p in again]
+    with pytest.raises(IntegrityError) as caught, db.transaction() as s:
+        post_purchases(s.connection(), again)
+    assert _lost_a_race(caught.value)
+    assert _balances(db, wallets + [payable]) == [FUNDED_SEN - 100, FUNDED_SEN, FUNDED_SEN,
+                                                  100]
