@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
@@ -102,7 +102,15 @@ _RUN_RECORDS = Prepared(select(
     RequestRecord.request_hash, RequestRecord.response_code, RequestRecord.response_unit,
     RequestRecord.transfer_id,
 ).where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
-                      RequestRecord.stan)))
+                      RequestRecord.stan)),
+    # PostgreSQL: one index probe per key, whatever the planner thinks of the list
+    # (OFFSET 0 keeps the lateral subquery from being flattened into a hash join)
+    postgresql=text(
+        "SELECT r.local_date, r.kind, r.tid, r.stan, r.request_hash, r.response_code, "
+        "r.response_unit, r.transfer_id "
+        "FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS k CROSS JOIN LATERAL ("
+        "SELECT * FROM request_records WHERE tid = k ->> 0 AND local_date = k ->> 1 "
+        "AND stan = k ->> 2 OFFSET 0) AS r"))
 _SET_CARD_STATE = Bulk(
     Prepared(update(Card).where(Card.id == bindparam("card_id")).values(
         last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
