@@ -29,7 +29,7 @@ from sqlalchemy import Connection, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import FromClause
 
-from switch.ledger.prepared import Prepared, dbapi_cursor, dbapi_error
+from switch.ledger.prepared import Prepared, run_sql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -71,9 +71,4 @@ class Bulk:
         if connection.dialect.name != "postgresql":
             return self.rowwise.executemany(connection, rows)
         arrays = {name: [row[name] for row in rows] for name in self.names}
-        cursor = dbapi_cursor(connection)
-        try:
-            cursor.execute(self.postgresql_sql, arrays)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise dbapi_error(connection, self.postgresql_sql, arrays, exc) from exc
-        return int(cursor.rowcount)
+        return int(run_sql(connection, self.postgresql_sql, arrays).rowcount)

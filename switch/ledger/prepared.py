@@ -108,13 +108,7 @@ class Prepared:
 
     def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
         compiled = self._for(connection.dialect)
-        arguments = self._arguments(compiled, params or {})
-        cursor = dbapi_cursor(connection)
-        try:
-            cursor.execute(compiled.sql, arguments)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise dbapi_error(connection, compiled.sql, arguments, exc) from exc
-        return cursor
+        return run_sql(connection, compiled.sql, self._arguments(compiled, params or {}))
 
     def rows(self, connection: Connection,
              params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -139,12 +133,7 @@ class Prepared:
             return 0
         compiled = self._for(connection.dialect)
         arguments = [self._arguments(compiled, row) for row in rows]
-        cursor = dbapi_cursor(connection)
-        try:
-            cursor.executemany(compiled.sql, arguments)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise dbapi_error(connection, compiled.sql, arguments, exc) from exc
-        return int(cursor.rowcount)
+        return int(run_sql(connection, compiled.sql, arguments, many=True).rowcount)
 
 
 class InJsonList(ColumnElement[Any]):
@@ -224,6 +213,20 @@ def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
     cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
     (largest,) = cursor.fetchone()
     return list(range(int(largest) + 1, int(largest) + 1 + count))
+
+
+def run_sql(connection: Connection, sql: str, arguments: Any, *, many: bool = False) -> Any:
+    """``sql`` on the transaction's DBAPI cursor (``executemany`` with ``many``); a DBAPI
+    error comes out as SQLAlchemy's own.  Returns the cursor."""
+    cursor = dbapi_cursor(connection)
+    try:
+        if many:
+            cursor.executemany(sql, arguments)
+        else:
+            cursor.execute(sql, arguments)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise dbapi_error(connection, sql, arguments, exc) from exc
+    return cursor
 
 
 def dbapi_cursor(connection: Connection) -> Any:
