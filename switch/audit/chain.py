@@ -12,7 +12,10 @@ Someone who can write the database but does not hold the key cannot forge a
 consistent chain.  Appends take the head row ``FOR UPDATE`` (PostgreSQL) or run
 under SQLite's ``BEGIN IMMEDIATE``, so concurrent switch processes chain in order;
 a transaction reads the head once and writes its records and the head once, at
-commit (group commit appends a whole batch that way).
+commit (group commit appends a whole batch that way).  The host reads the head in
+the same pipeline block as a run's other reads (:func:`submit_head`) and writes
+the records with the run's writes (:func:`submit_pending`), so on PostgreSQL the
+chain costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import Connection, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from switch.audit.models import AuditHead, AuditRecord
+from switch.ledger.bulk import Bulk
+from switch.ledger.prepared import Prepared, Submitted
 
 GENESIS_MAC = "0" * 64
 HEAD_ID = 1
@@ -52,12 +57,14 @@ class Appended:
 
 #: ``Session.info`` key of the transaction's :class:`_Appender`.
 _APPENDER = "bpnt.audit.appender"
-_HEAD_FOR_UPDATE = (select(AuditHead.seq, AuditHead.mac)
-                    .where(AuditHead.id == HEAD_ID).with_for_update())
-_INSERT_RECORD = insert(AuditRecord)
-_INSERT_HEAD = insert(AuditHead)
-_UPDATE_HEAD = (update(AuditHead).where(AuditHead.id == HEAD_ID)
-                .values(seq=bindparam("head_seq"), mac=bindparam("head_mac")))
+_HEAD_FOR_UPDATE = Prepared(select(AuditHead.seq, AuditHead.mac)
+                            .where(AuditHead.id == HEAD_ID).with_for_update())
+_RECORD_COLUMNS = ("seq", "at", "actor", "action", "subject", "detail", "prev_mac", "mac")
+_INSERT_RECORDS = Bulk.insert(AuditRecord.__table__, _RECORD_COLUMNS,
+                              Prepared(insert(AuditRecord), column_keys=_RECORD_COLUMNS))
+_INSERT_HEAD = Prepared(insert(AuditHead), column_keys=("id", "seq", "mac"))
+_UPDATE_HEAD = Prepared(update(AuditHead).where(AuditHead.id == HEAD_ID)
+                        .values(seq=bindparam("head_seq"), mac=bindparam("head_mac")))
 
 
 class _Appender:
@@ -70,10 +77,10 @@ class _Appender:
     so concurrent switch processes still chain strictly in order.
     """
 
-    def __init__(self, session: Session) -> None:
-        row = session.connection().execute(_HEAD_FOR_UPDATE).first()
-        self.head_exists = row is not None
-        self.seq, self.mac = (int(row[0]), str(row[1])) if row else (0, GENESIS_MAC)
+    def __init__(self, head: Submitted) -> None:
+        rows = head.rows()
+        self.head_exists = bool(rows)
+        self.seq, self.mac = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS_MAC)
         self.pending: list[dict[str, Any]] = []
 
     def add(self, key: bytes, *, at: datetime, actor: str, action: str, subject: str,
@@ -88,15 +95,17 @@ class _Appender:
         self.seq, self.mac = seq, mac
         return Appended(seq, mac)
 
-    def write(self, session: Session) -> None:
+    def write(self, connection: Connection) -> None:
+        """Submit the buffered records and the new head (in the caller's pipeline block,
+        if any: a failure then comes when the block ends, and rolls back the whole
+        transaction, head included)."""
         if not self.pending:
             return
-        connection = session.connection()
-        connection.execute(_INSERT_RECORD, self.pending)
+        _INSERT_RECORDS.submit(connection, self.pending)
         if self.head_exists:
-            connection.execute(_UPDATE_HEAD, {"head_seq": self.seq, "head_mac": self.mac})
+            _UPDATE_HEAD.submit(connection, {"head_seq": self.seq, "head_mac": self.mac})
         else:
-            connection.execute(_INSERT_HEAD, {"id": HEAD_ID, "seq": self.seq, "mac": self.mac})
+            _INSERT_HEAD.submit(connection, {"id": HEAD_ID, "seq": self.seq, "mac": self.mac})
             self.head_exists = True
         self.pending = []
 
@@ -104,15 +113,39 @@ class _Appender:
 def _appender(session: Session) -> _Appender:
     appender: _Appender | None = session.info.get(_APPENDER)
     if appender is None:
-        appender = session.info[_APPENDER] = _Appender(session)
+        appender = session.info[_APPENDER] = _Appender(
+            _HEAD_FOR_UPDATE.submit(session.connection()))
     return appender
+
+
+def submit_head(session: Session) -> Submitted | None:
+    """Read (and lock) the chain's head with the caller's other reads (a pipeline
+    block), unless this transaction has it already; pass the result to
+    :func:`start` after the block."""
+    if _APPENDER in session.info:
+        return None
+    return _HEAD_FOR_UPDATE.submit(session.connection())
+
+
+def start(session: Session, head: Submitted | None) -> None:
+    """This transaction's appends follow ``head`` (from :func:`submit_head`)."""
+    if head is not None and _APPENDER not in session.info:
+        session.info[_APPENDER] = _Appender(head)
+
+
+def submit_pending(session: Session) -> None:
+    """Submit the records appended so far (with the caller's writes, in a pipeline
+    block); the commit then has nothing left to write."""
+    appender: _Appender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        appender.write(session.connection())
 
 
 @event.listens_for(Session, "before_commit")
 def _write_before_commit(session: Session) -> None:
     appender: _Appender | None = session.info.get(_APPENDER)
     if appender is not None:
-        appender.write(session)
+        appender.write(session.connection())
 
 
 @event.listens_for(Session, "after_commit")
@@ -140,9 +173,7 @@ def append(
 
 def flush(session: Session) -> None:
     """Write the records appended in this transaction so far (and the head)."""
-    appender: _Appender | None = session.info.get(_APPENDER)
-    if appender is not None:
-        appender.write(session)
+    submit_pending(session)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
+from switch.audit import chain
 from switch.authorize.facts import CardFacts, Decision, PinOutcome, TerminalFacts
 from switch.authorize.rules import decide
 from switch.host.checks import Checks
@@ -34,17 +35,21 @@ from switch.host.facts import (
     CardState,
     GateTerminal,
     card_in_of,
+    cards_of,
     item_facts,
-    read_cards,
-    read_terminals,
+    keep_catalogue,
+    submit_cards,
+    submit_catalogue,
+    submit_terminals,
+    terminals_of,
 )
 from switch.host.gate import Refusal, admit_terminal, answer_refusal
 from switch.host.records import RequestKey, StoredRecordRow, insert_records
 from switch.host.responses import approval_code_for, build_response, rrn_for, same_content
 from switch.ledger.bulk import Bulk, unnest
 from switch.ledger.models import Card, RequestRecord, utcnow
-from switch.ledger.postings import PurchasePosting, post_purchases
-from switch.ledger.prepared import Prepared, in_json_list, json_list, reserve_ids
+from switch.ledger.postings import PurchasePosting, submit_purchases
+from switch.ledger.prepared import Prepared, Reservation, in_json_list, json_list, pipeline
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine, decode_basket
 from switch.protocol.message import Message, encode, mask_pan
@@ -164,20 +169,29 @@ def decide_run(ctx: HostContext, session: Session, jobs: Sequence[CardJob],
 
 def _read(ctx: HostContext, session: Session, connection: Connection, jobs: Sequence[CardJob],
           checks: Checks) -> _Run:
+    """Everything the run's decisions read, in one pipeline block (PostgreSQL: one round
+    trip): terminals, idempotency records, cards, new ids, and for the transaction's
+    first run the catalogue and the audit chain's head."""
     keys = ctx.keys
-    terminals = read_terminals(connection, keys, (job.request.text(41) for job in jobs))
     wanted = json_list((job.request.text(41), job.request.text(13), job.request.text(11))
                        for job in jobs)
+    purchases = sum(job.txn is TxnType.PURCHASE for job in jobs)
+    with pipeline(connection):
+        terminals_read = submit_terminals(connection, (job.request.text(41) for job in jobs))
+        records_read = _RUN_RECORDS.submit(connection, {"keys": wanted})
+        cards_read = submit_cards(connection, keys, (job.request for job in jobs))
+        record_ids = Reservation(connection, "request_records", len(jobs))
+        transfer_ids = Reservation(connection, "transfers", purchases)
+        catalogue_read = submit_catalogue(session) if purchases else None
+        head_read = chain.submit_head(session)
+    keep_catalogue(session, catalogue_read)
+    chain.start(session, head_read)
     records: dict[tuple[str, str, str], dict[str, StoredRecord]] = {}
-    for date, kind, tid, stan, digest, rc, unit, transfer in _RUN_RECORDS.rows(
-            connection, {"keys": wanted}):
+    for date, kind, tid, stan, digest, rc, unit, transfer in records_read.rows():
         records.setdefault((tid, date, stan), {})[kind] = StoredRecordRow(
             kind, tid, stan, digest, rc, bytes(unit), transfer)
-    cards = read_cards(connection, keys, (job.request for job in jobs))
-    purchases = sum(job.txn is TxnType.PURCHASE for job in jobs)
-    return _Run(ctx, session, checks, terminals, records, cards,
-                iter(reserve_ids(connection, "request_records", len(jobs))),
-                iter(reserve_ids(connection, "transfers", purchases)))
+    return _Run(ctx, session, checks, terminals_of(keys, terminals_read), records,
+                cards_of(cards_read), iter(record_ids.ids()), iter(transfer_ids.ids()))
 
 
 def _one(run: _Run, job: CardJob) -> bytes:
@@ -238,14 +252,19 @@ def _one(run: _Run, job: CardJob) -> bytes:
 
 
 def _write(run: _Run, connection: Connection) -> None:
-    """Card states, then the postings (transfers), then the records that point to them."""
-    _SET_CARD_STATE.run(connection, [
-        {"card_id": card.row.facts.card_id, "new_atc": card.last_atc,
-         "new_wrong_pins": card.wrong_pin_count, "new_status": card.status,
-         "new_used_at": card.last_used_at}
-        for card in run.cards.values() if card.changed])
-    post_purchases(connection, run.postings)
-    insert_records(connection, run.new_records)
+    """Card states, then the postings (transfers), then the records that point to them,
+    then the audit records so far, in one pipeline block (PostgreSQL: one round trip);
+    then the wallets' conditional debits are confirmed."""
+    with pipeline(connection):
+        _SET_CARD_STATE.submit(connection, [
+            {"card_id": card.row.facts.card_id, "new_atc": card.last_atc,
+             "new_wrong_pins": card.wrong_pin_count, "new_status": card.status,
+             "new_used_at": card.last_used_at}
+            for card in run.cards.values() if card.changed])
+        purchases = submit_purchases(connection, run.postings)
+        insert_records(connection, run.new_records)
+        chain.submit_pending(run.session)
+    purchases.confirm()
 
 
 def _apply_card_effects(run: _Run, card: CardState, decision: Decision,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from switch.authorize.facts import CardFacts, ItemFacts, TerminalFacts
 from switch.host.keyring import Keyring
 from switch.ledger.models import Account, Card, Ewarong, Item, Kpm, Terminal
-from switch.ledger.prepared import Prepared, in_json_list, json_list
+from switch.ledger.prepared import Prepared, Submitted, in_json_list, json_list
 from switch.protocol.bpnt import CardData, card_data
 from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message
@@ -119,11 +119,26 @@ def item_facts(session: Session, codes: Iterable[str]) -> dict[str, ItemFacts]:
     """
     catalogue: dict[str, ItemFacts] | None = session.info.get(_CATALOGUE_INFO)
     if catalogue is None:
-        rows = _CATALOGUE.execute(session.connection()).fetchall()
-        catalogue = {code: ItemFacts(code, category, bool(allowed))
-                     for code, category, allowed in rows}
-        session.info[_CATALOGUE_INFO] = catalogue
+        catalogue = keep_catalogue(session, submit_catalogue(session))
+    assert catalogue is not None
     return {code: catalogue[code] for code in codes if code in catalogue}
+
+
+def submit_catalogue(session: Session) -> Submitted | None:
+    """Read the catalogue with the caller's other reads (a pipeline block), unless this
+    transaction has it; pass the result to :func:`keep_catalogue` after the block."""
+    if _CATALOGUE_INFO in session.info:
+        return None
+    return _CATALOGUE.submit(session.connection())
+
+
+def keep_catalogue(session: Session, read: Submitted | None) -> dict[str, ItemFacts] | None:
+    """The catalogue read by :func:`submit_catalogue`, kept for the transaction."""
+    if read is not None and _CATALOGUE_INFO not in session.info:
+        session.info[_CATALOGUE_INFO] = {code: ItemFacts(code, category, bool(allowed))
+                                         for code, category, allowed in read.rows()}
+    catalogue: dict[str, ItemFacts] | None = session.info.get(_CATALOGUE_INFO)
+    return catalogue
 
 
 @dataclass
@@ -171,14 +186,37 @@ _RUN_CARDS = Prepared(
 def read_terminals(connection: Connection, keys: Keyring,
                    tids: Iterable[str]) -> dict[str, GateTerminal]:
     """The terminals named (one statement), as gate facts."""
-    rows = _RUN_TERMINALS.rows(connection, {"tids": json_list(tids)})
-    return {row[0]: terminal_of(keys, *row) for row in rows}
+    return terminals_of(keys, submit_terminals(connection, tids))
+
+
+def submit_terminals(connection: Connection, tids: Iterable[str]) -> Submitted:
+    """:func:`read_terminals` in two steps (to share a pipeline block): send ..."""
+    return _RUN_TERMINALS.submit(connection, {"tids": json_list(tids)})
+
+
+def terminals_of(keys: Keyring, read: Submitted) -> dict[str, GateTerminal]:
+    """... then read (after the block)."""
+    return {row[0]: terminal_of(keys, *row) for row in read.rows()}
 
 
 def read_cards(connection: Connection, keys: Keyring,
                requests: Iterable[Message]) -> dict[str, CardState]:
     """The cards of ``requests`` (one statement), by PAN; a request without usable card
     data is skipped here (its decision answers it)."""
+    return cards_of(submit_cards(connection, keys, requests))
+
+
+@dataclass(frozen=True)
+class CardsRead:
+    """:func:`submit_cards`'s statement and the PANs it asked for, by token."""
+
+    read: Submitted
+    pans: dict[str, str]
+
+
+def submit_cards(connection: Connection, keys: Keyring,
+                 requests: Iterable[Message]) -> CardsRead:
+    """:func:`read_cards` in two steps (to share a pipeline block): send ..."""
     pans = {}
     for request in requests:
         try:
@@ -186,9 +224,15 @@ def read_cards(connection: Connection, keys: Keyring,
         except ProtocolError:
             continue
         pans[pan_token(keys.pan_token_key, pan)] = pan
+    return CardsRead(_RUN_CARDS.submit(connection, {"tokens": json_list(pans)}), pans)
+
+
+def cards_of(wanted: CardsRead) -> dict[str, CardState]:
+    """... then read (after the block)."""
+    pans = wanted.pans
     cards = {}
     wallets: dict[int, Wallet] = {}
-    for row in _RUN_CARDS.rows(connection, {"tokens": json_list(pans)}):
+    for row in wanted.read.rows():
         token, *columns, last_used_at = row
         card = card_facts_of(*columns)
         wallet_id = card.facts.wallet_account_id

@@ -62,5 +62,6 @@ class StoredRecordRow(NamedTuple):
 
 
 def insert_records(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """New request records (with their reserved ids and stored responses), in one go."""
-    _INSERT_RECORDS.run(connection, rows)
+    """New request records (with their reserved ids and stored responses), in one go
+    (submitted: in a pipeline block, written when the block ends)."""
+    _INSERT_RECORDS.submit(connection, rows)

@@ -16,8 +16,10 @@ On SQLite (no arrays; and its statements cost microseconds, not round trips) a
 with ``executemany``, so both engines write the same rows.  A test checks that.
 
 ``Bulk.run`` returns the rows affected, like ``executemany``: a conditional
-UPDATE's caller compares it with the rows it sent.  Keys in one UPDATE's rows must
-be distinct (``UPDATE ... FROM`` changes a row once): callers sum per key first.
+UPDATE's caller compares it with the rows it sent.  ``Bulk.submit`` sends it in a
+:func:`~switch.ledger.prepared.pipeline` block (the count comes with the block's
+end).  Keys in one UPDATE's rows must be distinct (``UPDATE ... FROM`` changes a
+row once): callers sum per key first.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy import Connection, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import FromClause
 
-from switch.ledger.prepared import Prepared, run_sql
+from switch.ledger.prepared import Prepared, Submitted, submit_sql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -66,9 +68,26 @@ class Bulk:
         return cls(rowwise, sql, columns)
 
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``rows`` now; the rows affected."""
+        return self.submit(connection, rows).rowcount
+
+    def submit(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Written:
+        """Send the statement (its count once the pipeline block it is in has ended)."""
         if not rows:
-            return 0
+            return Written(None, 0)
         if connection.dialect.name != "postgresql":
-            return self.rowwise.executemany(connection, rows)
+            return Written(None, self.rowwise.executemany(connection, rows))
         arrays = {name: [row[name] for row in rows] for name in self.names}
-        return int(run_sql(connection, self.postgresql_sql, arrays).rowcount)
+        return Written(submit_sql(connection, self.postgresql_sql, arrays), 0)
+
+
+class Written:
+    """What a :meth:`Bulk.submit` changed: ``rowcount``, read after its pipeline block."""
+
+    def __init__(self, submitted: Submitted | None, rowcount: int) -> None:
+        self._submitted = submitted
+        self._rowcount = rowcount
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount if self._submitted is None else self._submitted.rowcount

@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import switch.audit.models  # noqa: F401  (registers the audit tables on Base.metadata)
+from switch.ledger.prepared import pipeline, submit_sql
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
@@ -82,8 +83,10 @@ class Database:
         """
         with self._file_lock.held(), self._sessions() as session, session.begin():
             if exclusive and self.writer_lock:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                {"key": WRITER_LOCK_KEY})
+                connection = session.connection()
+                with pipeline(connection):  # BEGIN and the lock: one round trip
+                    submit_sql(connection, "SELECT pg_advisory_xact_lock(%(key)s)",
+                               {"key": WRITER_LOCK_KEY})
             yield session
 
     @contextmanager

@@ -25,7 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from switch.ledger.bulk import Bulk, unnest
+from switch.ledger.bulk import Bulk, Written, unnest
 from switch.ledger.database import Database
 from switch.ledger.models import (
     ACCOUNT_KINDS,
@@ -135,6 +135,27 @@ class PurchasePosting:
 
 
 def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) -> None:
+    """:func:`submit_purchases`, confirmed at once (outside a pipeline block)."""
+    submit_purchases(connection, postings).confirm()
+
+
+class SubmittedPurchases:
+    """The statements of :func:`submit_purchases`; :meth:`confirm` after their pipeline
+    block has ended, before the commit."""
+
+    def __init__(self, debit: Written | None, expected_debits: int) -> None:
+        self._debit = debit
+        self._expected = expected_debits
+
+    def confirm(self) -> None:
+        """Raise :class:`InsufficientFunds` if a wallet's conditional debit did not apply
+        (the transaction must then roll back: the caller lets the exception through)."""
+        if self._debit is not None and self._debit.rowcount != self._expected:
+            raise InsufficientFunds("a wallet in the run holds less than its debits")
+
+
+def submit_purchases(connection: Connection,
+                     postings: Sequence[PurchasePosting]) -> SubmittedPurchases:
     """Write a group-commit run's purchase debits in a few statements.
 
     Every purchase is its own transfer with two journal entries, as with
@@ -148,9 +169,13 @@ def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) 
     the unique ``transfers.idempotency_key`` refuses a second posting of a key
     (IntegrityError: the host treats it as a lost race, rolls back and replays), so
     no key moves money twice.  Unknown accounts fail the foreign keys.
+
+    The statements are submitted (they may share a pipeline block with the run's
+    other writes); the caller must :meth:`~SubmittedPurchases.confirm` the debits
+    after the block and before the commit.
     """
     if not postings:
-        return
+        return SubmittedPurchases(None, 0)
     deltas: dict[int, int] = {}
     for posting in postings:
         _require_amount(posting.amount_sen)
@@ -166,11 +191,10 @@ def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) 
               for account, delta in sorted(deltas.items()) if delta < 0]
     credits = [{"account_id": account, "credit_sen": delta}
                for account, delta in sorted(deltas.items()) if delta > 0]
-    if _DEBIT_NON_NEGATIVE.run(connection, debits) != len(debits):
-        raise InsufficientFunds("a wallet in the run holds less than its debits")
-    _CREDIT.run(connection, credits)
+    debit = _DEBIT_NON_NEGATIVE.submit(connection, debits)
+    _CREDIT.submit(connection, credits)
     now = utcnow()
-    _INSERT_TRANSFER_WITH_ID.run(connection, [
+    _INSERT_TRANSFER_WITH_ID.submit(connection, [
         {"id": p.transfer_id, "idempotency_key": p.idempotency_key, "kind": "purchase",
          "debit_account_id": p.wallet_account_id, "credit_account_id": p.payable_account_id,
          "amount_sen": p.amount_sen, "memo": p.memo[:120], "created_at": now}
@@ -181,7 +205,8 @@ def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) 
                         "amount_sen": -p.amount_sen})
         entries.append({"transfer_id": p.transfer_id, "account_id": p.payable_account_id,
                         "amount_sen": p.amount_sen})
-    _INSERT_ENTRIES.run(connection, entries)
+    _INSERT_ENTRIES.submit(connection, entries)
+    return SubmittedPurchases(debit, len(debits))
 
 
 def post_transfer(

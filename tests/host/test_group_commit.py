@@ -361,16 +361,16 @@ def test_a_run_whose_write_fails_is_decided_again_one_by_one(
     assert edc.ensure_logged_on()
     units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
     doomed_wallet = _wallet_account(world, 1)
-    real = card_request.post_purchases
+    real = card_request.submit_purchases
     calls: list[int] = []
 
-    def refuse_one_wallet(connection: Any, postings: Any) -> None:
+    def refuse_one_wallet(connection: Any, postings: Any) -> Any:
         calls.append(len(postings))
         if any(p.wallet_account_id == doomed_wallet for p in postings):
             raise InsufficientFunds("pretend the guard refused it")
-        real(connection, postings)
+        return real(connection, postings)
 
-    monkeypatch.setattr(card_request, "post_purchases", refuse_one_wallet)
+    monkeypatch.setattr(card_request, "submit_purchases", refuse_one_wallet)
     answers = world.host.process_batch(units)
 
     assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,

@@ -75,8 +75,10 @@ def _wait_until_blocked_on_a_lock(db: Database, deadline_s: float = TIMEOUT_S) -
 
 def test_two_hosts_racing_on_one_key_retry_and_replay(
         unlocked: SeededWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both transactions find no idempotency record (a barrier holds each right after
-    its lookup); the loser hits the unique key, rolls back, retries once, replays."""
+    """Both transactions find no idempotency record: the first holds its run's reads
+    until the second waits for a lock (the audit head, read last in the same pipeline
+    block as its idempotency lookup, which has found nothing by then).  The loser hits
+    the unique key, rolls back, retries once, replays."""
     world = unlocked
     hosts = [HostService(open_database(world.url, create=False, writer_lock=False),
                          Settings(database_url=world.url), FixedClock()) for _ in range(2)]
@@ -93,15 +95,13 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
     assert edc.ensure_logged_on()
     unit = edc.prepare_purchase([RICE], card.pin)
 
-    barrier = threading.Barrier(2)
-    passed: set[int] = set()
+    held = threading.Lock()
     real_read = card_request._read
 
     def read_then_wait(*args: Any) -> Any:
         found = real_read(*args)  # the run's idempotency lookup: no record yet
-        if threading.get_ident() not in passed:
-            passed.add(threading.get_ident())
-            barrier.wait(timeout=TIMEOUT_S)
+        if held.acquire(blocking=False):  # the first racer through, once
+            _wait_until_blocked_on_a_lock(world.db)
         return found
 
     monkeypatch.setattr(card_request, "_read", read_then_wait)
