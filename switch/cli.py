@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from switch.settings import Settings, load_settings
 
@@ -33,8 +33,24 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from switch.server import serve
 
-    asyncio.run(serve(_settings(args)))
+    settings = _settings(args)
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings))
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``settings.event_loop``: uvloop's loop, or ``None`` (the standard one)."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger("bpnt.server").warning(
+            "event_loop=uvloop but uvloop is not installed: using asyncio's loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _cmd_seed_demo(args: argparse.Namespace) -> int:

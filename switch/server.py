@@ -53,6 +53,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
         raise SystemExit("no transport configured (TCP off, no MQTT URL, no serial port)")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

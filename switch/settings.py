@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     group_commit_precheck: bool = False
     #: How long a transport thread waits for the host's answer to one unit.
     handler_timeout_s: float = Field(default=30.0, gt=0)
+    #: ``serve``'s event loop: ``uvloop`` (libuv; less CPU per request, so more left
+    #: for the ledger writer under the GIL) or the standard library's ``asyncio``.
+    #: Without uvloop installed, ``serve`` says so and uses ``asyncio``.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @classmethod
     def settings_customise_sources(

@@ -46,6 +46,7 @@ from switch.host.facts import (
 from switch.host.gate import Refusal, admit_terminal, answer_refusal
 from switch.host.records import RequestKey, StoredRecordRow, insert_records
 from switch.host.responses import approval_code_for, build_response, rrn_for, same_content
+from switch.host.txlog import log_after_commit
 from switch.ledger.bulk import Bulk, unnest
 from switch.ledger.models import Card, RequestRecord, utcnow
 from switch.ledger.postings import PurchasePosting, submit_purchases
@@ -116,17 +117,18 @@ _RUN_RECORDS = Prepared(select(
         "FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS k CROSS JOIN LATERAL ("
         "SELECT * FROM request_records WHERE tid = k ->> 0 AND local_date = k ->> 1 "
         "AND stan = k ->> 2 OFFSET 0) AS r"))
+_CARD_STATE_PARAMS = {"card_id": "id", "new_atc": "last_atc",
+                      "new_wrong_pins": "wrong_pin_count", "new_status": "status",
+                      "new_used_at": "last_used_at"}
 _SET_CARD_STATE = Bulk(
     Prepared(update(Card).where(Card.id == bindparam("card_id")).values(
         last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
         status=bindparam("new_status"), last_used_at=bindparam("new_used_at"))),
     "UPDATE cards SET last_atc = v.new_atc, wrong_pin_count = v.new_wrong_pins, "
     "status = v.new_status, last_used_at = v.new_used_at FROM "
-    + unnest(Card.__table__, {"card_id": "id", "new_atc": "last_atc",
-                              "new_wrong_pins": "wrong_pin_count", "new_status": "status",
-                              "new_used_at": "last_used_at"})
+    + unnest(Card.__table__, _CARD_STATE_PARAMS)
     + " WHERE cards.id = v.card_id",
-    ("card_id", "new_atc", "new_wrong_pins", "new_status", "new_used_at"))
+    Card.__table__, _CARD_STATE_PARAMS, arrays=True)
 
 
 @dataclass
@@ -246,8 +248,9 @@ def _one(run: _Run, job: CardJob) -> bytes:
     ctx.audit(run.session, actor=f"terminal:{key.tid}", action=txn.value,
               subject=mask_pan(card_in.pan), rc=decision.rc, amount_sen=decision.amount_sen,
               stan=key.stan, local_date=key.local_date, reason=decision.reason)
-    log.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s", txn.value, key.tid, key.stan,
-             mask_pan(card_in.pan), decision.amount_sen, decision.rc, decision.reason)
+    log_after_commit(run.session, log, logging.INFO, "%s tid=%s stan=%s pan=%s amount_sen=%d "
+                     "rc=%s %s", txn.value, key.tid, key.stan, mask_pan(card_in.pan),
+                     decision.amount_sen, decision.rc, decision.reason)
     return mac.sign(caller.tak, unit)
 
 

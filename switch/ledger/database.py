@@ -45,12 +45,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import switch.audit.models  # noqa: F401  (registers the audit tables on Base.metadata)
-from switch.ledger.prepared import pipeline, submit_sql
+from switch.ledger.prepared import forget_owed, owe_first, pay_owed
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 #: ``pg_advisory_xact_lock`` key of the single-writer lock ("BPNT" in ASCII).
 WRITER_LOCK_KEY = 0x42504E54
+_WRITER_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(key)s)"
 #: Separate key: concurrent ``upgrade head`` from several starting processes.
 MIGRATION_LOCK_KEY = 0x42504E55
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -82,12 +83,17 @@ class Database:
         SQLite's ``BEGIN IMMEDIATE``.
         """
         with self._file_lock.held(), self._sessions() as session, session.begin():
-            if exclusive and self.writer_lock:
-                connection = session.connection()
-                with pipeline(connection):  # BEGIN and the lock: one round trip
-                    submit_sql(connection, "SELECT pg_advisory_xact_lock(%(key)s)",
-                               {"key": WRITER_LOCK_KEY})
-            yield session
+            if not (exclusive and self.writer_lock):
+                yield session
+                return
+            # Taken before the transaction's first statement, in the same round trip
+            # as that statement when it is pipelined (a card run's reads).
+            connection = session.connection()
+            owe_first(connection, _WRITER_LOCK_SQL, {"key": WRITER_LOCK_KEY})
+            try:
+                yield session
+            finally:
+                forget_owed(connection)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -197,7 +203,13 @@ def create_db_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # Durable commits even if the server (or a role) defaults to async commit.
         connect_args["options"] = "-c synchronous_commit=on"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _owed_first(connection: Connection, cursor: Any, *_: Any) -> None:
+        pay_owed(connection, cursor)  # the writer lock, before an ORM/Core statement
+
+    return engine
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:

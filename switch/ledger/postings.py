@@ -96,22 +96,24 @@ def program_account(session: Session) -> Account:
 
 # -- transfers ----------------------------------------------------------------------
 
+_DEBIT_PARAMS = {"account_id": "id", "debit_sen": "balance_sen"}
+_CREDIT_PARAMS = {"account_id": "id", "credit_sen": "balance_sen"}
 _DEBIT_NON_NEGATIVE = Bulk(
     Prepared(update(Account)
              .where(Account.id == bindparam("account_id"),
                     Account.balance_sen >= bindparam("debit_sen"))
              .values(balance_sen=Account.balance_sen - bindparam("debit_sen"))),
     "UPDATE accounts SET balance_sen = accounts.balance_sen - v.debit_sen FROM "
-    + unnest(Account.__table__, {"account_id": "id", "debit_sen": "balance_sen"})
+    + unnest(Account.__table__, _DEBIT_PARAMS)
     + " WHERE accounts.id = v.account_id AND accounts.balance_sen >= v.debit_sen",
-    ("account_id", "debit_sen"))
+    Account.__table__, _DEBIT_PARAMS, arrays=True)
 _CREDIT = Bulk(
     Prepared(update(Account).where(Account.id == bindparam("account_id"))
              .values(balance_sen=Account.balance_sen + bindparam("credit_sen"))),
     "UPDATE accounts SET balance_sen = accounts.balance_sen + v.credit_sen FROM "
-    + unnest(Account.__table__, {"account_id": "id", "credit_sen": "balance_sen"})
+    + unnest(Account.__table__, _CREDIT_PARAMS)
     + " WHERE accounts.id = v.account_id",
-    ("account_id", "credit_sen"))
+    Account.__table__, _CREDIT_PARAMS, arrays=True)
 _TRANSFER_COLUMNS = ("id", "idempotency_key", "kind", "debit_account_id", "credit_account_id",
                      "amount_sen", "memo", "created_at")
 _INSERT_TRANSFER_WITH_ID = Bulk.insert(

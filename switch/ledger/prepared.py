@@ -58,6 +58,8 @@ from sqlalchemy.sql.elements import BindParameter
 _CURSOR = "bpnt.prepared.cursor"
 #: ``Connection.info`` key: the :func:`pipeline` block open on it (a depth count).
 _PIPELINE = "bpnt.prepared.pipeline"
+#: ``Connection.info`` key: a statement owed before any other (:func:`owe_first`).
+_OWED = "bpnt.prepared.owed"
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,9 @@ def pipeline(connection: Connection) -> Iterator[None]:
     connection.info[_PIPELINE] = _Block()
     try:
         with raw.pipeline():
+            owed = connection.info.pop(_OWED, None)
+            if owed is not None:  # first, in the same round trip
+                submit_sql(connection, *owed)
             yield
     except connection.dialect.loaded_dbapi.Error as exc:
         raise dbapi_error(connection, "-- pipelined statements", None, exc) from exc
@@ -333,10 +338,37 @@ def submit_sql(connection: Connection, sql: str, arguments: Any,
     return Submitted(connection, cursor, results)
 
 
+def owe_first(connection: Connection, sql: str, arguments: Any) -> None:
+    """Run ``sql`` before the next statement of this transaction, whatever sends it: at
+    the start of a :func:`pipeline` block (the same round trip), before a
+    :func:`run_sql`, or before a SQLAlchemy execution (:func:`pay_owed`, from the
+    engine's ``before_cursor_execute``).  The caller clears it with :func:`forget_owed`
+    when the transaction ends.  (The PostgreSQL writer lock: taking it with the
+    batch's first reads saves the round trip between being granted it and reading.)"""
+    connection.info[_OWED] = (sql, arguments)
+
+
+def forget_owed(connection: Connection) -> None:
+    connection.info.pop(_OWED, None)
+
+
+def pay_owed(connection: Connection, cursor: Any) -> None:
+    """Run the owed statement (if any) on ``cursor`` now."""
+    owed = connection.info.pop(_OWED, None)
+    if owed is None:
+        return
+    try:
+        cursor.execute(*owed)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise dbapi_error(connection, owed[0], owed[1], exc) from exc
+
+
 def run_sql(connection: Connection, sql: str, arguments: Any, *, many: bool = False) -> Any:
     """``sql`` on the transaction's DBAPI cursor (``executemany`` with ``many``); a DBAPI
     error comes out as SQLAlchemy's own.  Returns the cursor."""
+    assert _PIPELINE not in connection.info, "in a pipeline block, statements are submitted"
     cursor = dbapi_cursor(connection)
+    pay_owed(connection, cursor)
     try:
         if many:
             cursor.executemany(sql, arguments)

@@ -4,6 +4,7 @@ after it commits, and no request's fate tied to its neighbour's."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -97,7 +98,9 @@ def test_a_batch_decides_in_order_and_a_decline_rolls_back_nothing(world: HostWo
 
 
 def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
-        world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: HostWorld, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bpnt.host")
     edc = world.edc()
     assert edc.ensure_logged_on()
     units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
@@ -122,6 +125,10 @@ def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
         stans = set(session.scalars(select(RequestRecord.stan)
                                     .where(RequestRecord.kind == "request")))
     assert doomed not in stans and len(stans) == 2
+    # Decided twice (the batch was rolled back once), logged once: only what committed.
+    decided = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purchase ")]
+    assert len(decided) == 2 and all("rc=00" in line for line in decided), decided
+    assert not any(f"stan={doomed}" in line for line in decided)
 
 
 def test_a_failed_commit_answers_91_and_moves_nothing(
@@ -196,7 +203,7 @@ def _batch_sizes(world: HostWorld, monkeypatch: pytest.MonkeyPatch) -> list[int]
 
 def _queued(host: AsyncHost, loop: Any) -> int:
     async def qsize() -> int:
-        return host._queue.qsize() if host._queue is not None else 0
+        return host.queued()
 
     return asyncio.run_coroutine_threadsafe(qsize(), loop).result(WAIT_S)
 

@@ -1,5 +1,5 @@
 """A run's purchase postings (``post_purchases``, written through ``switch.ledger.bulk``:
-``executemany`` on SQLite, one unnest-of-arrays statement per table on PostgreSQL)
+``executemany`` on SQLite, one JSON-recordset statement per table on PostgreSQL)
 leave the same ledger on both engines, refuse a wallet that would go below zero,
 and meet a repeated idempotency key with the unique-key error the host treats as
 a lost race."""
@@ -7,6 +7,7 @@ a lost race."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from switch.host.records import insert_records
 from switch.host.service import _lost_a_race
 from switch.ledger.database import Database, open_database
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, JournalEntry, Transfer, utcnow
+from switch.ledger.models import Account, JournalEntry, RequestRecord, Transfer, utcnow
 from switch.ledger.postings import (
     InsufficientFunds,
     PurchasePosting,
@@ -24,8 +25,9 @@ from switch.ledger.postings import (
     post_purchases,
     post_transfer,
     program_account,
+    submit_purchases,
 )
-from switch.ledger.prepared import reserve_ids
+from switch.ledger.prepared import pipeline, reserve_ids, submit_sql
 
 FUNDED_SEN = 100_000
 
@@ -123,3 +125,78 @@ def test_a_repeated_key_is_a_lost_race(funded: tuple[Database, list[int], int]) 
     assert _lost_a_race(caught.value)
     assert _balances(db, wallets + [payable]) == [FUNDED_SEN - 100, FUNDED_SEN, FUNDED_SEN,
                                                   100]
+
+
+def test_a_pipelined_run_writes_every_value_as_given(
+        funded: tuple[Database, list[int], int]) -> None:
+    """Bytes (every octet), a timestamp to the microsecond and awkward text go through
+    the JSON rows and come back unchanged; the debit is confirmed after the block."""
+    db, wallets, payable = funded
+    memo = 'EDC00001 "quoted" back\\slash é \u20ac'
+    postings = [PurchasePosting(p.transfer_id, p.idempotency_key, p.wallet_account_id,
+                                p.payable_account_id, p.amount_sen, memo)
+                for p in _postings(db, [(wallets[0], 250)], payable)]
+    at = datetime(2026, 12, 1, 5, 6, 7, 891_011, tzinfo=UTC)
+    unit = bytes(range(256))
+    with db.transaction() as s:
+        connection = s.connection()
+        (rid,) = reserve_ids(connection, "request_records", 1)
+        with pipeline(connection):
+            purchases = submit_purchases(connection, postings)
+            insert_records(connection, [
+                {"id": rid, "tid": "EDC00001", "local_date": "1201", "stan": "000001",
+                 "kind": "request", "mti": "0210", "processing_code": "000000",
+                 "amount_sen": 250, "request_hash": "f" * 64, "response_code": "00",
+                 "response_unit": unit, "transfer_id": postings[0].transfer_id,
+                 "created_at": at}])
+        purchases.confirm()
+    with db.transaction() as s:
+        record = s.get_one(RequestRecord, rid)
+        assert record.response_unit == unit
+        assert record.created_at.replace(tzinfo=UTC) == at  # SQLite keeps it naive UTC
+        assert s.get_one(Transfer, postings[0].transfer_id).memo == memo
+    assert _balances(db, [wallets[0], payable]) == [FUNDED_SEN - 250, 250]
+
+
+def test_a_pipelined_debit_below_zero_is_refused_at_confirm(
+        funded: tuple[Database, list[int], int]) -> None:
+    db, wallets, payable = funded
+    postings = _postings(db, [(wallets[0], FUNDED_SEN + 1)], payable)
+    with pytest.raises(InsufficientFunds), db.transaction() as s:
+        connection = s.connection()
+        with pipeline(connection):
+            purchases = submit_purchases(connection, postings)
+        purchases.confirm()
+    assert _balances(db, [wallets[0], payable]) == [FUNDED_SEN, 0]
+
+
+def test_a_repeated_key_in_a_pipeline_block_is_a_lost_race_at_its_end(
+        funded: tuple[Database, list[int], int]) -> None:
+    db, wallets, payable = funded
+    first = _postings(db, [(wallets[0], 100)], payable)
+    _post_with_records(db, first)
+    again = [PurchasePosting(p.transfer_id, first[0].idempotency_key, p.wallet_account_id,
+                             p.payable_account_id, p.amount_sen, p.memo)
+             for p in _postings(db, [(wallets[1], 100)], payable)]
+    with pytest.raises(IntegrityError) as caught, db.transaction() as s:
+        connection = s.connection()
+        with pipeline(connection):
+            submit_purchases(connection, again)
+    assert _lost_a_race(caught.value)
+    assert _balances(db, wallets + [payable]) == [FUNDED_SEN - 100, FUNDED_SEN, FUNDED_SEN,
+                                                  100]
+
+
+def test_a_result_is_read_only_after_its_pipeline_block(
+        funded: tuple[Database, list[int], int]) -> None:
+    """On PostgreSQL a result read inside its block would be empty (psycopg has not
+    received it): refused loudly.  After the block it is there, on both engines."""
+    db, _, _ = funded
+    with db.transaction() as s:
+        connection = s.connection()
+        with pipeline(connection):
+            one = submit_sql(connection, "SELECT 41 + 1", ())
+            if db.is_postgres:
+                with pytest.raises(AssertionError, match="after its block"):
+                    one.rows()
+        assert one.rows() == [(42,)]
