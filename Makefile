@@ -13,7 +13,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
-	@echo "make bench  - host baseline + open-loop TCP sweep (SQLite; PostgreSQL + pgbench if up)"
+	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,9 +59,10 @@ fuzz-atheris: $(STAMP)
 PG_PROBE := import psycopg; psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
 bench: $(STAMP)
 	$(PY) -m loadtest.host_bench --requests 2000
-	$(PY) -m loadtest.bench --engine sqlite --sweep 50,100,150,200,400,1000 --duration-s 30
+	$(PY) -m loadtest.bench --engine sqlite --sweep 600,1000,1500,1800 --duration-s 60 --out var/bench/sqlite
 	if $(PY) -c '$(PG_PROBE)' 2>/dev/null; then \
-		$(PY) -m loadtest.bench --engine postgresql --sweep 25,50,100,200,400,1000 --duration-s 30 --pgbench; \
+		$(PY) -m loadtest.bench --engine postgresql --switches 2 --kpm 20000 --connections 768 \
+			--sweep 600,1000,1600,2200,2600,2800 --duration-s 60 --pgbench --out var/bench/postgresql; \
 	else echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL bench skipped"; fi
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict

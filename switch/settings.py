@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     #: idle (0: never wait; under load batches fill while the previous one commits).
     group_commit_max_delay_ms: float = Field(default=1.0, ge=0, le=50)
     #: Run each batch's MAC/PIN/ARQC checks before taking the writer lock (on a read
-    #: of their own).  Pays off when several switch processes share one database
-    #: (their cryptography overlaps); one process only pays the extra read.
+    #: of their own), so that switch processes sharing one database overlap their
+    #: cryptography.  Measured with two processes on PostgreSQL (docs/BENCHMARKS.md):
+    #: no more throughput, and more latency at 1,000/s (the extra read); so off.
     group_commit_precheck: bool = False
     #: How long a transport thread waits for the host's answer to one unit.
     handler_timeout_s: float = Field(default=30.0, gt=0)
