@@ -56,7 +56,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 
 _CURSOR = "bpnt.prepared.cursor"
-#: ``Connection.info`` key: the :func:`pipeline` block open on it (a depth count).
+#: ``Connection.info`` key: the :func:`pipeline` block open on it (its identity).
 _PIPELINE = "bpnt.prepared.pipeline"
 #: ``Connection.info`` key: a statement owed before any other (:func:`owe_first`).
 _OWED = "bpnt.prepared.owed"
