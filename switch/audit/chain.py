@@ -14,7 +14,7 @@ under SQLite's ``BEGIN IMMEDIATE``, so concurrent switch processes chain in orde
 a transaction reads the head once and writes its records and the head once, at
 commit (group commit appends a whole batch that way).  The host reads the head in
 the same pipeline block as a run's other reads (:func:`submit_head`) and writes
-the records with the run's writes (:func:`submit_pending`), so on PostgreSQL the
+the records with the run's writes (:func:`flush`), so on PostgreSQL the
 chain costs no round trip of its own.
 """
 
@@ -111,10 +111,8 @@ class _Appender:
 
 
 def _appender(session: Session) -> _Appender:
-    appender: _Appender | None = session.info.get(_APPENDER)
-    if appender is None:
-        appender = session.info[_APPENDER] = _Appender(
-            _HEAD_FOR_UPDATE.submit(session.connection()))
+    start(session, submit_head(session))
+    appender: _Appender = session.info[_APPENDER]
     return appender
 
 
@@ -133,19 +131,9 @@ def start(session: Session, head: Submitted | None) -> None:
         session.info[_APPENDER] = _Appender(head)
 
 
-def submit_pending(session: Session) -> None:
-    """Submit the records appended so far (with the caller's writes, in a pipeline
-    block); the commit then has nothing left to write."""
-    appender: _Appender | None = session.info.get(_APPENDER)
-    if appender is not None:
-        appender.write(session.connection())
-
-
 @event.listens_for(Session, "before_commit")
 def _write_before_commit(session: Session) -> None:
-    appender: _Appender | None = session.info.get(_APPENDER)
-    if appender is not None:
-        appender.write(session.connection())
+    flush(session)
 
 
 @event.listens_for(Session, "after_commit")
@@ -172,8 +160,12 @@ def append(
 
 
 def flush(session: Session) -> None:
-    """Write the records appended in this transaction so far (and the head)."""
-    submit_pending(session)
+    """Write the records appended in this transaction so far (and the head); in a
+    pipeline block they go with the caller's other writes, and the commit then has
+    nothing left to write."""
+    appender: _Appender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        appender.write(session.connection())
 
 
 @dataclass

@@ -266,7 +266,7 @@ def _write(run: _Run, connection: Connection) -> None:
             for card in run.cards.values() if card.changed])
         purchases = submit_purchases(connection, run.postings)
         insert_records(connection, run.new_records)
-        chain.submit_pending(run.session)
+        chain.flush(run.session)
     purchases.confirm()
 
 
