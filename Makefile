@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint fuzz fuzz-atheris bench load clean help
+.PHONY: run serve test lint fuzz fuzz-atheris bench load lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -14,17 +14,25 @@ help:
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
+	@echo "make lock   - refresh requirements/*.lock (hashed pins) to the newest releases pyproject.toml allows;"
+	@echo "              make lock KEEP=1 keeps today's pins and only re-resolves what pyproject.toml changed"
 
-$(STAMP): pyproject.toml
+# Installs come from the hashed lock files in requirements/ (make lock writes them), not
+# from whatever PyPI serves that day; pyproject.toml keeps the ranges for the package's users.
+LOCKS := requirements/pip.lock requirements/dev.lock requirements/pcsc.lock
+$(STAMP): pyproject.toml $(LOCKS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	@# PC/SC extra (issue 5): in CI, or where pcscd is installed; needs swig + libpcsclite-dev
-	@# when no wheel fits.  Elsewhere the PC/SC tests skip with the reason.
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/pip.lock
+	@# PC/SC extra (issue 5): in CI, or where pcscd is installed, pcsc.lock (dev.lock + pyscard);
+	@# needs swig + libpcsclite-dev when no wheel fits.  Elsewhere the PC/SC tests skip with the reason.
 	if [ "$$CI" = true ] || command -v pcscd >/dev/null || [ -x /usr/sbin/pcscd ]; then \
-		$(VENV)/bin/pip install --quiet -e '.[dev,pcsc]'; fi
+		lock=requirements/pcsc.lock; else lock=requirements/dev.lock; fi; \
+		$(VENV)/bin/pip install --quiet --require-hashes -r $$lock
+	@# The project itself, editable, with no dependencies of its own (the lock brought them);
+	@# its build backend (setuptools) comes through pip's build isolation, outside the hash check.
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -50,8 +58,8 @@ fuzz: $(STAMP)
 	$(PY) -m loadtest.fuzz --inputs 100000
 
 # Coverage-guided (atheris / libFuzzer) on the codec and host path, in process, 5 minutes.
-fuzz-atheris: $(STAMP)
-	$(VENV)/bin/pip install --quiet -e '.[fuzz]'
+fuzz-atheris: $(STAMP) requirements/fuzz.lock
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/fuzz.lock
 	$(PY) -m loadtest.atheris_fuzz -max_total_time=300 -print_final_stats=1 loadtest/fuzz_corpus_bin
 
 # Host-only baseline, then the open-loop TCP bench (issue 3): SQLite sweep, and
@@ -70,5 +78,27 @@ bench: $(STAMP)
 load: $(STAMP)
 	$(PY) -m loadtest.load
 
+# Regenerate the lock files from pyproject.toml with uv (pinned and hash-checked itself, in a
+# venv of its own): every release that the ranges allow, newest first, for CPython 3.11 on
+# Linux x86_64, with the hashes of all of a release's files.  pcsc.lock and fuzz.lock are
+# dev.lock plus pyscard / atheris, held to dev.lock's pins.  KEEP=1: keep the current pins,
+# only resolve what a change to pyproject.toml needs.  Commit requirements/ afterwards.
+LOCK_VENV := .venv-lock
+UV := $(LOCK_VENV)/bin/uv
+LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command 'make lock' $(if $(KEEP),,--upgrade)
+$(LOCK_VENV)/.installed-stamp: requirements/uv-tool.lock
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --require-hashes -r requirements/uv-tool.lock
+	@touch $@
+lock: $(LOCK_VENV)/.installed-stamp
+	$(UV) pip compile $(LOCK_FLAGS) requirements/pip.in -o requirements/pip.lock
+	$(UV) pip compile $(LOCK_FLAGS) requirements/uv-tool.in -o requirements/uv-tool.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra dev -o requirements/dev.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra dev --extra pcsc \
+		-c requirements/dev.lock -o requirements/pcsc.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra dev --extra fuzz \
+		-c requirements/dev.lock -o requirements/fuzz.lock
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
