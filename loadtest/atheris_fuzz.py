@@ -23,9 +23,9 @@ with atheris.instrument_imports():
 import contextlib
 
 from switch.admin.demo import build_world, seed_database
-from switch.host.keyring import Keyring
-from switch.ledger.database import open_database
+from switch.db.schema import open_database
 from switch.ledger.postings import allocate_period
+from switch.security.keyring import Keyring
 from switch.settings import Settings
 
 _workdir = Path(tempfile.mkdtemp(prefix="bpnt-atheris-"))

@@ -64,11 +64,11 @@ from loadtest.make_kpm_csv import pin_for, write_csv
 from switch.admin.demo import build_world, seed_database
 from switch.admin.importer import import_kpm
 from switch.clock import SystemClock
-from switch.host.keyring import Keyring
-from switch.ledger.database import open_database
+from switch.db.schema import open_database
 from switch.ledger.invariants import InvariantReport, check_invariants
 from switch.ledger.postings import allocate_period
 from switch.protocol.bpnt import BasketLine
+from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.demo import free_port, fresh_sqlite, start_switch, stop_switch

@@ -42,9 +42,9 @@ from locust import stats as locust_stats
 from locust.env import Environment
 
 from switch.admin.demo import PRICES_SEN, DemoCard, DemoTerminal, build_world
-from switch.host.keyring import Keyring
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
+from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.edc import Edc, State, TxnResult
 from terminal_sim.link import Faults, FaultyLink, Link, LinkError, LinkTimeout

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from loadtest.mutations import Hostile, Mutator, frame
 from switch.admin.demo import build_world, seed_database
-from switch.audit.chain import verify
-from switch.host.keyring import Keyring
-from switch.ledger.database import open_database
+from switch.db.audit import verify
+from switch.db.schema import open_database
 from switch.ledger.invariants import check_invariants
 from switch.ledger.postings import allocate_period
 from switch.protocol.message import Message, decode
 from switch.protocol.unit import TPDU_LEN, Tpdu, decode_unit
+from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.demo import free_port, fresh_sqlite, start_switch, stop_switch

@@ -30,12 +30,12 @@ from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from loadtest.bench import PG_BASE_URL, _pg_admin_exec
 from switch.admin.demo import build_world, seed_database
-from switch.host.keyring import Keyring
+from switch.db.schema import open_database
 from switch.host.service import HostService
-from switch.ledger.database import open_database
 from switch.ledger.postings import allocate_period
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.unit import TPDU_LEN, decode_unit
+from switch.security.keyring import Keyring
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
-from switch.host.keyring import Keyring
-from switch.ledger.database import open_database
+from switch.db.schema import open_database
 from switch.ledger.invariants import check_invariants, unreversed_purchases
 from switch.ledger.postings import allocate_period
 from switch.money import rupiah
+from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.demo import free_port, fresh_sqlite, start_switch, stop_switch
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from switch.admin.demo import luhn_complete
-from switch.host.keyring import Keyring
+from switch.security.keyring import Keyring
 from switch.security.pin import pin_offset
 from switch.settings import load_settings
 

@@ -57,9 +57,9 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
     from switch.admin.demo import build_world, seed_database
-    from switch.host.keyring import Keyring
-    from switch.ledger.database import open_database
-    from switch.ledger.models import Terminal
+    from switch.db.schema import open_database
+    from switch.db.tables import Terminal
+    from switch.security.keyring import Keyring
 
     settings = _settings(args)
     db = open_database(settings.database_url)
@@ -74,7 +74,7 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_allocate(args: argparse.Namespace) -> int:
-    from switch.ledger.database import open_database
+    from switch.db.schema import open_database
     from switch.ledger.postings import allocate_period
 
     settings = _settings(args)
@@ -86,7 +86,7 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from switch.ledger.database import open_database
+    from switch.db.schema import open_database
     from switch.ledger.invariants import check_invariants
 
     report = check_invariants(open_database(_settings(args).database_url, create=False))
@@ -95,8 +95,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from switch.audit.chain import verify
-    from switch.ledger.database import open_database
+    from switch.db.audit import verify
+    from switch.db.schema import open_database
 
     settings = _settings(args)
     db = open_database(settings.database_url, create=False)
@@ -107,7 +107,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             return 0 if report.ok else 1
         from sqlalchemy import select
 
-        from switch.audit.models import AuditRecord
+        from switch.db.tables import AuditRecord
 
         rows = session.scalars(
             select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(args.last)
@@ -119,7 +119,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_terminals(args: argparse.Namespace) -> int:
-    from switch.ledger.database import open_database
+    from switch.db.schema import open_database
     from switch.transports.presence import list_presence
 
     rows = list_presence(open_database(_settings(args).database_url))
@@ -132,7 +132,8 @@ def _cmd_terminals(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from switch.ledger.database import create_db_engine, current_revision, upgrade
+    from switch.db.engine import create_db_engine
+    from switch.db.schema import current_revision, upgrade
 
     engine = create_db_engine(_settings(args).database_url)
     try:
@@ -148,8 +149,8 @@ def _cmd_import_kpm(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from switch.admin.importer import ImportFormatError, import_kpm
-    from switch.host.keyring import Keyring
-    from switch.ledger.database import open_database
+    from switch.db.schema import open_database
+    from switch.security.keyring import Keyring
 
     settings = _settings(args)
     try:
@@ -165,8 +166,8 @@ def _cmd_import_kpm(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from switch.admin.registry import RegistrationError, Registry
-    from switch.host.keyring import Keyring
-    from switch.ledger.database import open_database
+    from switch.db.schema import open_database
+    from switch.security.keyring import Keyring
 
     settings = _settings(args)
     db = open_database(settings.database_url, create=False)

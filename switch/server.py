@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from typing import Protocol
 
 from switch.clock import Clock
+from switch.db.schema import open_database
 from switch.host.runner import AsyncHost
 from switch.host.service import HostService
-from switch.ledger.database import open_database
 from switch.settings import Settings
 from switch.transports.mqtt import REQUEST_FILTER, MqttTransport
 from switch.transports.presence import PresenceStore
@@ -19,6 +20,8 @@ from switch.transports.serial import SerialTransport
 from switch.transports.tcp import TcpTransport
 
 log = logging.getLogger("bpnt.server")
+#: Exit status of a switch stopped by a broken invariant (EX_SOFTWARE).
+EXIT_INVARIANT = 70
 
 
 class Transport(Protocol):
@@ -59,13 +62,27 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
             loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    broken = asyncio.ensure_future(host.broken())
+    await asyncio.wait((stopping, broken), return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (stopping, broken):
+        waiter.cancel()
     log.info("stopping: closing transports, finishing requests in flight")
     for transport in transports:
         await transport.close()
     await host.aclose()
     presence.close()
     db.dispose()
+    if host.failure is not None:
+        raise InvariantBroken(f"invariant broken: {host.failure}") from host.failure
+
+
+class InvariantBroken(SystemExit):
+    """``bpnt-switch serve`` exits with :data:`EXIT_INVARIANT` and the reason."""
+
+    def __init__(self, reason: str) -> None:
+        print(f"bpnt-switch: {reason}; stopped without answering", file=sys.stderr, flush=True)
+        super().__init__(EXIT_INVARIANT)
 
 
 def _safe_url(settings: Settings) -> str:

@@ -17,7 +17,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_scenario(args: argparse.Namespace) -> int:
     from switch.admin.demo import build_world
-    from switch.host.keyring import Keyring
+    from switch.security.keyring import Keyring
     from switch.settings import load_settings
     from terminal_sim.scenarios import SCENARIOS, Scenarios
     from terminal_sim.world import SimWorld

@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from switch.clock import Clock, SystemClock
-from switch.host.logon import parse_key_data
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine, decode_balance, encode_basket
 from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message, encode, mask_pan
 from switch.protocol.unit import TPDU_LEN, Tpdu, decode_unit
 from switch.security import mac
+from switch.security.keys import parse_key_data
 from switch.security.pin import encrypt_pin_block
 from terminal_sim import emv
 from terminal_sim.card_reader import CardReader, ReaderError

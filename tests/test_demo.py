@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from switch.admin.demo import build_world
-from switch.host.keyring import Keyring
+from switch.security.keyring import Keyring
 from switch.security.keys import unwrap_key
 from switch.settings import Settings
 from terminal_sim.demo import run_demo

@@ -13,11 +13,12 @@ from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import DemoCard, DemoTerminal, DemoWorld, build_world, seed_database
 from switch.clock import FixedClock
-from switch.host.keyring import Keyring
+from switch.db.engine import Database
+from switch.db.schema import open_database
 from switch.host.service import HostService
-from switch.ledger.database import Database, open_database
 from switch.ledger.invariants import check_invariants
 from switch.ledger.postings import allocate_period
+from switch.security.keyring import Keyring
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
@@ -65,7 +66,7 @@ class HostWorld:
         """The wallet balance straight from the ledger."""
         from sqlalchemy import select
 
-        from switch.ledger.models import Account, Card, Kpm
+        from switch.db.tables import Account, Card, Kpm
         from switch.security.keys import pan_token
 
         with self.db.transaction() as session:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import psec.des
 
 from switch.admin.registry import Registry
-from switch.host.keyring import Keyring
-from switch.ledger.database import Database
+from switch.db.engine import Database
 from switch.protocol.message import mask_pan
+from switch.security.keyring import Keyring
 
 DEMO_BIN = "603298"
 #: (code, name, category, allowed): BPNT buys rice, eggs, protein, vegetables, fruit.

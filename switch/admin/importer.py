@@ -62,11 +62,12 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.orm import Session
 
 from switch.admin.nik import validate_nik
-from switch.audit import chain
 from switch.clock import Clock, SystemClock
-from switch.host.keyring import Keyring
-from switch.ledger.database import Database
+from switch.db import audit as chain
+from switch.db.engine import Database
+from switch.ledger.accounts import WALLET_COPY, open_wallets_from_stage, wallet_copy_rows
 from switch.protocol.message import mask_pan
+from switch.security.keyring import Keyring
 from switch.security.pin import pin_offset
 
 REQUIRED_COLUMNS = ("nik", "name", "pan", "expiry_yymm")
@@ -299,8 +300,7 @@ class _ReaderThread:
 
 #: The direct load's tables: COPY statement and column types, in load order.
 _DIRECT = (
-    ("COPY accounts (id, kind, owner_ref, balance_sen, created_at) "
-     "FROM STDIN (FORMAT BINARY)", ("int4", "text", "text", "int8", "timestamptz")),
+    WALLET_COPY,
     ("COPY kpm (id, nik, name, status, wallet_account_id, created_at) "
      "FROM STDIN (FORMAT BINARY)", ("int4", "text", "text", "text", "int4", "timestamptz")),
     ("COPY cards (pan_token, pan_masked, kpm_id, psn, expiry_yymm, status, pin_offset, "
@@ -353,7 +353,7 @@ def _direct_chunks(rows: Iterator[tuple[Any, ...]], connection: Any, now: dateti
     def chunk(batch: list[tuple[Any, ...]]) -> _Chunk:
         pairs = list(zip(take_ids(len(batch)), batch, strict=True))
         return _Chunk(
-            (binary(account_types, ((a, "kpm_wallet", r[3], 0, now) for (a, _), r in pairs)),
+            (binary(account_types, wallet_copy_rows(((a, r[3]) for (a, _), r in pairs), now)),
              binary(kpm_types, ((k, r[1], r[2], "active", a, now) for (a, k), r in pairs)),
              binary(card_types, ((r[4], r[5], k, r[6], r[7], "active", r[8], 0)
                                  for (_, k), r in pairs))),
@@ -471,10 +471,7 @@ def _check_against_database(session: Session, report: ImportReport) -> list[int]
 def _insert(session: Session, now: Any) -> tuple[int, int | None, int | None]:
     """Wallets, KPM and cards from the stage; returns (count, first and last KPM id)."""
     stamp = bindparam("now", value=now, type_=DateTime(timezone=True))
-    session.execute(text(
-        "INSERT INTO accounts (kind, owner_ref, balance_sen, created_at) "
-        f"SELECT 'kpm_wallet', wallet_ref, 0, :now FROM {STAGE} ORDER BY line"
-    ).bindparams(stamp))
+    open_wallets_from_stage(session, STAGE, "wallet_ref", now)
     session.execute(text(
         "INSERT INTO kpm (nik, name, status, wallet_account_id, created_at) "
         f"SELECT s.nik, s.name, 'active', a.id, :now FROM {STAGE} s JOIN accounts a "

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from switch.admin.nik import validate_nik
-from switch.audit import chain
 from switch.clock import Clock, SystemClock
-from switch.host.keyring import Keyring
-from switch.ledger.models import Card, Ewarong, Item, Kpm, Terminal
-from switch.ledger.postings import get_or_create_account
+from switch.db import audit as chain
+from switch.db.tables import Card, Ewarong, Item, Kpm, Terminal
+from switch.ledger.accounts import get_or_create_account
 from switch.protocol.message import mask_pan
+from switch.security.keyring import Keyring
 from switch.security.keys import pan_token, wrap_key
 from switch.security.pin import pin_offset
 

@@ -22,6 +22,12 @@ changed no throughput figure measurably, the GIL being the limit of a process).
 Batches reach the writer in the order they were taken.  Answers are delivered
 only after the batch's commit (``commit_batch`` returns after it), so a crash can
 never take back an approval a terminal has seen.
+
+A broken invariant (an ``InvariantError``, or any ``AssertionError``: our bug) in
+either stage is never answered: that batch and every later request are closed
+without an answer, :attr:`AsyncHost.failure` holds the error and :meth:`broken`
+returns, so the server stops the process with a non-zero exit (DESIGN.md: crash
+loudly; never answer after it).
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ class AsyncHost:
         self._threads: list[threading.Thread] = []
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        #: The invariant that broke (the host answers nothing once it is set).
+        self.failure: BaseException | None = None
+        self._broken: asyncio.Future[None] | None = None
         #: Batches committed and requests in them (the bench and tests read these).
         self.batches = 0
         self.batched_units = 0
@@ -88,6 +97,7 @@ class AsyncHost:
             return
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
+        self._broken = self._loop.create_future()
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="ledger-prepare", daemon=True),
             threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)]
@@ -125,6 +135,9 @@ class AsyncHost:
         units = [unit for unit, _ in batch]
         try:
             return self.service.prepare_batch(units)
+        except AssertionError as exc:
+            self._break(exc, len(units))
+            return None
         except Exception:
             log.exception("unexpected error preparing a batch of %d units; closing their "
                           "connections", len(units))
@@ -149,18 +162,42 @@ class AsyncHost:
 
     def _commit_batch(self, batch: Sequence[_Item],
                       staged: StagedBatch | None) -> list[bytes | None]:
-        if staged is None:
+        if staged is None or self.failure is not None:
             return [None] * len(batch)
         try:
             return self.service.commit_batch(staged)
-        except AssertionError:
+        except AssertionError as exc:
             # Our bug (InvariantError is an AssertionError): the batch rolled back
             # whole; never answer, never 00.  The terminals time out and reverse.
-            log.critical("invariant broken in a batch of %d units", len(batch), exc_info=True)
+            self._break(exc, len(batch))
         except Exception:
             log.exception("unexpected error in a batch of %d units; closing their "
                           "connections", len(batch))
         return [None] * len(batch)
+
+    def _break(self, exc: BaseException, units: int) -> None:
+        """Stop answering for good, and tell the server (see the module)."""
+        log.critical("invariant broken in a batch of %d units: the switch stops and "
+                     "answers nothing more", units, exc_info=exc)
+        self.failure = exc
+        self._closing = True
+        loop, broken = self._loop, self._broken
+
+        def tell() -> None:
+            if broken is not None and not broken.done():
+                broken.set_result(None)
+
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(tell)
+
+    async def broken(self) -> BaseException:
+        """Returns once an invariant has broken (see the module): the error."""
+        self._start()
+        assert self._broken is not None
+        await self._broken
+        assert self.failure is not None
+        return self.failure
 
     @staticmethod
     def _deliver(loop: asyncio.AbstractEventLoop, batch: Sequence[_Item],

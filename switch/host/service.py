@@ -1,12 +1,29 @@
 """HostService: request units in, response units out (HOST_SPEC §1-7).
 
-Every request that can move money runs in a database transaction holding the
-gate (terminal, logon, MAC), the idempotency record, the stored response, any
-transfer and the audit record together (DESIGN.md: one writer of money).  Group
-commit (:meth:`HostService.process_batch`): many requests share one transaction,
-and no answer leaves before it commits.  Stored
-responses are replayed verbatim, re-signed with the terminal's current TAK
-(HOST_SPEC §4: byte-identical except for the MAC).
+A batch goes through in two stages (the runner calls them on two threads):
+
+1. :meth:`HostService.prepare_batch`, without the writer lock: decode, classify,
+   answer what needs no facts (echo, unknown transaction 12, missing DE 30,
+   undecodable 30 or close), hash the rest (§4), draw the keys a logon hands out,
+   and (``group_commit_precheck``) run the MAC, PIN and ARQC checks early;
+2. :meth:`HostService.commit_batch`: in one database transaction, read the batch's
+   facts (:mod:`switch.host.store`), decide each request in order with the pure
+   deciders of :mod:`switch.core.decide` (each sees what the ones before it did),
+   write every effect, commit; then write the log lines and sign the answers
+   (the one place a response is signed, with the caller's current TAK; a replayed
+   response is byte-identical except for the MAC, §4).
+
+No answer leaves before the commit, so no terminal is told "approved" about a debit
+that a crash could still take back.  A request the decision cannot use
+(``ProtocolError``) is answered 30 and changes nothing; one that hits our bug in a
+decider is closed without an answer (the terminal reverses), and its neighbours go
+on.  If the database fails (begin, a statement, the commit), the transaction rolled
+back whole and every request of the batch gets RC 91 (§5).  A lost race with another
+switch process (a unique key, a serialization failure, a deadlock) decides the
+batch again once; a write that fails otherwise (no single request to blame) is
+decided again a request at a time, so only the one whose write fails loses its
+answer.  A broken invariant (:class:`InvariantError`) is never answered: it goes up
+to the runner, which stops the process.
 """
 
 from __future__ import annotations
@@ -15,32 +32,33 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from switch.clock import Clock, SystemClock
-from switch.host import logon
-from switch.host.card_request import CardJob, RunFailed, UnitFailed, decide_run
-from switch.host.checks import Checks, warm
-from switch.host.context import HostContext
-from switch.host.gate import Refusal, admit, answer_refusal
-from switch.host.keyring import Keyring
-from switch.host.responses import build_response, request_hash
-from switch.host.reversal import handle_reversal
-from switch.ledger.database import Database
+from switch.core.decide import answer_at_once, decide, format_error
+from switch.core.effects import Decision, Effect, LogLine
+from switch.core.facts import BatchFacts
+from switch.core.replies import build_response, request_hash
+from switch.core.request import Request
+from switch.core.verify import Checks
+from switch.db.engine import Database
+from switch.host.store import BatchStore
+from switch.ledger.postings import LedgerError
 from switch.protocol import codes
 from switch.protocol.errors import FramingError, ProtocolError
 from switch.protocol.message import Message, encode
-from switch.protocol.routing import TxnType, classify, missing_des, response_mti
+from switch.protocol.routing import TxnType, classify, response_mti
 from switch.protocol.unit import TPDU_LEN, Tpdu, decode_unit
 from switch.security import mac
+from switch.security.keyring import Keyring
+from switch.security.keys import new_double_length_key
 from switch.settings import Settings
 
 log = logging.getLogger("bpnt.host")
 
-_NOT_YET_SUPPORTED = frozenset({TxnType.VOID, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
 _GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL, TxnType.CASH_OUT})
-_CARD_REQUESTS = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
+#: What the connection gets when no answer may be given: it is closed.
+CLOSE = Decision(None)
 
 
 class HostService:
@@ -51,258 +69,165 @@ class HostService:
         self.settings = settings
         self.keys = Keyring.from_settings(settings)
         self.clock = clock or SystemClock()
-        self.ctx = HostContext(self.keys, settings, self.clock)
-
-    # -- units ------------------------------------------------------------------
+        self.store = BatchStore(db, self.keys)
 
     def process_unit(self, data: bytes) -> bytes | None:
         """A response unit, or ``None`` when the connection must be closed."""
         return self.process_batch([data])[0]
 
     def process_batch(self, units: Sequence[bytes]) -> list[bytes | None]:
-        """Group commit: the answers to ``units``, all decided in ONE database transaction.
-
-        Each answer is returned only after that transaction has committed, so no
-        terminal is ever told "approved" about a debit that a crash could still take
-        back.  Units are decided in order (a second request for the same card sees
-        the first one's debit; a duplicate later in the batch replays the earlier
-        one's stored response).  A decline is a normal result and rolls nothing
-        back.  Consecutive card requests are decided a run at a time
-        (:mod:`switch.host.card_request`).  A unit that raises is taken out of the
-        batch and the others are run again from the start in a fresh transaction
-        (optimistic: no savepoints, so no subtransaction per request on PostgreSQL);
-        one that lost a unique-key race to another switch process is run again once;
-        a run whose writing fails (no single unit to blame) is run again one unit at
-        a time.  Bounded: every re-run removes a unit, uses up its one retry, or
-        splits a run for good.  If the database itself fails (begin, a
-        statement, the commit), the whole transaction rolled back and every unit
-        still in the batch gets RC 91 (HOST_SPEC §5): nothing moved for any of them.
-        """
+        """Group commit: the answers to ``units``, decided in one database transaction
+        (see the module)."""
         return self.commit_batch(self.prepare_batch(units))
 
+    # -- stage 1: without the database's writer lock ------------------------------------
+
     def prepare_batch(self, units: Sequence[bytes]) -> StagedBatch:
-        """The first stage of :meth:`process_batch`, without the writer lock: decode,
-        classify, answer what needs no database, hash the rest, and (with
-        ``group_commit_precheck``) run their MAC, PIN and ARQC checks on a read.
-
-        The runner calls it on its own thread, so a batch is prepared while the one
-        before it holds the writer lock (its waits for the database and the commit
-        release the GIL).  Nothing here decides money: the precheck's results are
-        memoized by every input (switch.host.checks), and a decision whose inputs
-        changed in between (a logon rotated the keys) checks afresh.
-        """
+        """Decode and answer what needs no facts (see the module)."""
         answers: list[bytes | None] = []
-        pending: list[int] = []
-        prepared: list[_Pending | None] = []
-        for data in units:
-            ready, job = self._prepare(data)
-            answers.append(ready)
-            prepared.append(job)
+        jobs: list[_Job] = []
+        for index, data in enumerate(units):
+            answer, job = self._prepare(data)
+            answers.append(answer)
             if job is not None:
-                pending.append(len(prepared) - 1)
+                jobs.append(_Job(index, job[0], job[1]))
         checks = Checks(self.keys)
-        self._precheck(checks, prepared, pending)
-        return StagedBatch(answers, prepared, pending, checks)
-
-    def commit_batch(self, staged: StagedBatch) -> list[bytes | None]:
-        """The second stage of :meth:`process_batch`: the writer's (see there)."""
-        answers, prepared, pending, checks = (
-            staged.answers, staged.prepared, staged.pending, staged.checks)
-        retried: set[int] = set()
-        solo: set[int] = set()
-        while pending:
+        if self.settings.group_commit_precheck and jobs:
             try:
-                decided = self._decide_batch(prepared, pending, checks, solo)
-            except RunFailed as failed:
-                log.info("writing a run of %d failed (%s): running them one by one",
-                         len(failed.indices), type(failed.cause).__name__)
-                solo.update(failed.indices)
-                continue
-            except UnitFailed as failed:
-                index, exc = failed.index, failed.cause
-                job = prepared[index]
-                assert job is not None
-                if _lost_a_race(exc) and index not in retried:
-                    retried.add(index)
-                    log.info("%s tid=%s stan=%s lost a race with another writer (%s): "
-                             "running its batch again", job.request.mti,
-                             job.request.opt_text(41), job.request.opt_text(11),
-                             type(getattr(exc, "orig", exc)).__name__)
-                else:
-                    answers[index] = self._answer_to_failure(job, exc)
-                    pending.remove(index)
-                if pending:
-                    log.info("batch rolled back for one unit: re-running %d", len(pending))
-                continue
-            except OperationalError as exc:
-                # The transaction rolled back whole: nothing moved.  HOST_SPEC §5: RC 91.
-                log.error("ledger unavailable for a batch of %d: %s", len(pending),
-                          type(exc).__name__)
-                for index in pending:
-                    job = prepared[index]
-                    assert job is not None
-                    answers[index] = job.reply(encode(
-                        build_response(job.request, codes.HOST_UNAVAILABLE)))
-                return answers
-            for index, message in decided.items():
-                job = prepared[index]
-                assert job is not None
-                answers[index] = job.reply(message)
-            return answers
-        return answers
+                self.store.precheck([job.request for job in jobs], checks)
+            except OperationalError as exc:  # the decision will meet it again and answer 91
+                log.warning("precheck skipped: %s", type(exc).__name__)
+        return StagedBatch(answers, jobs, checks)
 
-    def _prepare(self, data: bytes) -> tuple[bytes | None, _Pending | None]:
-        """Everything decided without the database: (answer, None) or (None, job)."""
+    def _prepare(self, data: bytes) -> tuple[bytes | None, tuple[bytes, Request] | None]:
+        """(answer, None), or (None, (TPDU reply, request)) for the batch's transaction."""
         try:
             unit = decode_unit(data)
         except FramingError as exc:
             log.warning("closing: unusable unit: %s", exc)
             return None, None
         except ProtocolError as exc:
-            return self._format_error(data, exc), None
-        reply = unit.tpdu.reply().to_bytes()
-        request = unit.message
-        txn = classify(request)
-        if txn is TxnType.UNSUPPORTED or txn in _NOT_YET_SUPPORTED:
-            log.info("unsupported %s/%s from %s", request.mti, request.opt_text(3),
-                     request.opt_text(41))
-            return reply + encode(build_response(request, codes.INVALID_TRANSACTION)), None
-        if missing := missing_des(request, txn):
-            log.info("format error: %s missing DEs %s", request.mti, missing)
-            return reply + encode(build_response(request, codes.FORMAT_ERROR)), None
-        if txn is TxnType.ECHO:
-            return reply + encode(build_response(request, codes.APPROVED)), None
+            return _undecodable(data, exc), None
+        tpdu = unit.tpdu.reply().to_bytes()
+        message = unit.message
+        txn = classify(message)
+        ready = answer_at_once(message, txn)
+        if ready is not None:
+            _write_log(ready.effects)
+            return _answer(tpdu, ready), None
         raw = data[TPDU_LEN:]
-        digest = request_hash(request, raw) if txn in _GATED else ""
-        return None, _Pending(reply, request, raw, txn, digest)
+        digest = request_hash(message, raw) if txn in _GATED else ""
+        new_keys = ((new_double_length_key(), new_double_length_key())
+                    if txn is TxnType.LOGON else None)
+        return None, (tpdu, Request(message, raw, txn, digest, new_keys))
 
-    def _precheck(self, checks: Checks, prepared: Sequence[_Pending | None],
-                  pending: Sequence[int]) -> None:
-        """The batch's MAC, PIN and ARQC checks before its transaction (switch.host.checks),
-        when ``group_commit_precheck`` is on."""
-        if not self.settings.group_commit_precheck:
-            return
-        jobs = [job for job in (prepared[i] for i in pending) if job is not None]
-        if not any(job.txn in (TxnType.PURCHASE, TxnType.BALANCE) for job in jobs):
-            return
-        try:
-            with self.db.read() as connection:
-                warm(checks, connection, [(job.request, job.raw, job.txn) for job in jobs])
-        except OperationalError as exc:  # the decision will meet it again and answer 91
-            log.warning("precheck skipped: %s", type(exc).__name__)
+    # -- stage 2: the writer -------------------------------------------------------------
 
-    def _format_error(self, data: bytes, exc: ProtocolError) -> bytes | None:
-        """RC 30 when the MTI can be read, else close (HOST_SPEC §1; DESIGN.md errors)."""
-        mti = data[TPDU_LEN : TPDU_LEN + 2].hex()
-        if len(mti) != 4 or not mti.isdigit() or mti[2] == "9":
-            log.warning("closing: undecodable request: %s", exc)
-            return None
-        log.info("format error in %s: %s", mti, exc)
-        tpdu = Tpdu.from_bytes(data).reply()
-        return tpdu.to_bytes() + encode(Message(response_mti(mti), {39: codes.FORMAT_ERROR}))
+    def commit_batch(self, staged: StagedBatch) -> list[bytes | None]:
+        """Decide and write ``staged`` in one transaction; the answers after its commit."""
+        answers = list(staged.answers)
+        if not staged.jobs:
+            return answers
+        decided = self._decide_with_retries(staged.jobs, staged.checks)
+        for job, decision in zip(staged.jobs, decided, strict=True):
+            answers[job.index] = _answer(job.tpdu, decision)
+        return answers
 
-    def _decide_batch(self, prepared: Sequence[_Pending | None], pending: Sequence[int],
-                      checks: Checks, solo: set[int]) -> dict[int, bytes]:
-        """One transaction for every pending unit: consecutive card requests as runs
-        (:func:`decide_run`), others one by one.  Raises :class:`UnitFailed` naming the
-        unit that raised, or :class:`RunFailed` (the transaction is rolled back by then).
-        Units in ``solo`` run as runs of one (a run of theirs failed as a whole)."""
-        decided: dict[int, bytes] = {}
-        with self.db.transaction() as session:
-            run: list[CardJob] = []
-            for index in pending:
-                job = prepared[index]
-                assert job is not None
-                if job.txn in _CARD_REQUESTS:
-                    card_job = CardJob(index, job.request, job.raw, job.txn, job.digest)
-                    if index in solo:  # alone: its run before it, then itself
-                        decided.update(self._run(session, run, checks))
-                        decided.update(self._run(session, [card_job], checks))
-                        run = []
-                    else:
-                        run.append(card_job)
+    def _decide_with_retries(self, jobs: Sequence[_Job], checks: Checks) -> list[Decision]:
+        for attempt in (1, 2):
+            try:
+                return self._decide_and_write(jobs, checks)
+            except DBAPIError as exc:
+                if _lost_a_race(exc) and attempt == 1:
+                    log.info("a batch of %d lost a race with another writer (%s): deciding "
+                             "it again", len(jobs), type(exc.orig).__name__)
                     continue
-                decided.update(self._run(session, run, checks))
-                run = []
-                decided[index] = self._one(session, index, job, checks)
-            decided.update(self._run(session, run, checks))
-        return decided
+                if _lost_a_race(exc) or isinstance(exc, OperationalError):
+                    log.error("ledger unavailable for a batch of %d: %s", len(jobs),
+                              type(exc.orig).__name__)
+                    return [_unavailable(job) for job in jobs]
+                return self._one_by_one(jobs, checks, exc)
+            except LedgerError as exc:
+                return self._one_by_one(jobs, checks, exc)
+        raise AssertionError("unreachable: the second attempt returns")
 
-    def _run(self, session: Session, run: list[CardJob], checks: Checks) -> dict[int, bytes]:
-        try:
-            return decide_run(self.ctx, session, run, checks)
-        except (UnitFailed, RunFailed) as failed:
-            if isinstance(failed.cause, OperationalError) and not _lost_a_race(failed.cause):
-                raise failed.cause from failed  # the database failed: RC 91 for the batch
-            if isinstance(failed, RunFailed) and len(failed.indices) == 1:
-                raise UnitFailed(failed.indices[0], failed.cause) from failed.cause
-            raise
+    def _one_by_one(self, jobs: Sequence[_Job], checks: Checks,
+                    exc: Exception) -> list[Decision]:
+        """A write failed with no request to blame: each request in a transaction of its
+        own, so only the one whose write fails loses its answer (closed, never a guess)."""
+        log.info("writing a batch of %d failed (%s): deciding them one by one", len(jobs),
+                 type(exc).__name__)
+        if len(jobs) == 1:
+            log.error("writing %s tid=%s stan=%s failed; closing the connection",
+                      jobs[0].request.message.mti, jobs[0].request.message.opt_text(41),
+                      jobs[0].request.message.opt_text(11), exc_info=exc)
+            return [CLOSE]
+        return [self._decide_with_retries([job], checks)[0] for job in jobs]
 
-    def _one(self, session: Session, index: int, job: _Pending, checks: Checks) -> bytes:
-        try:
-            return self._dispatch(session, job, checks)
-        except AssertionError:
-            raise  # our bug (InvariantError): the whole batch rolls back, loudly
-        except OperationalError as exc:
-            if not _lost_a_race(exc):
-                raise  # the database failed: the whole batch gets RC 91
-            raise UnitFailed(index, exc) from exc
-        except Exception as exc:
-            raise UnitFailed(index, exc) from exc
+    def _decide_and_write(self, jobs: Sequence[_Job], checks: Checks) -> list[Decision]:
+        """One transaction: read the facts, decide in order, write the effects, commit."""
+        now = self.clock.now()
+        requests = [job.request for job in jobs]
+        decisions: list[Decision] = []
+        effects: list[Effect] = []
+        with self.store.batch() as batch:
+            facts = batch.read(requests, now=now, checks=checks,
+                               max_pin_tries=self.settings.max_pin_tries)
+            for request in requests:
+                decision = _decide_one(request, facts)
+                facts.apply(decision.effects)
+                effects.extend(decision.effects)
+                decisions.append(decision)
+            batch.write(effects, now=now)
+        _write_log(effects)  # committed: now the lines are true
+        return decisions
 
-    def _answer_to_failure(self, job: _Pending, exc: Exception) -> bytes | None:
-        """RC 30 for bad content, RC 91 for a race lost twice, else close."""
-        request = job.request
-        if isinstance(exc, ProtocolError):
-            log.info("format error in %s: %s", request.mti, exc)
-            return job.reply(encode(build_response(request, codes.FORMAT_ERROR)))
-        if isinstance(exc, OperationalError):  # a second lost race (serialization/deadlock)
-            log.error("ledger contention for %s: %s", request.mti, type(exc).__name__)
-            return job.reply(encode(build_response(request, codes.HOST_UNAVAILABLE)))
-        # Unexpected: close without an answer, so the terminal times out and reverses;
-        # never a guessed response code.
-        log.error("unexpected error handling %s tid=%s stan=%s; closing the connection",
-                  request.mti, request.opt_text(41), request.opt_text(11), exc_info=exc)
+
+def _decide_one(request: Request, facts: BatchFacts) -> Decision:
+    """The decision, or RC 30 for unusable content, or a close for our bug in a decider
+    (an invariant broken goes up: never answered)."""
+    try:
+        return decide(request, facts)
+    except ProtocolError as exc:
+        return format_error(request.message, exc)
+    except AssertionError:
+        raise
+    except Exception:
+        message = request.message
+        log.error("unexpected error deciding %s tid=%s stan=%s; closing the connection",
+                  message.mti, message.opt_text(41), message.opt_text(11), exc_info=True)
+        return CLOSE
+
+
+def _answer(tpdu: bytes, decision: Decision) -> bytes | None:
+    """The response unit: the one place a response is signed (HOST_SPEC §6)."""
+    if decision.response is None:
         return None
+    if decision.sign_with is None:
+        return tpdu + decision.response
+    return tpdu + mac.sign(decision.sign_with, decision.response)
 
-    # -- messages ---------------------------------------------------------------
 
-    def _dispatch(self, session: Session, job: _Pending, checks: Checks) -> bytes:
-        """The encoded response to a logon, reversal or cash-out, in the batch's
-        transaction (card requests go in runs: :func:`decide_run`).
+def _unavailable(job: _Job) -> Decision:
+    """HOST_SPEC §5: RC 91, nothing moved (the transaction rolled back whole)."""
+    return Decision(encode(build_response(job.request.message, codes.HOST_UNAVAILABLE)))
 
-        These run on the ORM, card runs on prepared statements: expiring first lets
-        ORM reads see what earlier runs changed, and flushing after lets the next
-        run's reads see what this one changed (a logon's new keys).
-        """
-        session.expire_all()
-        answer = self._dispatch_orm(session, job, checks)
-        session.flush()
-        return answer
 
-    def _dispatch_orm(self, session: Session, job: _Pending, checks: Checks) -> bytes:
-        request, txn = job.request, job.txn
-        if txn is TxnType.LOGON:
-            return encode(logon.handle_logon(self.ctx, session, request))
-        assert txn in _GATED, f"no handler for {txn}"
-        caller = admit(session, self.keys, request, job.raw, checks)
-        if isinstance(caller, Refusal):
-            return answer_refusal(self.ctx, session, request, txn.value, caller)
-        if txn is TxnType.CASH_OUT:
-            unsigned = self._refuse_cash_out(session, request)
-        else:
-            assert txn is TxnType.REVERSAL, f"card requests are decided in runs, not {txn}"
-            unsigned = handle_reversal(self.ctx, session, request, job.digest)
-        return mac.sign(caller.tak, unsigned)
+def _undecodable(data: bytes, exc: ProtocolError) -> bytes | None:
+    """RC 30 when the MTI can be read, else close (HOST_SPEC §1; DESIGN.md errors)."""
+    mti = data[TPDU_LEN : TPDU_LEN + 2].hex()
+    if len(mti) != 4 or not mti.isdigit() or mti[2] == "9":
+        log.warning("closing: undecodable request: %s", exc)
+        return None
+    log.info("format error in %s: %s", mti, exc)
+    tpdu = Tpdu.from_bytes(data).reply()
+    return tpdu.to_bytes() + encode(Message(response_mti(mti), {39: codes.FORMAT_ERROR}))
 
-    def _refuse_cash_out(self, session: Session, request: Message) -> bytes:
-        """HOST_SPEC §4: a BPNT balance is for food only; cash-out (DE 3 01xxxx) is 57."""
-        self.ctx.audit(session, actor=f"terminal:{request.text(41)}", action="cash_out",
-                       subject=request.text(11), rc=codes.NOT_PERMITTED_KPM,
-                       reason="cash-out is not permitted")
-        log.info("cash-out refused tid=%s stan=%s", request.text(41), request.text(11))
-        response = build_response(request, codes.NOT_PERMITTED_KPM)
-        return encode(response.with_fields(de64=mac.PLACEHOLDER))
+
+def _write_log(effects: Sequence[Effect]) -> None:
+    for effect in effects:
+        if isinstance(effect, LogLine) and log.isEnabledFor(effect.level):
+            log.log(effect.level, effect.msg, *effect.args)
 
 
 #: PostgreSQL SQLSTATEs of a lost race: unique_violation, serialization_failure,
@@ -321,26 +246,20 @@ def _lost_a_race(exc: Exception) -> bool:
 
 
 @dataclass(frozen=True)
-class StagedBatch:
-    """A batch after :meth:`HostService.prepare_batch`: the answers known already
-    (``None`` where the database must decide), the decoded requests, the indices of
-    those still pending, and the checks done so far."""
+class _Job:
+    """A request of the batch that needs its facts: its place, its TPDU reply."""
 
-    answers: list[bytes | None]
-    prepared: list[_Pending | None]
-    pending: list[int]
-    checks: Checks
+    index: int
+    tpdu: bytes
+    request: Request
 
 
 @dataclass(frozen=True)
-class _Pending:
-    """A decoded request that needs the database."""
+class StagedBatch:
+    """A batch after :meth:`HostService.prepare_batch`: the answers known already
+    (``None`` where the facts must decide), the requests that need them, and the
+    checks done so far."""
 
-    tpdu_reply: bytes
-    request: Message
-    raw: bytes  # the message bytes, for the MAC
-    txn: TxnType
-    digest: str  # HOST_SPEC §4 request content hash (financial requests)
-
-    def reply(self, message: bytes) -> bytes:
-        return self.tpdu_reply + message
+    answers: list[bytes | None]
+    jobs: list[_Job]
+    checks: Checks

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from switch.ledger.database import Database
-from switch.ledger.models import Account, JournalEntry, RequestRecord, Transfer
+from switch.db.engine import Database
+from switch.db.tables import Account, JournalEntry, RequestRecord, Transfer
 from switch.money import rupiah
 
 #: Violations shown by summary(); and fetched per kind of check, so a thoroughly

@@ -8,7 +8,7 @@ Balances move with SQL-side arithmetic (``balance_sen = balance_sen + :x``), and
 the funds check is part of the debit's own ``UPDATE ... WHERE balance_sen >= :x``,
 so two concurrent writers on PostgreSQL (READ COMMITTED) can neither lose an
 update nor both spend the same sen.  On SQLite every transaction already holds
-the write lock from ``BEGIN IMMEDIATE`` (see :mod:`switch.ledger.database`).
+the write lock from ``BEGIN IMMEDIATE`` (see :mod:`switch.db.engine`).
 
 A refused posting (:class:`InsufficientFunds`, :class:`IdempotencyConflict`)
 writes nothing, so the caller may go on and record a decline in the same
@@ -20,24 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from switch.ledger.bulk import Bulk, Written, unnest
-from switch.ledger.database import Database
-from switch.ledger.models import (
-    ACCOUNT_KINDS,
+from switch.clock import Clock, SystemClock
+from switch.db.bulk import Bulk, Written, unnest
+from switch.db.engine import Database
+from switch.db.sql import Prepared
+from switch.db.tables import (
     TRANSFER_KINDS,
     Account,
     JournalEntry,
     Kpm,
     Period,
     Transfer,
-    utcnow,
 )
-from switch.ledger.prepared import Prepared
+from switch.ledger.accounts import get_or_create_account
+from switch.ledger.money import Posting, net_deltas, require, require_amount
 
 PROGRAM_OWNER = "BPNT"
 #: Accounts that may never go below zero (the program account funds them).
@@ -60,33 +62,7 @@ class IdempotencyConflict(LedgerError):
     """The key exists with different content: nothing is posted (HOST_SPEC §4, RC 94)."""
 
 
-def _require(condition: bool, message: str) -> None:
-    """An assertion that survives ``python -O``: a violated one is our bug, not input."""
-    if not condition:
-        raise AssertionError(message)
-
-
-def _require_amount(amount_sen: object) -> None:
-    _require(
-        type(amount_sen) is int and amount_sen > 0,
-        f"amounts are positive integer sen, not {amount_sen!r}",
-    )
-
-
 # -- accounts -----------------------------------------------------------------------
-
-
-def get_or_create_account(session: Session, kind: str, owner_ref: str) -> Account:
-    """The account of ``owner_ref`` (a KPM ``NIK:...``, an e-warong MID, ``BPNT``)."""
-    _require(kind in ACCOUNT_KINDS, f"unknown account kind {kind!r}")
-    account = session.scalars(
-        select(Account).where(Account.kind == kind, Account.owner_ref == owner_ref)
-    ).first()
-    if account is None:
-        account = Account(kind=kind, owner_ref=owner_ref, balance_sen=0)
-        session.add(account)
-        session.flush()
-    return account
 
 
 def program_account(session: Session) -> Account:
@@ -115,7 +91,8 @@ _CREDIT = Bulk(
     + " WHERE accounts.id = v.account_id",
     Account.__table__, _CREDIT_PARAMS, arrays=True)
 _TRANSFER_COLUMNS = ("id", "idempotency_key", "kind", "debit_account_id", "credit_account_id",
-                     "amount_sen", "memo", "created_at")
+                     "amount_sen", "reverses_transfer_id", "memo", "created_at")
+MEMO_CHARS = 120
 _INSERT_TRANSFER_WITH_ID = Bulk.insert(
     Transfer.__table__, _TRANSFER_COLUMNS,
     Prepared(insert(Transfer), column_keys=_TRANSFER_COLUMNS))
@@ -124,25 +101,13 @@ _INSERT_ENTRIES = Bulk.insert(JournalEntry.__table__, _ENTRY_COLUMNS,
                               Prepared(insert(JournalEntry), column_keys=_ENTRY_COLUMNS))
 
 
-@dataclass(frozen=True)
-class PurchasePosting:
-    """One purchase debit of a run: wallet → e-warong payable, under a reserved id."""
-
-    transfer_id: int
-    idempotency_key: str
-    wallet_account_id: int
-    payable_account_id: int
-    amount_sen: int
-    memo: str
+def post_postings(connection: Connection, postings: Sequence[Posting], at: datetime) -> None:
+    """:func:`submit_postings`, confirmed at once (outside a pipeline block)."""
+    submit_postings(connection, postings, at).confirm()
 
 
-def post_purchases(connection: Connection, postings: Sequence[PurchasePosting]) -> None:
-    """:func:`submit_purchases`, confirmed at once (outside a pipeline block)."""
-    submit_purchases(connection, postings).confirm()
-
-
-class SubmittedPurchases:
-    """The statements of :func:`submit_purchases`; :meth:`confirm` after their pipeline
+class SubmittedPostings:
+    """The statements of :func:`submit_postings`; :meth:`confirm` after their pipeline
     block has ended, before the commit."""
 
     def __init__(self, debit: Written | None, expected_debits: int) -> None:
@@ -150,65 +115,59 @@ class SubmittedPurchases:
         self._expected = expected_debits
 
     def confirm(self) -> None:
-        """Raise :class:`InsufficientFunds` if a wallet's conditional debit did not apply
-        (the transaction must then roll back: the caller lets the exception through)."""
+        """Raise :class:`InsufficientFunds` if an account's conditional debit did not
+        apply (the transaction must then roll back: the caller lets the exception
+        through)."""
         if self._debit is not None and self._debit.rowcount != self._expected:
-            raise InsufficientFunds("a wallet in the run holds less than its debits")
+            raise InsufficientFunds("an account in the batch holds less than its debits")
 
 
-def submit_purchases(connection: Connection,
-                     postings: Sequence[PurchasePosting]) -> SubmittedPurchases:
-    """Write a group-commit run's purchase debits in a few statements.
+def submit_postings(connection: Connection, postings: Sequence[Posting],
+                    at: datetime) -> SubmittedPostings:
+    """Write a batch's postings (purchases, reversals) in a few statements.
 
-    Every purchase is its own transfer with two journal entries, as with
-    :func:`post_transfer`; the balance changes are summed per account and applied
-    with one conditional UPDATE per wallet (``balance_sen >= debit``: refused, and
-    the run fails whole, if any wallet would go below zero) and one UPDATE per
-    payable account.  The deltas sum to zero (asserted).  All of it in the caller's
+    Every posting is its own transfer with two journal entries, as with
+    :func:`post_transfer`; the balance changes are summed per account
+    (:func:`~switch.ledger.money.net_deltas`, which asserts they sum to zero) and
+    applied with one conditional UPDATE of the accounts that lose money
+    (``balance_sen >= debit``: refused, and the batch fails whole, if any would go
+    below zero) and one UPDATE of those that gain.  All of it in the caller's
     transaction (the host's batch), under its writer lock.
 
     Idempotency: the host looked up each request's HOST_SPEC §4 record first, and
-    the unique ``transfers.idempotency_key`` refuses a second posting of a key
-    (IntegrityError: the host treats it as a lost race, rolls back and replays), so
-    no key moves money twice.  Unknown accounts fail the foreign keys.
+    the unique ``transfers.idempotency_key`` (and ``reverses_transfer_id``) refuse a
+    second posting of a key (IntegrityError: the host treats it as a lost race,
+    rolls back and decides again), so no key moves money twice.  Unknown accounts
+    fail the foreign keys.
 
-    The statements are submitted (they may share a pipeline block with the run's
-    other writes); the caller must :meth:`~SubmittedPurchases.confirm` the debits
+    The statements are submitted (they may share a pipeline block with the batch's
+    other writes); the caller must :meth:`~SubmittedPostings.confirm` the debits
     after the block and before the commit.
     """
     if not postings:
-        return SubmittedPurchases(None, 0)
-    deltas: dict[int, int] = {}
-    for posting in postings:
-        _require_amount(posting.amount_sen)
-        _require(posting.wallet_account_id != posting.payable_account_id,
-                 "a transfer needs two accounts")
-        _require(0 < len(posting.idempotency_key) <= 80, "idempotency keys are 1-80 characters")
-        deltas[posting.wallet_account_id] = (
-            deltas.get(posting.wallet_account_id, 0) - posting.amount_sen)
-        deltas[posting.payable_account_id] = (
-            deltas.get(posting.payable_account_id, 0) + posting.amount_sen)
-    _require(sum(deltas.values()) == 0, "a run's postings move money, never make it")
+        return SubmittedPostings(None, 0)
+    deltas = net_deltas(postings)
     debits = [{"account_id": account, "debit_sen": -delta}
               for account, delta in sorted(deltas.items()) if delta < 0]
     credits = [{"account_id": account, "credit_sen": delta}
                for account, delta in sorted(deltas.items()) if delta > 0]
     debit = _DEBIT_NON_NEGATIVE.submit(connection, debits)
     _CREDIT.submit(connection, credits)
-    now = utcnow()
+    created_at = at.astimezone(UTC)
     _INSERT_TRANSFER_WITH_ID.submit(connection, [
-        {"id": p.transfer_id, "idempotency_key": p.idempotency_key, "kind": "purchase",
-         "debit_account_id": p.wallet_account_id, "credit_account_id": p.payable_account_id,
-         "amount_sen": p.amount_sen, "memo": p.memo[:120], "created_at": now}
+        {"id": p.transfer_id, "idempotency_key": p.idempotency_key, "kind": p.kind,
+         "debit_account_id": p.debit_account_id, "credit_account_id": p.credit_account_id,
+         "amount_sen": p.amount_sen, "reverses_transfer_id": p.reverses_transfer_id,
+         "memo": p.memo[:MEMO_CHARS], "created_at": created_at}
         for p in postings])
     entries: list[dict[str, int]] = []
     for p in postings:
-        entries.append({"transfer_id": p.transfer_id, "account_id": p.wallet_account_id,
+        entries.append({"transfer_id": p.transfer_id, "account_id": p.debit_account_id,
                         "amount_sen": -p.amount_sen})
-        entries.append({"transfer_id": p.transfer_id, "account_id": p.payable_account_id,
+        entries.append({"transfer_id": p.transfer_id, "account_id": p.credit_account_id,
                         "amount_sen": p.amount_sen})
     _INSERT_ENTRIES.submit(connection, entries)
-    return SubmittedPurchases(debit, len(debits))
+    return SubmittedPostings(debit, len(debits))
 
 
 def post_transfer(
@@ -221,6 +180,7 @@ def post_transfer(
     amount_sen: int,
     reverses_transfer_id: int | None = None,
     memo: str | None = None,
+    clock: Clock | None = None,
 ) -> Transfer:
     """Move ``amount_sen`` from the debit to the credit account, exactly once per key.
 
@@ -228,12 +188,12 @@ def post_transfer(
     money; the same key with other content raises :class:`IdempotencyConflict`
     (HOST_SPEC §4).  ``memo`` is informational and not part of the content.
     """
-    _require_amount(amount_sen)
-    _require(kind in TRANSFER_KINDS, f"unknown transfer kind {kind!r}")
-    _require(debit_account_id != credit_account_id, "a transfer needs two accounts")
-    _require((kind == "reversal") == (reverses_transfer_id is not None),
+    require_amount(amount_sen)
+    require(kind in TRANSFER_KINDS, f"unknown transfer kind {kind!r}")
+    require(debit_account_id != credit_account_id, "a transfer needs two accounts")
+    require((kind == "reversal") == (reverses_transfer_id is not None),
              "a reversal, and only a reversal, names the transfer it reverses")
-    _require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
+    require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
     existing = session.scalars(
         select(Transfer).where(Transfer.idempotency_key == idempotency_key)
     ).first()
@@ -257,6 +217,7 @@ def post_transfer(
         idempotency_key=idempotency_key, kind=kind, debit_account_id=debit_account_id,
         credit_account_id=credit_account_id, amount_sen=amount_sen,
         reverses_transfer_id=reverses_transfer_id, memo=memo,
+        created_at=_now_utc(clock),
     )
     session.add(transfer)
     session.flush()
@@ -304,7 +265,8 @@ def _refresh_loaded(session: Session, account_ids: Iterable[int]) -> None:
             session.refresh(loaded, ["balance_sen"])
 
 
-def reverse_transfer(session: Session, original: Transfer, *, idempotency_key: str) -> Transfer:
+def reverse_transfer(session: Session, original: Transfer, *, idempotency_key: str,
+                     clock: Clock | None = None) -> Transfer:
     """Post the mirror of purchase ``original``; a later call returns the first reversal.
 
     HOST_SPEC §4: a reversal restores money at most once however often it is
@@ -322,7 +284,7 @@ def reverse_transfer(session: Session, original: Transfer, *, idempotency_key: s
         debit_account_id=original.credit_account_id,
         credit_account_id=original.debit_account_id,
         amount_sen=original.amount_sen, reverses_transfer_id=original.id,
-        memo=f"reverses {original.idempotency_key}"[:120],
+        memo=f"reverses {original.idempotency_key}"[:MEMO_CHARS], clock=clock,
     )
 
 
@@ -342,7 +304,8 @@ def allocation_key(period_code: str, kpm_id: int) -> str:
 
 
 def allocate_period(
-    target: Database | Session, period_code: str, amount_sen: int
+    target: Database | Session, period_code: str, amount_sen: int, *,
+    clock: Clock | None = None,
 ) -> AllocationResult:
     """Credit every active KPM ``amount_sen`` once for ``period_code``, from the program.
 
@@ -356,20 +319,21 @@ def allocate_period(
     its own, so ~100k KPM never hold the write lock for long; an interrupted run is
     finished by running it again.
     """
-    _require_amount(amount_sen)
-    _require(0 < len(period_code) <= 7, "period codes look like 2026-11")
+    require_amount(amount_sen)
+    require(0 < len(period_code) <= 7, "period codes look like 2026-11")
     credited = already = 0
     after_kpm_id = 0
     if isinstance(target, Session):
         _ensure_period(target, period_code, amount_sen)
-        while (step := _allocate_chunk(target, period_code, amount_sen, after_kpm_id)) is not None:
+        while (step := _allocate_chunk(target, period_code, amount_sen, after_kpm_id,
+                                       clock)) is not None:
             credited, already, after_kpm_id = credited + step[0], already + step[1], step[2]
     else:
         with target.transaction() as session:
             _ensure_period(session, period_code, amount_sen)
         while True:
             with target.transaction() as session:
-                step = _allocate_chunk(session, period_code, amount_sen, after_kpm_id)
+                step = _allocate_chunk(session, period_code, amount_sen, after_kpm_id, clock)
             if step is None:
                 break
             credited, already, after_kpm_id = credited + step[0], already + step[1], step[2]
@@ -387,7 +351,8 @@ def _ensure_period(session: Session, period_code: str, amount_sen: int) -> None:
 
 
 def _allocate_chunk(
-    session: Session, period_code: str, amount_sen: int, after_kpm_id: int
+    session: Session, period_code: str, amount_sen: int, after_kpm_id: int,
+    clock: Clock | None,
 ) -> tuple[int, int, int] | None:
     """Credit the next chunk of active KPM after ``after_kpm_id``.
 
@@ -409,15 +374,15 @@ def _allocate_chunk(
     ))
     todo = [(key, wallet) for key, wallet in wallet_of.items() if key not in done]
     if todo:
-        _credit_wallets(session, period_code, amount_sen, todo)
+        _credit_wallets(session, period_code, amount_sen, todo, _now_utc(clock))
     return len(todo), len(done), rows[-1][0]
 
 
 def _credit_wallets(
-    session: Session, period_code: str, amount_sen: int, todo: list[tuple[str, int]]
+    session: Session, period_code: str, amount_sen: int, todo: list[tuple[str, int]],
+    now: datetime,
 ) -> None:
     program_id = program_account(session).id
-    now = utcnow()
     session.execute(insert(Transfer), [
         {"idempotency_key": key, "kind": "allocation", "debit_account_id": program_id,
          "credit_account_id": wallet, "amount_sen": amount_sen, "memo": f"BPNT {period_code}",
@@ -435,7 +400,12 @@ def _credit_wallets(
         entries.append({"transfer_id": ids[key], "account_id": wallet, "amount_sen": amount_sen})
     session.execute(insert(JournalEntry), entries)
     wallets = [wallet for _, wallet in todo]
-    _require(len(set(wallets)) == len(wallets), "each KPM has its own wallet")
+    require(len(set(wallets)) == len(wallets), "each KPM has its own wallet")
     _add(session, wallets, amount_sen)
-    _require(_debit(session, program_id, amount_sen * len(todo)), "the program may go negative")
+    require(_debit(session, program_id, amount_sen * len(todo)), "the program may go negative")
     _refresh_loaded(session, [program_id, *wallets])
+
+
+def _now_utc(clock: Clock | None) -> datetime:
+    """The time of a posting, from the caller's clock (the system's by default)."""
+    return (clock or SystemClock()).now().astimezone(UTC)

@@ -1,8 +1,10 @@
 """Terminal presence (HOST_SPEC §1: retained ``online`` and a Last Will ``offline``).
 
 Presence is not money: it is written in its own short transaction on a small
-executor of its own, never on the ledger-writer thread, and lives in the database
-(DESIGN.md: stateless switch instances) so ``bpnt-switch terminals`` can list it.
+executor of its own, never on the ledger-writer thread, without the host's writer
+lock (on PostgreSQL it waits for no batch; on SQLite every write is the file's one
+writer anyway), and lives in the database (DESIGN.md: stateless switch instances)
+so ``bpnt-switch terminals`` can list it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from datetime import datetime
 from sqlalchemy import select
 
 from switch.clock import Clock, SystemClock
-from switch.ledger.database import Database
-from switch.ledger.models import TerminalPresence
+from switch.db.engine import Database
+from switch.db.tables import TerminalPresence
 
 log = logging.getLogger("bpnt.presence")
 
@@ -36,7 +38,7 @@ class PresenceRow:
 def record_presence(db: Database, tid: str, status: str, source: str, at: datetime) -> None:
     """Upsert one terminal's presence (one short transaction)."""
     assert status in STATUSES, status
-    with db.transaction() as session:
+    with db.transaction(exclusive=False) as session:
         row = session.get(TerminalPresence, tid)
         if row is None:
             session.add(TerminalPresence(tid=tid, status=status, last_seen_at=at, source=source))
@@ -45,7 +47,7 @@ def record_presence(db: Database, tid: str, status: str, source: str, at: dateti
 
 
 def list_presence(db: Database) -> list[PresenceRow]:
-    with db.transaction() as session:
+    with db.transaction(exclusive=False) as session:
         rows = session.scalars(select(TerminalPresence).order_by(TerminalPresence.tid)).all()
         return [PresenceRow(r.tid, r.status, r.last_seen_at, r.source) for r in rows]
 

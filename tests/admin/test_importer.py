@@ -21,18 +21,18 @@ from card_emulator.profile import profile_for
 from loadtest.make_kpm_csv import nik_for, pan_for, pin_for, write_csv
 from switch.admin import importer
 from switch.admin.importer import ImportFormatError, import_kpm
-from switch.audit.chain import verify
-from switch.audit.models import AuditRecord
 from switch.clock import FixedClock
-from switch.host.keyring import Keyring
+from switch.db.audit import verify
+from switch.db.engine import Database
+from switch.db.schema import open_database
+from switch.db.tables import Account, AuditRecord, Card, Kpm
 from switch.host.service import HostService
-from switch.ledger.database import Database, open_database
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, Card, Kpm
 from switch.ledger.postings import allocate_period
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import mask_pan
+from switch.security.keyring import Keyring
 from switch.security.keys import pan_token
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader

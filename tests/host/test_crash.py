@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from switch.db.tables import RequestRecord, Transfer
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import RequestRecord, Transfer
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.unit import decode_unit

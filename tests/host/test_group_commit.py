@@ -17,11 +17,13 @@ from sqlalchemy import func, select
 
 from switch.admin.demo import DemoCard
 from switch.admin.registry import Registry
-from switch.host import card_request
-from switch.host.checks import Checks, warm
+from switch.core import decide
+from switch.core.request import Request
+from switch.core.verify import Checks
+from switch.db.tables import Card, Kpm, RequestRecord, Transfer
+from switch.host import store
 from switch.host.runner import AsyncHost
 from switch.host.service import HostService, StagedBatch
-from switch.ledger.models import Card, Kpm, RequestRecord, Transfer
 from switch.ledger.postings import InsufficientFunds
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
@@ -105,15 +107,15 @@ def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
     assert edc.ensure_logged_on()
     units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
     doomed = _stan(units[1])
-    real = card_request._one
+    real = decide.DECIDERS[TxnType.PURCHASE]
 
-    def explode_on_one(run: Any, job: Any) -> bytes:
-        answer = real(run, job)  # it has decided and queued its debit...
-        if job.request.text(11) == doomed:
+    def explode_on_one(request: Request, facts: Any) -> Any:
+        decision = real(request, facts)  # it has decided its debit...
+        if request.message.text(11) == doomed:
             raise RuntimeError("a bug in one request")  # ...and then fails
-        return answer
+        return decision
 
-    monkeypatch.setattr(card_request, "_one", explode_on_one)
+    monkeypatch.setitem(decide.DECIDERS, TxnType.PURCHASE, explode_on_one)
     answers = world.host.process_batch(units)
 
     assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,
@@ -125,7 +127,7 @@ def test_a_unit_that_raises_is_taken_out_and_its_neighbours_commit(
         stans = set(session.scalars(select(RequestRecord.stan)
                                     .where(RequestRecord.kind == "request")))
     assert doomed not in stans and len(stans) == 2
-    # Decided twice (the batch was rolled back once), logged once: only what committed.
+    # Logged once each, and only what committed (the failed one's line with it).
     decided = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purchase ")]
     assert len(decided) == 2 and all("rc=00" in line for line in decided), decided
     assert not any(f"stan={doomed}" in line for line in decided)
@@ -310,11 +312,11 @@ def test_the_precheck_reads_without_the_writer_lock(world: HostWorld) -> None:
     edc = world.edc()
     assert edc.ensure_logged_on()
     unit = _purchase_unit(world, edc, 0, [TEMPE])
-    request = decode_unit(unit).message
+    request = Request(decode_unit(unit).message, unit[TPDU_LEN:], TxnType.PURCHASE)
     checks = Checks(world.keys)
     # The write lock is held (BEGIN IMMEDIATE) until the end of the block.
-    with world.db.transaction(), world.db.read() as connection:
-        warm(checks, connection, [(request, unit[TPDU_LEN:], TxnType.PURCHASE)])
+    with world.db.transaction():
+        world.host.store.precheck([request], checks)
     assert checks._macs and all(checks._macs.values())
     assert checks._pins and all(checks._pins.values())
     assert checks._arqcs and all(checks._arqcs.values())
@@ -339,13 +341,13 @@ def test_two_cards_of_one_family_share_its_wallet_within_a_run(
     world.insert(edc, second)
     unit_b = edc.prepare_purchase([big], second.pin)
     attempts: list[int] = []
-    real = HostService._decide_batch
+    real = HostService._decide_and_write
 
     def counting(self: HostService, *args: Any) -> Any:
         attempts.append(1)
         return real(self, *args)
 
-    monkeypatch.setattr(HostService, "_decide_batch", counting)
+    monkeypatch.setattr(HostService, "_decide_and_write", counting)
     answers = world.host.process_batch([unit_a, unit_b])
 
     assert [_rc(a) for a in answers] == [codes.APPROVED, codes.INSUFFICIENT_BALANCE]
@@ -368,21 +370,21 @@ def test_a_run_whose_write_fails_is_decided_again_one_by_one(
     assert edc.ensure_logged_on()
     units = [_purchase_unit(world, edc, n, [TEMPE]) for n in range(3)]
     doomed_wallet = _wallet_account(world, 1)
-    real = card_request.submit_purchases
+    real = store.submit_postings
     calls: list[int] = []
 
-    def refuse_one_wallet(connection: Any, postings: Any) -> Any:
+    def refuse_one_wallet(connection: Any, postings: Any, at: Any) -> Any:
         calls.append(len(postings))
-        if any(p.wallet_account_id == doomed_wallet for p in postings):
+        if any(p.debit_account_id == doomed_wallet for p in postings):
             raise InsufficientFunds("pretend the guard refused it")
-        return real(connection, postings)
+        return real(connection, postings, at)
 
-    monkeypatch.setattr(card_request, "submit_purchases", refuse_one_wallet)
+    monkeypatch.setattr(store, "submit_postings", refuse_one_wallet)
     answers = world.host.process_batch(units)
 
     assert [_rc(answers[0]), answers[1], _rc(answers[2])] == [codes.APPROVED, None,
                                                               codes.APPROVED]
-    assert calls[0] == 3 and sorted(calls[1:]) == [1, 1, 1, 1]  # whole run, then singly
+    assert calls == [3, 1, 1, 1]  # the whole batch, then one by one
     assert world.balance_sen(world.card(index=1)) == PERIOD_SEN
     assert world.balance_sen(world.card(index=0)) == PERIOD_SEN - TEMPE.total_sen
     assert world.balance_sen(world.card(index=2)) == PERIOD_SEN - TEMPE.total_sen

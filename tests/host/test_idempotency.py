@@ -6,8 +6,8 @@ import socket
 
 from sqlalchemy import update
 
-from switch.host.responses import legacy_request_hash
-from switch.ledger.models import RequestRecord
+from switch.core.replies import legacy_request_hash
+from switch.db.tables import RequestRecord
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message

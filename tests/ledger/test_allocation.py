@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select, update
 
+from switch.db.tables import Account, Kpm, Period, Transfer
 from switch.ledger import postings
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, Kpm, Period, Transfer
 from switch.ledger.postings import IdempotencyConflict, allocate_period, get_or_create_account
 from tests.ledger.world import PERIOD_SEN, LedgerWorld
 

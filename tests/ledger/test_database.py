@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from switch.ledger.database import open_database
-from switch.ledger.models import Account
+from switch.db.schema import open_database
+from switch.db.tables import Account
 
 
 def test_sqlite_file_settings(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_sqlite_writers_of_other_processes_queue_on_the_file_lock(tmp_path: Path
     child = subprocess.Popen(
         [sys.executable, "-c", (
             "import sys\n"
-            "from switch.ledger.database import open_database\n"
+            "from switch.db.schema import open_database\n"
             f"db = open_database('sqlite:///{path}')\n"
             "with db.transaction():\n"
             "    print('in', flush=True)\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from switch.db.tables import RequestRecord, Transfer
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import RequestRecord, Transfer
 from switch.ledger.postings import allocate_period, post_transfer
 from tests.ledger.world import PERIOD_SEN, TID, LedgerWorld
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from switch.ledger.models import Account, JournalEntry, Transfer
+from switch.db.tables import Account, JournalEntry, Transfer
 from switch.ledger.postings import (
     IdempotencyConflict,
     InsufficientFunds,

@@ -38,16 +38,17 @@ from card_emulator.profile import profile_for
 from switch.admin.demo import DemoCard, build_world, seed_database
 from switch.admin.registry import Registry
 from switch.clock import FixedClock
-from switch.host.keyring import Keyring
+from switch.db.engine import Database
+from switch.db.schema import open_database
+from switch.db.tables import Account, Card, Kpm
 from switch.host.service import HostService
-from switch.ledger.database import Database, open_database
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, Card, Kpm
 from switch.ledger.postings import allocate_period
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
 from switch.protocol.unit import TPDU_LEN, decode_unit
+from switch.security.keyring import Keyring
 from switch.security.keys import pan_token
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader

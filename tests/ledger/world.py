@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from switch.ledger.database import Database, open_database
-from switch.ledger.models import Account, Ewarong, Kpm, RequestRecord, Transfer
+from switch.db.engine import Database
+from switch.db.schema import open_database
+from switch.db.tables import Account, Ewarong, Kpm, RequestRecord, Transfer
 from switch.ledger.postings import (
     get_or_create_account,
     post_transfer,

@@ -1,4 +1,4 @@
-"""A run's purchase postings (``post_purchases``, written through ``switch.ledger.bulk``:
+"""A batch's purchase postings (``post_postings``, written through ``switch.db.bulk``:
 ``executemany`` on SQLite, one JSON-recordset statement per table on PostgreSQL)
 leave the same ledger on both engines, refuse a wallet that would go below zero,
 and meet a repeated idempotency key with the unique-key error the host treats as
@@ -6,6 +6,7 @@ a lost race."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -13,21 +14,22 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from switch.host.records import insert_records
+from switch.db.engine import Database
+from switch.db.schema import open_database
+from switch.db.sql import pipeline, reserve_ids, submit_sql
+from switch.db.tables import Account, JournalEntry, RequestRecord, Transfer, utcnow
 from switch.host.service import _lost_a_race
-from switch.ledger.database import Database, open_database
+from switch.host.store import INSERT_RECORDS
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, JournalEntry, RequestRecord, Transfer, utcnow
+from switch.ledger.money import Posting
 from switch.ledger.postings import (
     InsufficientFunds,
-    PurchasePosting,
     get_or_create_account,
-    post_purchases,
+    post_postings,
     post_transfer,
     program_account,
-    submit_purchases,
+    submit_postings,
 )
-from switch.ledger.prepared import pipeline, reserve_ids, submit_sql
 
 FUNDED_SEN = 100_000
 
@@ -52,27 +54,31 @@ def funded(any_url: str) -> Iterator[tuple[Database, list[int], int]]:
 
 
 def _postings(db: Database, spends: list[tuple[int, int]], payable: int,
-              prefix: str = "pur") -> list[PurchasePosting]:
+              prefix: str = "pur") -> list[Posting]:
     with db.transaction() as s:
         ids = reserve_ids(s.connection(), "transfers", len(spends))
-    return [PurchasePosting(tid, f"{prefix}:EDC00001:1201:{n:06d}", wallet, payable, amount,
-                            f"EDC00001 memo {n}")
+    return [Posting(tid, f"{prefix}:EDC00001:1201:{n:06d}", "purchase", wallet, payable, amount,
+                    f"EDC00001 memo {n}")
             for n, (tid, (wallet, amount)) in enumerate(zip(ids, spends, strict=True))]
 
 
-def _post_with_records(db: Database, postings: list[PurchasePosting]) -> None:
+def _post_with_records(db: Database, postings: list[Posting]) -> None:
     """The postings and their approved 0210 records (as a run writes them), one
     transaction: the invariant wants a record for every purchase transfer."""
     with db.transaction() as s:
         connection = s.connection()
-        post_purchases(connection, postings)
+        post_postings(connection, postings, utcnow())
         ids = reserve_ids(connection, "request_records", len(postings))
-        insert_records(connection, [
+        INSERT_RECORDS.submit(connection, [
             {"id": rid, "tid": "EDC00001", "local_date": "1201",
              "stan": p.idempotency_key[-6:], "kind": "request", "mti": "0210",
              "processing_code": "000000", "amount_sen": p.amount_sen, "request_hash": "0" * 64,
              "response_code": "00", "response_unit": b"\x02\x10", "transfer_id": p.transfer_id,
              "created_at": utcnow()} for rid, p in zip(ids, postings, strict=True)])
+
+
+def _with(posting: Posting, **changes: str) -> Posting:
+    return dataclasses.replace(posting, **changes)  # type: ignore[arg-type]
 
 
 def _balances(db: Database, accounts: list[int]) -> list[int]:
@@ -93,7 +99,7 @@ def test_a_run_posts_every_purchase_with_two_entries(
                                 Transfer.debit_account_id, Transfer.amount_sen, Transfer.memo)
                          .where(Transfer.kind == "purchase").order_by(Transfer.id)).all()
         assert [tuple(r) for r in rows] == [
-            (p.transfer_id, p.idempotency_key, "purchase", p.wallet_account_id, p.amount_sen,
+            (p.transfer_id, p.idempotency_key, "purchase", p.debit_account_id, p.amount_sen,
              p.memo) for p in postings]
         entries = s.execute(select(JournalEntry.transfer_id, func.sum(JournalEntry.amount_sen),
                                    func.count()).group_by(JournalEntry.transfer_id)
@@ -109,7 +115,7 @@ def test_a_wallet_below_zero_refuses_the_whole_run(
     postings = _postings(db, [(wallets[0], 60_000), (wallets[1], 10), (wallets[0], 40_001)],
                          payable)
     with pytest.raises(InsufficientFunds), db.transaction() as s:
-        post_purchases(s.connection(), postings)
+        post_postings(s.connection(), postings, utcnow())
     assert _balances(db, wallets + [payable]) == [FUNDED_SEN] * 3 + [0]
 
 
@@ -118,10 +124,9 @@ def test_a_repeated_key_is_a_lost_race(funded: tuple[Database, list[int], int]) 
     first = _postings(db, [(wallets[0], 100)], payable)
     _post_with_records(db, first)
     again = _postings(db, [(wallets[1], 100)], payable)
-    again = [PurchasePosting(p.transfer_id, first[0].idempotency_key, p.wallet_account_id,
-                             p.payable_account_id, p.amount_sen, p.memo) for p in again]
+    again = [_with(p, idempotency_key=first[0].idempotency_key) for p in again]
     with pytest.raises(IntegrityError) as caught, db.transaction() as s:
-        post_purchases(s.connection(), again)
+        post_postings(s.connection(), again, utcnow())
     assert _lost_a_race(caught.value)
     assert _balances(db, wallets + [payable]) == [FUNDED_SEN - 100, FUNDED_SEN, FUNDED_SEN,
                                                   100]
@@ -133,8 +138,7 @@ def test_a_pipelined_run_writes_every_value_as_given(
     the JSON rows and come back unchanged; the debit is confirmed after the block."""
     db, wallets, payable = funded
     memo = 'EDC00001 "quoted" back\\slash é \u20ac'
-    postings = [PurchasePosting(p.transfer_id, p.idempotency_key, p.wallet_account_id,
-                                p.payable_account_id, p.amount_sen, memo)
+    postings = [_with(p, memo=memo)
                 for p in _postings(db, [(wallets[0], 250)], payable)]
     at = datetime(2026, 12, 1, 5, 6, 7, 891_011, tzinfo=UTC)
     unit = bytes(range(256))
@@ -142,8 +146,8 @@ def test_a_pipelined_run_writes_every_value_as_given(
         connection = s.connection()
         (rid,) = reserve_ids(connection, "request_records", 1)
         with pipeline(connection):
-            purchases = submit_purchases(connection, postings)
-            insert_records(connection, [
+            purchases = submit_postings(connection, postings, utcnow())
+            INSERT_RECORDS.submit(connection, [
                 {"id": rid, "tid": "EDC00001", "local_date": "1201", "stan": "000001",
                  "kind": "request", "mti": "0210", "processing_code": "000000",
                  "amount_sen": 250, "request_hash": "f" * 64, "response_code": "00",
@@ -165,7 +169,7 @@ def test_a_pipelined_debit_below_zero_is_refused_at_confirm(
     with pytest.raises(InsufficientFunds), db.transaction() as s:
         connection = s.connection()
         with pipeline(connection):
-            purchases = submit_purchases(connection, postings)
+            purchases = submit_postings(connection, postings, utcnow())
         purchases.confirm()
     assert _balances(db, [wallets[0], payable]) == [FUNDED_SEN, 0]
 
@@ -175,13 +179,12 @@ def test_a_repeated_key_in_a_pipeline_block_is_a_lost_race_at_its_end(
     db, wallets, payable = funded
     first = _postings(db, [(wallets[0], 100)], payable)
     _post_with_records(db, first)
-    again = [PurchasePosting(p.transfer_id, first[0].idempotency_key, p.wallet_account_id,
-                             p.payable_account_id, p.amount_sen, p.memo)
+    again = [_with(p, idempotency_key=first[0].idempotency_key)
              for p in _postings(db, [(wallets[1], 100)], payable)]
     with pytest.raises(IntegrityError) as caught, db.transaction() as s:
         connection = s.connection()
         with pipeline(connection):
-            submit_purchases(connection, again)
+            submit_postings(connection, again, utcnow())
     assert _lost_a_race(caught.value)
     assert _balances(db, wallets + [payable]) == [FUNDED_SEN - 100, FUNDED_SEN, FUNDED_SEN,
                                                   100]

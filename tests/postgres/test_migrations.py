@@ -10,10 +10,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-import switch.audit.models  # noqa: F401
-from switch.audit.chain import GENESIS_MAC, verify
-from switch.ledger.database import SchemaError, create_db_engine, current_revision, open_database
-from switch.ledger.models import Base
+import switch.db.tables  # noqa: F401
+from switch.audit.chain import GENESIS_MAC
+from switch.db.audit import verify
+from switch.db.engine import create_db_engine
+from switch.db.schema import SchemaError, current_revision, open_database
+from switch.db.tables import Base
 
 
 def _diff(url: str) -> list[object]:

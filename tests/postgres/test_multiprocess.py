@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from switch.audit.chain import verify
+from switch.db.audit import verify
 from switch.ledger.invariants import check_invariants
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
@@ -136,7 +136,7 @@ def test_reversal_racing_its_original_in_another_process(
 def _wallet_sen(world: SeededWorld, pan: str) -> int:
     from sqlalchemy import select
 
-    from switch.ledger.models import Account, Card, Kpm
+    from switch.db.tables import Account, Card, Kpm
     from switch.security.keys import pan_token
 
     with world.db.transaction() as session:

@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-import switch.host.card_request as card_request
-from switch.audit import chain
 from switch.clock import FixedClock
+from switch.db import audit as chain
+from switch.db.engine import Database
+from switch.db.schema import open_database
+from switch.db.tables import Account, Kpm, Transfer
 from switch.host.service import HostService
-from switch.ledger.database import Database, open_database
+from switch.host.store import StoreBatch
 from switch.ledger.invariants import check_invariants
-from switch.ledger.models import Account, Kpm, Transfer
 from switch.ledger.postings import InsufficientFunds, post_transfer
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
@@ -83,28 +84,28 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
     hosts = [HostService(open_database(world.url, create=False, writer_lock=False),
                          Settings(database_url=world.url), FixedClock()) for _ in range(2)]
     dispatches: list[str] = []
-    real_decide = HostService._decide_batch
+    real_decide = HostService._decide_and_write
 
     def counting_decide(self: HostService, *args: Any) -> Any:
         dispatches.append(threading.current_thread().name)  # one per transaction tried
         return real_decide(self, *args)
 
-    monkeypatch.setattr(HostService, "_decide_batch", counting_decide)
+    monkeypatch.setattr(HostService, "_decide_and_write", counting_decide)
     card = world.card()
     edc = world.edc(DirectLink(hosts[0].process_unit), card)
     assert edc.ensure_logged_on()
     unit = edc.prepare_purchase([RICE], card.pin)
 
     held = threading.Lock()
-    real_read = card_request._read
+    real_read = StoreBatch.read
 
-    def read_then_wait(*args: Any) -> Any:
-        found = real_read(*args)  # the run's idempotency lookup: no record yet
+    def read_then_wait(*args: Any, **kwargs: Any) -> Any:
+        found = real_read(*args, **kwargs)  # the batch's idempotency lookup: no record yet
         if held.acquire(blocking=False):  # the first racer through, once
             _wait_until_blocked_on_a_lock(world.db)
         return found
 
-    monkeypatch.setattr(card_request, "_read", read_then_wait)
+    monkeypatch.setattr(StoreBatch, "read", read_then_wait)
     runs = [_in_thread(lambda h=host: h.process_unit(unit)) for host in hosts]
     for thread, _ in runs:
         thread.join(timeout=3 * TIMEOUT_S)

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert, select
 
-from switch.host import card_request, facts
-from switch.ledger.database import open_database
-from switch.ledger.models import RequestRecord
-from switch.ledger.prepared import Prepared, in_json_list, json_list
+from switch.db.schema import open_database
+from switch.db.sql import Prepared, in_json_list, json_list
+from switch.db.tables import RequestRecord
+from switch.host import store
 
 _BY_KEY = Prepared(
     select(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan, RequestRecord.kind,
@@ -59,8 +59,7 @@ def test_json_list_finds_exactly_its_keys(any_url: str) -> None:
         db.dispose()
 
 
-@pytest.mark.parametrize("statement", [facts._RUN_TERMINALS, facts._RUN_CARDS,
-                                       card_request._RUN_RECORDS],
+@pytest.mark.parametrize("statement", [store._TERMINALS, store._CARDS, store._RECORDS],
                          ids=["terminals", "cards", "records"])
 def test_sqlite_run_reads_probe_an_index(tmp_path: object, statement: Prepared) -> None:
     db = open_database(f"sqlite:///{tmp_path}/plan.db")
@@ -90,7 +89,7 @@ def test_postgresql_run_reads_probe_an_index_in_the_generic_plan(pg_url: str) ->
         with db.engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE request_records")
             connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-            for name, statement in (("records", card_request._RUN_RECORDS),
+            for name, statement in (("records", store._RECORDS),
                                     ("tids", _BY_TID)):
                 sql = statement._for(connection.dialect).sql
                 parameter = "%(keys)s" if "%(keys)s" in sql else "%(tids)s"

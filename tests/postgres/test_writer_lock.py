@@ -5,15 +5,19 @@ SQLAlchemy (ORM or Core)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from switch.ledger.database import WRITER_LOCK_KEY, Database, open_database
-from switch.ledger.models import Account
-from switch.ledger.prepared import pipeline, run_sql, submit_sql
+from switch.db.engine import WRITER_LOCK_KEY, Database
+from switch.db.schema import open_database
+from switch.db.sql import pipeline, run_sql, submit_sql
+from switch.db.tables import Account, TerminalPresence
+from switch.transports.presence import record_presence
 
 _HELD = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
          "AND pid = pg_backend_pid() AND objid = %(key)s AND granted")
@@ -75,3 +79,23 @@ def test_the_lock_is_not_carried_to_the_next_transaction(db: Database) -> None:
     with db.transaction(exclusive=False) as session:
         _raw(session.connection())
         assert _held(session) == 0
+
+
+def test_a_presence_write_does_not_wait_for_the_writer_lock(db: Database) -> None:
+    """Presence is not money: written while a batch holds the writer lock, it commits
+    at once instead of queueing behind the batch."""
+    written = threading.Event()
+
+    def write() -> None:
+        record_presence(db, "EDC00042", "online", "mqtt", datetime(2026, 12, 1, tzinfo=UTC))
+        written.set()
+
+    with db.transaction() as session:
+        _raw(session.connection())
+        assert _held(session) == 1
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert written.wait(10), "the presence write waited for the writer lock"
+    writer.join()
+    with db.transaction(exclusive=False) as session:
+        assert session.get_one(TerminalPresence, "EDC00042").status == "online"

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import DemoCard, DemoTerminal, DemoWorld, build_world, seed_database
-from switch.host.keyring import Keyring
-from switch.ledger.database import Database, open_database
+from switch.db.engine import Database
+from switch.db.schema import open_database
 from switch.ledger.postings import allocate_period
+from switch.security.keyring import Keyring
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig

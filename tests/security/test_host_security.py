@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from switch.audit.chain import verify
+from switch.db.audit import verify
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message, decode, encode

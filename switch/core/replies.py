@@ -1,13 +1,19 @@
-"""Build response messages (HOST_SPEC §3: echo, then add 37, 39, 38, 54, 55)."""
+"""Response messages (HOST_SPEC §3: echo, then add 37, 39, 38, 54, 55), the §4 content
+hash of a request, and the replay of a stored response.  Pure."""
 
 from __future__ import annotations
 
 import hashlib
 
+from switch.core import effects
+from switch.core.effects import Decision
+from switch.core.facts import StoredRecord
+from switch.core.request import Request
+from switch.protocol import codes
 from switch.protocol.bpnt import encode_balance
 from switch.protocol.message import Message, encode
 from switch.protocol.routing import response_mti
-from switch.security.mac import MAC_LEN
+from switch.security.mac import MAC_LEN, PLACEHOLDER
 
 #: HOST_SPEC §3: the response echoes these request DEs.
 ECHOED_DES = (3, 4, 11, 12, 13, 24, 41, 42)
@@ -76,3 +82,15 @@ def rrn_for(record_id: int) -> str:
 
 def approval_code_for(record_id: int) -> str:
     return f"{record_id % 1_000_000:06d}"
+
+
+def replay(request: Request, prior: StoredRecord, tak: bytes) -> Decision:
+    """HOST_SPEC §4: same key, same content → the same bytes (signed afresh); different
+    content → 94."""
+    if same_content(prior.request_hash, request.message, request.digest):
+        return Decision(prior.response_unit, tak, (effects.info(
+            "duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
+            prior.response_code),))
+    answer = build_response(request.message, codes.DUPLICATE_DIFFERENT)
+    return Decision(encode(answer.with_fields(de64=PLACEHOLDER)), tak, (effects.warning(
+        "duplicate tid=%s stan=%s with different content: 94", prior.tid, prior.stan),))

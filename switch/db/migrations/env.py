@@ -11,8 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import switch.audit.models  # noqa: F401  (the audit tables share Base.metadata)
-from switch.ledger.models import Base
+from switch.db.tables import Base
 
 target_metadata = Base.metadata
 
@@ -34,7 +33,7 @@ def _run_online() -> None:
     if connection is not None:
         configure_and_run(connection)
         return
-    from switch.ledger.database import create_db_engine
+    from switch.db.engine import create_db_engine
     from switch.settings import load_settings
 
     url = context.config.get_main_option("sqlalchemy.url") or load_settings().database_url

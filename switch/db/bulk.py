@@ -30,12 +30,12 @@ short silently, where storing it in the column refuses it.
 
 On SQLite (no such function needed; its statements cost microseconds, not round
 trips) a :class:`Bulk` runs its row statement (a
-:class:`~switch.ledger.prepared.Prepared`) with ``executemany``, so both engines
+:class:`~switch.db.sql.Prepared`) with ``executemany``, so both engines
 write the same rows.  A test checks that.
 
 ``Bulk.run`` returns the rows affected, like ``executemany``: a conditional
 UPDATE's caller compares it with the rows it sent.  ``Bulk.submit`` sends it in a
-:func:`~switch.ledger.prepared.pipeline` block (the count comes with the block's
+:func:`~switch.db.sql.pipeline` block (the count comes with the block's
 end).  Keys in one UPDATE's rows must be distinct (``UPDATE ... FROM`` changes a
 row once): callers sum per key first.
 """
@@ -51,7 +51,7 @@ from sqlalchemy import Connection, DateTime, LargeBinary, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import FromClause
 
-from switch.ledger.prepared import Prepared, Submitted, submit_sql
+from switch.db.sql import Prepared, Submitted, submit_sql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 #: The one parameter of a bulk statement on PostgreSQL.

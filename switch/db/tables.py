@@ -1,4 +1,5 @@
-"""All tables: the registry (KPM, cards, e-warongs, terminals, goods) and the money.
+"""All tables: the registry (KPM, cards, e-warongs, terminals, goods), the money and the
+audit chain.
 
 Portable types only (SQLite is the embedded default, PostgreSQL the production
 engine).  Money is ``BigInteger`` sen.  No clear PAN, PIN or key is stored: cards
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -226,3 +228,28 @@ class TerminalPresence(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: Where the news came from, e.g. "mqtt".
     source: Mapped[str] = mapped_column(String(16))
+
+
+class AuditRecord(Base):
+    """One audited event.  ``mac`` = HMAC(key, prev_mac || canonical(record))."""
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(80))
+    detail: Mapped[str] = mapped_column(Text)
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's last link, updated with every append: a deleted tail shows."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(64))

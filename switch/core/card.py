@@ -1,0 +1,143 @@
+"""Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4.  Pure.
+
+Gate (58/63), then the idempotency record: a repeat replays the stored response
+(different content: 94), a request whose reversal came first is 05.  Then the
+checks of :mod:`switch.core.rules` in order, the ARQC and PIN verified by
+:mod:`switch.core.verify`.  The effects: the card's chip state (PIN tries, block,
+ATC, last use), the purchase posting (wallet → e-warong payable), the idempotency
+record with the stored response, the audit entry and the log line.
+"""
+
+from __future__ import annotations
+
+from switch.core import effects
+from switch.core.effects import AuditEntry, CardChange, Decision, Effect, RecordWrite
+from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
+from switch.core.gate import Refusal, admit, refuse
+from switch.core.replies import approval_code_for, build_response, replay, rrn_for
+from switch.core.request import Request, RequestKey, pan_of
+from switch.core.rules import (
+    Verdict,
+    check_balance,
+    check_basket,
+    check_card,
+    check_pin,
+)
+from switch.core.verify import Cryptogram, check_arqc
+from switch.ledger.money import Posting
+from switch.protocol import codes
+from switch.protocol.bpnt import decode_basket
+from switch.protocol.message import encode, mask_pan
+from switch.protocol.routing import TxnType, response_mti
+from switch.security.mac import PLACEHOLDER
+
+
+def decide_card_request(request: Request, facts: BatchFacts) -> Decision:
+    """The decision on a balance inquiry or a purchase (see the module)."""
+    message = request.message
+    caller = admit(facts.terminal(message.text(41)), request, facts.checks)
+    if isinstance(caller, Refusal):
+        return refuse(request, facts, caller)
+    key = RequestKey.of(message)
+    pan = pan_of(message)
+    prior = facts.record(key, "request")
+    if prior is not None:
+        return replay(request, prior, caller.tak)
+    found = facts.card(pan)
+    card, card_facts = found if found else (None, None)
+    cryptogram: Cryptogram | None = None
+    if facts.record(key, "reversal") is not None:
+        verdict = Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
+    else:
+        verdict, cryptogram = _verdict(request, facts, pan, card, card_facts)
+    out: list[Effect] = []
+    if card is not None:
+        out += _card_changes(facts, pan, card, verdict, cryptogram, key)
+    posting = None
+    if verdict.rc == codes.APPROVED and verdict.amount_sen > 0:
+        assert card is not None and card_facts is not None, "an approved purchase has a card"
+        posting = Posting(facts.next_transfer_id(), key.transfer_key("pur"), "purchase",
+                          card.wallet_account_id, caller.payable_account_id,
+                          verdict.amount_sen, f"{key.tid} {message.text(42)}")
+        out.append(posting)
+    record_id = facts.next_record_id()
+    approved = verdict.rc == codes.APPROVED
+    balance_after = None
+    if card_facts is not None and verdict.rc in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
+        balance_after = card_facts.balance_sen - verdict.amount_sen  # DE 54: what is left
+    response = encode(build_response(
+        message, verdict.rc, rrn=rrn_for(record_id),
+        approval_code=approval_code_for(record_id) if approved else None,
+        balance_sen=balance_after,
+        icc_data=(facts.checks.issuer_authentication(pan, cryptogram, verdict.rc)
+                  if cryptogram is not None else None),
+    ).with_fields(de64=PLACEHOLDER))
+    out.append(RecordWrite(
+        record_id, key, "request", response_mti(message.mti), message.text(3),
+        verdict.amount_sen, request.digest, verdict.rc, response,
+        posting.transfer_id if posting else None,
+        posting.debit_account_id if posting else None,
+        posting.credit_account_id if posting else None))
+    out.append(AuditEntry(facts.now, f"terminal:{key.tid}", request.txn.value, mask_pan(pan), {
+        "rc": verdict.rc, "amount_sen": verdict.amount_sen, "stan": key.stan,
+        "local_date": key.local_date, "reason": verdict.reason}))
+    out.append(effects.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s",
+                            request.txn.value, key.tid, key.stan, mask_pan(pan),
+                            verdict.amount_sen, verdict.rc, verdict.reason))
+    return Decision(response, caller.tak, tuple(out))
+
+
+def _verdict(request: Request, facts: BatchFacts, pan: str, card: Card | None,
+             card_facts: CardFacts | None) -> tuple[Verdict, Cryptogram | None]:
+    """The checks in order, first failure wins (the gate passed already)."""
+    message = request.message
+    refused = check_card(card_facts, facts.now)
+    if refused:
+        return refused, None
+    assert card is not None and card_facts is not None
+    cryptogram = None
+    if message.has(55):  # magstripe (DE 22 021/801) has no cryptogram to check
+        checked = check_arqc(facts.checks, message, pan, card.psn, card.last_atc)
+        if isinstance(checked, str):
+            return Verdict(codes.SECURITY_VIOLATION, reason=checked), None
+        cryptogram = checked
+    terminal = facts.terminal(message.text(41))
+    assert terminal is not None and terminal.facts.tpk is not None, "the gate admitted it"
+    pin_ok = facts.checks.pin_ok(terminal.facts.tpk, message.binary(52), pan, card.pin_offset)
+    refused = check_pin(card_facts, pin_ok, facts.max_pin_tries)
+    if refused:
+        return refused, cryptogram
+    if not card_facts.kpm_active:
+        return Verdict(codes.NOT_PERMITTED_KPM, PinOutcome.CORRECT,
+                       reason="KPM inactive"), cryptogram
+    if request.txn is not TxnType.PURCHASE:
+        return Verdict(codes.APPROVED, PinOutcome.CORRECT), cryptogram
+    amount_sen = int(message.text(4))
+    basket = decode_basket(message.text(48))
+    items = {line.item_code: facts.catalogue[line.item_code] for line in basket
+             if line.item_code in facts.catalogue}
+    refused = check_basket(amount_sen, basket, items)
+    if refused:
+        return refused, cryptogram
+    return check_balance(amount_sen, card_facts), cryptogram
+
+
+def _card_changes(facts: BatchFacts, pan: str, card: Card, verdict: Verdict,
+                  cryptogram: Cryptogram | None, key: RequestKey) -> list[Effect]:
+    """PIN try counter (the third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
+    atc = cryptogram.atc if cryptogram is not None else card.last_atc
+    status, wrong, used_at = card.status, card.wrong_pin_count, card.last_used_at
+    out: list[Effect] = []
+    if verdict.pin is PinOutcome.CORRECT:
+        wrong, used_at = 0, facts.now
+    elif verdict.pin is PinOutcome.WRONG:
+        wrong += 1
+    elif verdict.pin is PinOutcome.BLOCKED:
+        wrong, status = wrong + 1, "blocked"
+        out.append(AuditEntry(facts.now, "switch", "card.block", card.pan_masked, {
+            "reason": "PIN tries exceeded", "tid": key.tid, "stan": key.stan}))
+    if (status, wrong, atc, used_at) != (card.status, card.wrong_pin_count, card.last_atc,
+                                         card.last_used_at):
+        out.insert(0, CardChange(pan, card.card_id, status, wrong, atc, used_at))
+    return out
+

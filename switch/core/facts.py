@@ -1,0 +1,192 @@
+"""What a decision reads besides the request (:mod:`switch.core.request`): the batch's
+facts as the store found them and the decisions before it have left them.
+
+:class:`BatchFacts` is filled by :meth:`switch.host.store.BatchStore.read` (one round
+trip) and moved on by :meth:`BatchFacts.apply` after each decision, so the second
+request for a card in a batch sees the first one's debit, PIN count and ATC, and a
+duplicate later in the batch replays the stored response of an earlier one.
+Deciders only read it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import NamedTuple
+
+from switch.core.effects import (
+    AuditEntry,
+    CardChange,
+    Effect,
+    KeysChange,
+    LogLine,
+    RecordWrite,
+)
+from switch.core.request import RequestKey
+from switch.core.verify import Checks
+from switch.ledger.money import Posting, apply_postings
+from switch.protocol.errors import InvariantError
+
+
+@dataclass(frozen=True)
+class TerminalFacts:
+    tid: str
+    active: bool
+    mid: str
+    ewarong_active: bool
+    #: Clear TPK of the current logon session; ``None`` until the terminal logs on.
+    tpk: bytes | None
+    #: Clear TAK of the current logon session (HOST_SPEC §6 MAC key).
+    tak: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A terminal as the batch knows it: the gate's facts, where its sales are credited,
+    and (read only for a terminal logging on in the batch) its clear TMK."""
+
+    facts: TerminalFacts
+    payable_account_id: int
+    tmk: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """A card as the rules see it (the balance is its KPM's wallet, shared by the
+    KPM's cards)."""
+
+    card_id: int
+    status: str
+    expiry_yymm: str
+    pin_offset: str
+    wrong_pin_count: int
+    kpm_active: bool
+    wallet_account_id: int
+    balance_sen: int
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card as the batch knows it: its row, and the chip state decisions change."""
+
+    card_id: int
+    pan_masked: str
+    psn: str
+    expiry_yymm: str
+    pin_offset: str
+    kpm_active: bool
+    wallet_account_id: int
+    status: str
+    wrong_pin_count: int
+    last_atc: int | None
+    last_used_at: datetime | None
+
+    def facts(self, balance_sen: int) -> CardFacts:
+        return CardFacts(self.card_id, self.status, self.expiry_yymm, self.pin_offset,
+                         self.wrong_pin_count, self.kpm_active, self.wallet_account_id,
+                         balance_sen)
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    code: str
+    category: str
+    allowed: bool
+
+
+class StoredRecord(NamedTuple):
+    """An idempotency record (HOST_SPEC §4) with its stored response and, when it moved
+    money, the transfer's accounts (what a reversal of it needs)."""
+
+    kind: str
+    tid: str
+    stan: str
+    request_hash: str
+    response_code: str
+    response_unit: bytes
+    transfer_id: int | None
+    amount_sen: int = 0
+    debit_account_id: int | None = None
+    credit_account_id: int | None = None
+
+
+class PinOutcome(enum.Enum):
+    NOT_CHECKED = "not_checked"
+    CORRECT = "correct"
+    WRONG = "wrong"
+    #: Wrong, and the tries are used up: the card is blocked (RC 75).
+    BLOCKED = "blocked"
+
+
+@dataclass
+class BatchFacts:
+    """Everything a batch's decisions read (see the module).  Built by the store or,
+    in tests of the core, by hand; changed only by :meth:`apply`."""
+
+    now: datetime
+    checks: Checks
+    max_pin_tries: int
+    terminals: dict[str, Terminal] = field(default_factory=dict)
+    #: By PAN (the store asked for the batch's PANs by token).
+    cards: dict[str, Card] = field(default_factory=dict)
+    #: Balances the batch holds: its cards' wallets.
+    balances: dict[int, int] = field(default_factory=dict)
+    records: dict[RequestKey, dict[str, StoredRecord]] = field(default_factory=dict)
+    catalogue: dict[str, ItemFacts] = field(default_factory=dict)
+    #: Ids reserved for the batch's new idempotency records and transfers.
+    record_ids: list[int] = field(default_factory=list)
+    transfer_ids: list[int] = field(default_factory=list)
+    records_used: int = 0
+    transfers_used: int = 0
+
+    def terminal(self, tid: str) -> Terminal | None:
+        return self.terminals.get(tid)
+
+    def card(self, pan: str) -> tuple[Card, CardFacts] | None:
+        card = self.cards.get(pan)
+        if card is None:
+            return None
+        return card, card.facts(self.balances[card.wallet_account_id])
+
+    def record(self, key: RequestKey, kind: str) -> StoredRecord | None:
+        found = self.records.get(key)
+        return found.get(kind) if found else None
+
+    def next_record_id(self) -> int:
+        return _next(self.record_ids, self.records_used, "request_records")
+
+    def next_transfer_id(self) -> int:
+        return _next(self.transfer_ids, self.transfers_used, "transfers")
+
+    def apply(self, effects: Iterable[Effect]) -> BatchFacts:
+        """The facts after ``effects`` (in place: a batch's facts are its own)."""
+        for effect in effects:
+            if isinstance(effect, Posting):
+                apply_postings(self.balances, (effect,))
+                self.transfers_used += 1
+            elif isinstance(effect, CardChange):
+                self.cards[effect.pan] = replace(
+                    self.cards[effect.pan], status=effect.status,
+                    wrong_pin_count=effect.wrong_pin_count, last_atc=effect.last_atc,
+                    last_used_at=effect.last_used_at)
+            elif isinstance(effect, RecordWrite):
+                self.records.setdefault(effect.key, {})[effect.kind] = StoredRecord(
+                    effect.kind, effect.key.tid, effect.key.stan, effect.request_hash,
+                    effect.response_code, effect.response_unit, effect.transfer_id,
+                    effect.amount_sen, effect.debit_account_id, effect.credit_account_id)
+                self.records_used += 1
+            elif isinstance(effect, KeysChange):
+                terminal = self.terminals[effect.tid]
+                self.terminals[effect.tid] = replace(terminal, facts=replace(
+                    terminal.facts, tpk=effect.tpk, tak=effect.tak))
+            else:
+                assert isinstance(effect, AuditEntry | LogLine), effect
+        return self
+
+
+def _next(ids: list[int], used: int, table: str) -> int:
+    if used >= len(ids):
+        raise InvariantError(f"the store reserved {len(ids)} ids of {table}; more are used")
+    return ids[used]

@@ -1,0 +1,64 @@
+"""Who may ask: terminal and e-warong registered and active (RC 58), logged on and with
+a good MAC (RC 63).  HOST_SPEC §5-6.  Runs before any idempotency lookup, so a forged
+duplicate cannot even read a stored response.  Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switch.core import effects
+from switch.core.effects import AuditEntry, Decision
+from switch.core.facts import BatchFacts, Terminal, TerminalFacts
+from switch.core.replies import build_response
+from switch.core.request import Request
+from switch.core.rules import check_terminal
+from switch.core.verify import Checks
+from switch.protocol import codes
+from switch.protocol.message import encode
+from switch.security import mac
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An admitted terminal, with its clear working keys for this request only."""
+
+    facts: TerminalFacts
+    tak: bytes
+    #: The e-warong's payable account: where its purchases are credited.
+    payable_account_id: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rc: str
+    reason: str
+
+
+def admit(terminal: Terminal | None, request: Request, checks: Checks) -> Caller | Refusal:
+    """The gate, given the terminal as the batch knows it (``None``: unknown)."""
+    message = request.message
+    facts = terminal.facts if terminal else None
+    refused = check_terminal(facts, message.text(42))
+    if refused is not None or terminal is None or facts is None:
+        return Refusal(codes.NOT_PERMITTED_TERMINAL, refused.reason if refused else "unknown")
+    if facts.tpk is None or facts.tak is None:
+        return Refusal(codes.SECURITY_VIOLATION, "terminal has not logged on")
+    if mac.requires_mac(message.mti):
+        if not message.has(64):
+            return Refusal(codes.SECURITY_VIOLATION, "MAC missing")
+        if not checks.mac_ok(facts.tak, request.raw):
+            return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
+    return Caller(facts, facts.tak, terminal.payable_account_id)
+
+
+def refuse(request: Request, facts: BatchFacts, refusal: Refusal) -> Decision:
+    """A refused request: audited and logged; its answer is unsigned (the caller is not
+    trusted with a MAC under a key it may not hold)."""
+    message, action = request.message, request.txn.value
+    tid, stan = message.text(41), message.text(11)
+    return Decision(encode(build_response(message, refusal.rc)), effects=(
+        AuditEntry(facts.now, f"terminal:{tid}", f"refused.{action}", stan,
+                   {"rc": refusal.rc, "reason": refusal.reason}),
+        effects.warning("%s refused tid=%s stan=%s rc=%s: %s", action, tid, stan,
+                        refusal.rc, refusal.reason)))

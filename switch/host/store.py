@@ -1,0 +1,306 @@
+"""The one store of the host: a batch's reads and writes, for every transaction type.
+
+``with store.batch() as batch`` is one database transaction (SQLite ``BEGIN
+IMMEDIATE``; PostgreSQL the writer lock, sent with the first statement).  Inside it:
+
+* :meth:`StoreBatch.read` → :class:`~switch.core.facts.BatchFacts`: the batch's
+  terminals (with clear working keys, and the TMK of those logging on), cards and
+  their wallets, idempotency records (with the transfer a reversal would undo), the
+  catalogue, reserved ids, and the audit chain's head: one pipeline block (on
+  PostgreSQL one round trip);
+* :meth:`StoreBatch.write` ← the decisions' effects: new working keys, card states,
+  postings (through :mod:`switch.ledger.postings`, the only code that moves money),
+  idempotency records with their stored responses, audit records and the head: one
+  pipeline block; then the conditional debits are confirmed.  The commit is the
+  block's end.
+
+:meth:`BatchStore.precheck` reads terminals and cards with the same statements but
+no writer lock, for the checks run before the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+
+from switch.audit.chain import Head, link
+from switch.core.effects import AuditEntry, CardChange, Effect, KeysChange, RecordWrite
+from switch.core.facts import BatchFacts, Card, ItemFacts, StoredRecord, Terminal, TerminalFacts
+from switch.core.precheck import warm
+from switch.core.request import Request, RequestKey, pan_of
+from switch.core.verify import Checks
+from switch.db import audit
+from switch.db.bulk import Bulk, unnest
+from switch.db.engine import Database
+from switch.db.sql import Prepared, Reservation, Submitted, in_json_list, json_list, pipeline
+from switch.db.tables import (
+    Account,
+    Ewarong,
+    Item,
+    Kpm,
+    RequestRecord,
+    Transfer,
+)
+from switch.db.tables import (
+    Card as CardRow,
+)
+from switch.db.tables import (
+    Terminal as TerminalRow,
+)
+from switch.ledger.money import Posting
+from switch.ledger.postings import submit_postings
+from switch.protocol.errors import InvariantError, ProtocolError
+from switch.protocol.routing import TxnType
+from switch.security.keyring import Keyring
+from switch.security.keys import pan_token, unwrap_key, wrap_key
+
+#: Requests that read or write an idempotency record (HOST_SPEC §4).
+RECORDED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL})
+#: Requests that may post a transfer (a purchase debit, a reversal's credit back).
+POSTING = frozenset({TxnType.PURCHASE, TxnType.REVERSAL})
+CARD_REQUESTS = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
+#: Clear working keys kept per process (bounded).  Keyed by the wrapped bytes, so a
+#: logon anywhere (new wrapped keys in the database) is a new entry: the cache holds
+#: no state, only spares the AES-GCM unwrap (DESIGN.md: stateless instances).
+KEY_CACHE_SIZE = 65_536
+
+_TERMINALS = Prepared(
+    select(TerminalRow.tid, TerminalRow.status, TerminalRow.tpk_wrapped,
+           TerminalRow.tak_wrapped, TerminalRow.tmk_wrapped, Ewarong.mid, Ewarong.status,
+           Ewarong.payable_account_id)
+    .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
+    .where(in_json_list("tids", TerminalRow.tid)))
+_CARDS = Prepared(
+    select(CardRow.pan_token, CardRow.id, CardRow.pan_masked, CardRow.psn,
+           CardRow.expiry_yymm, CardRow.pin_offset, Kpm.status.label("kpm_status"),
+           Account.id.label("wallet_account_id"), CardRow.status, CardRow.wrong_pin_count,
+           CardRow.last_atc, CardRow.last_used_at, Account.balance_sen)
+    .join(Kpm, CardRow.kpm_id == Kpm.id)
+    .join(Account, Kpm.wallet_account_id == Account.id)
+    .where(in_json_list("tokens", CardRow.pan_token)))
+_RECORDS = Prepared(
+    select(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan, RequestRecord.kind,
+           RequestRecord.request_hash, RequestRecord.response_code,
+           RequestRecord.response_unit, RequestRecord.transfer_id, RequestRecord.amount_sen,
+           Transfer.amount_sen, Transfer.debit_account_id, Transfer.credit_account_id)
+    .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
+    .where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
+                        RequestRecord.stan)),
+    # PostgreSQL: one index probe per key, whatever the planner thinks of the list
+    # (OFFSET 0 keeps the lateral subquery from being flattened into a hash join)
+    postgresql=text(
+        "SELECT r.tid, r.local_date, r.stan, r.kind, r.request_hash, r.response_code, "
+        "r.response_unit, r.transfer_id, r.amount_sen, t.amount_sen, t.debit_account_id, "
+        "t.credit_account_id "
+        "FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS k CROSS JOIN LATERAL ("
+        "SELECT * FROM request_records WHERE tid = k ->> 0 AND local_date = k ->> 1 "
+        "AND stan = k ->> 2 OFFSET 0) AS r LEFT JOIN transfers t ON t.id = r.transfer_id"))
+_CATALOGUE = Prepared(select(Item.code, Item.category, Item.allowed))
+
+_KEYS_PARAMS = {"key_tid": "tid", "new_tpk": "tpk_wrapped", "new_tak": "tak_wrapped"}
+_SET_KEYS = Bulk(
+    Prepared(update(TerminalRow).where(TerminalRow.tid == bindparam("key_tid")).values(
+        tpk_wrapped=bindparam("new_tpk"), tak_wrapped=bindparam("new_tak"))),
+    "UPDATE terminals SET tpk_wrapped = v.new_tpk, tak_wrapped = v.new_tak FROM "
+    + unnest(TerminalRow.__table__, _KEYS_PARAMS) + " WHERE terminals.tid = v.key_tid",
+    TerminalRow.__table__, _KEYS_PARAMS, arrays=True)
+_CARD_STATE_PARAMS = {"card_id": "id", "new_atc": "last_atc",
+                      "new_wrong_pins": "wrong_pin_count", "new_status": "status",
+                      "new_used_at": "last_used_at"}
+_SET_CARD_STATE = Bulk(
+    Prepared(update(CardRow).where(CardRow.id == bindparam("card_id")).values(
+        last_atc=bindparam("new_atc"), wrong_pin_count=bindparam("new_wrong_pins"),
+        status=bindparam("new_status"), last_used_at=bindparam("new_used_at"))),
+    "UPDATE cards SET last_atc = v.new_atc, wrong_pin_count = v.new_wrong_pins, "
+    "status = v.new_status, last_used_at = v.new_used_at FROM "
+    + unnest(CardRow.__table__, _CARD_STATE_PARAMS) + " WHERE cards.id = v.card_id",
+    CardRow.__table__, _CARD_STATE_PARAMS, arrays=True)
+_RECORD_COLUMNS = ("id", "tid", "local_date", "stan", "kind", "mti", "processing_code",
+                   "amount_sen", "request_hash", "response_code", "response_unit",
+                   "transfer_id", "created_at")
+INSERT_RECORDS = Bulk.insert(RequestRecord.__table__, _RECORD_COLUMNS,
+                              Prepared(insert(RequestRecord), column_keys=_RECORD_COLUMNS))
+
+
+@lru_cache(maxsize=KEY_CACHE_SIZE)
+def _unwrap_cached(kek: bytes, wrapped: bytes, context: str) -> bytes:
+    return unwrap_key(kek, wrapped, context)
+
+
+class BatchStore:
+    """The host's reads and writes (see the module); one per :class:`HostService`."""
+
+    def __init__(self, db: Database, keys: Keyring) -> None:
+        self.db = db
+        self.keys = keys
+
+    @contextmanager
+    def batch(self) -> Iterator[StoreBatch]:
+        """One transaction: committed when the block ends, rolled back on an exception."""
+        with self.db.transaction() as session:
+            yield StoreBatch(self, session.connection())
+
+    def precheck(self, requests: Sequence[Request], checks: Checks) -> None:
+        """The card requests' MAC, PIN and ARQC checks into ``checks``, from a read that
+        takes no writer lock (nothing read here is trusted under the lock)."""
+        wanted = [r for r in requests if r.txn in CARD_REQUESTS]
+        if not wanted:
+            return
+        with self.db.read() as connection:
+            terminals = self._terminals(_TERMINALS.submit(connection, _tids(wanted)), set())
+            cards, _ = self._cards(*self._submit_cards(connection, wanted))
+        warm(checks, terminals, cards, wanted)
+
+    # -- reading ------------------------------------------------------------------
+
+    def _submit_cards(self, connection: Connection,
+                      requests: Iterable[Request]) -> tuple[Submitted | None, dict[str, str]]:
+        pans: dict[str, str] = {}
+        for request in requests:
+            if request.txn in CARD_REQUESTS:
+                try:
+                    pan = pan_of(request.message)
+                except ProtocolError:
+                    continue  # its decision answers it (30)
+                pans[pan_token(self.keys.pan_token_key, pan)] = pan
+        if not pans:
+            return None, pans
+        return _CARDS.submit(connection, {"tokens": json_list(pans)}), pans
+
+    def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
+        kek = self.keys.kek
+        terminals = {}
+        for tid, status, tpk, tak, tmk, mid, ewarong_status, payable in read.rows():
+            facts = TerminalFacts(
+                tid, status == "active", mid, ewarong_status == "active",
+                _unwrap_cached(kek, bytes(tpk), f"TPK:{tid}") if tpk else None,
+                _unwrap_cached(kek, bytes(tak), f"TAK:{tid}") if tak else None)
+            clear_tmk = (unwrap_key(kek, bytes(tmk), f"TMK:{tid}")
+                         if tid in logging_on and tmk else None)
+            terminals[tid] = Terminal(facts, int(payable), clear_tmk)
+        return terminals
+
+    @staticmethod
+    def _cards(read: Submitted | None,
+               pans: dict[str, str]) -> tuple[dict[str, Card], dict[int, int]]:
+        cards: dict[str, Card] = {}
+        balances: dict[int, int] = {}
+        if read is None:
+            return cards, balances
+        for (token, card_id, masked, psn, expiry, offset, kpm_status, wallet, status, wrong,
+             atc, used_at, balance_sen) in read.rows():
+            if int(balance_sen) < 0:
+                raise InvariantError(f"wallet {wallet} holds {balance_sen} sen (below zero)")
+            balances[int(wallet)] = int(balance_sen)
+            cards[pans[token]] = Card(
+                int(card_id), masked, psn, expiry, offset, kpm_status == "active",
+                int(wallet), status, int(wrong), atc, used_at)
+        return cards, balances
+
+
+def _tids(requests: Iterable[Request]) -> dict[str, str]:
+    return {"tids": json_list(request.message.text(41) for request in requests)}
+
+
+@dataclass
+class StoreBatch:
+    """One batch's transaction: :meth:`read`, then :meth:`write` (see the module)."""
+
+    store: BatchStore
+    connection: Connection
+    _head: Head | None = None
+
+    def read(self, requests: Sequence[Request], *, now: datetime, checks: Checks,
+             max_pin_tries: int) -> BatchFacts:
+        """Everything the decisions on ``requests`` read, in one pipeline block."""
+        connection, store = self.connection, self.store
+        recorded = [r for r in requests if r.txn in RECORDED]
+        postings = sum(r.txn in POSTING for r in requests)
+        logging_on = {r.message.text(41) for r in requests if r.txn is TxnType.LOGON}
+        keys = json_list((r.message.text(41), r.message.text(13), r.message.text(11))
+                         for r in recorded)
+        with pipeline(connection):
+            terminals_read = _TERMINALS.submit(connection, _tids(requests))
+            records_read = _RECORDS.submit(connection, {"keys": keys}) if recorded else None
+            cards_read, pans = store._submit_cards(connection, requests)
+            record_ids = Reservation(connection, "request_records", len(recorded))
+            transfer_ids = Reservation(connection, "transfers", postings)
+            catalogue_read = (_CATALOGUE.submit(connection)
+                              if any(r.txn is TxnType.PURCHASE for r in requests) else None)
+            head_read = audit.submit_head(connection)
+        self._head = audit.head_of(head_read)
+        cards, balances = store._cards(cards_read, pans)
+        return BatchFacts(
+            now=now, checks=checks, max_pin_tries=max_pin_tries,
+            terminals=store._terminals(terminals_read, logging_on), cards=cards,
+            balances=balances, records=_records(records_read),
+            catalogue={code: ItemFacts(code, category, bool(allowed))
+                       for code, category, allowed in
+                       (catalogue_read.rows() if catalogue_read else ())},
+            record_ids=record_ids.ids(), transfer_ids=transfer_ids.ids())
+
+    def write(self, effects: Sequence[Effect], *, now: datetime) -> None:
+        """The batch's effects, in one pipeline block; then the debits are confirmed."""
+        assert self._head is not None, "a batch is read before it is written"
+        connection, kek = self.connection, self.store.keys.kek
+        keys: dict[str, KeysChange] = {}
+        cards: dict[int, CardChange] = {}
+        postings: list[Posting] = []
+        records: list[dict[str, Any]] = []
+        entries: list[AuditEntry] = []
+        created_at = now.astimezone(UTC)
+        for effect in effects:
+            if isinstance(effect, KeysChange):
+                keys[effect.tid] = effect
+            elif isinstance(effect, CardChange):
+                cards[effect.card_id] = effect  # the last state of each card
+            elif isinstance(effect, Posting):
+                postings.append(effect)
+            elif isinstance(effect, RecordWrite):
+                records.append(_record_row(effect, created_at))
+            elif isinstance(effect, AuditEntry):
+                entries.append(effect)
+        rows, head = link(self.store.keys.audit_key, self._head, entries)
+        with pipeline(connection):
+            _SET_KEYS.submit(connection, [
+                {"key_tid": tid, "new_tpk": wrap_key(kek, change.tpk, f"TPK:{tid}"),
+                 "new_tak": wrap_key(kek, change.tak, f"TAK:{tid}")}
+                for tid, change in keys.items()])
+            _SET_CARD_STATE.submit(connection, [
+                {"card_id": card_id, "new_atc": change.last_atc,
+                 "new_wrong_pins": change.wrong_pin_count, "new_status": change.status,
+                 "new_used_at": change.last_used_at}
+                for card_id, change in cards.items()])
+            posted = submit_postings(connection, postings, now)
+            INSERT_RECORDS.submit(connection, records)
+            audit.submit_rows(connection, rows, head)
+        posted.confirm()
+        self._head = head
+
+
+def _records(read: Submitted | None) -> dict[RequestKey, dict[str, StoredRecord]]:
+    records: dict[RequestKey, dict[str, StoredRecord]] = {}
+    if read is None:
+        return records
+    for (tid, date, stan, kind, digest, rc, unit, transfer_id, record_sen, transfer_sen,
+         debit, credit) in read.rows():
+        records.setdefault(RequestKey(tid, date, stan), {})[kind] = StoredRecord(
+            kind, tid, stan, digest, rc, bytes(unit), transfer_id,
+            int(transfer_sen if transfer_sen is not None else record_sen), debit, credit)
+    return records
+
+
+def _record_row(record: RecordWrite, created_at: datetime) -> dict[str, Any]:
+    key = record.key
+    return {"id": record.record_id, "tid": key.tid, "local_date": key.local_date,
+            "stan": key.stan, "kind": record.kind, "mti": record.mti,
+            "processing_code": record.processing_code, "amount_sen": record.amount_sen,
+            "request_hash": record.request_hash, "response_code": record.response_code,
+            "response_unit": record.response_unit, "transfer_id": record.transfer_id,
+            "created_at": created_at}
