@@ -51,7 +51,7 @@ def luhn_complete(prefix: str) -> str:
     """Append the Luhn check digit.
 
     >>> luhn_complete("603298000000001")
-    '6032980000000016'
+    '6032980000000010'
     """
     total = 0
     for i, ch in enumerate(reversed(prefix)):

@@ -15,7 +15,7 @@ consistent chain.
 >>> key = b"k" * 16
 >>> rows, head = link(key, Head(0, GENESIS_MAC, exists=False),
 ...                   [Entry(datetime(2026, 12, 1), "t", "one", "a", {})])
->>> head.seq, verify_rows(key, [RowView(**r) for r in rows], head).ok
+>>> head.seq, verify_rows(key, [Row(**r) for r in rows], head).ok
 (1, True)
 """
 
@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 GENESIS_MAC = "0" * 64
 MAX_PROBLEMS = 50
@@ -50,23 +50,10 @@ class Head:
     exists: bool = True
 
 
-class EntryLike(Protocol):
-    """What :func:`link` needs of an entry (:class:`Entry`, or the core's ``AuditEntry``)."""
-
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def subject(self) -> str: ...
-    @property
-    def detail(self) -> Mapping[str, Any]: ...
-
-
 @dataclass(frozen=True)
 class Entry:
+    """One record to append (the decision core's ``AuditEntry``)."""
+
     at: datetime
     actor: str
     action: str
@@ -74,8 +61,7 @@ class Entry:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-def link(key: bytes, head: Head, entries: Iterable[EntryLike]) -> tuple[list[dict[str, Any]],
-                                                                         Head]:
+def link(key: bytes, head: Head, entries: Iterable[Entry]) -> tuple[list[dict[str, Any]], Head]:
     """The rows of ``entries`` chained after ``head`` (``audit_records`` columns), and
     the new head."""
     rows: list[dict[str, Any]] = []
@@ -92,29 +78,11 @@ def link(key: bytes, head: Head, entries: Iterable[EntryLike]) -> tuple[list[dic
     return rows, Head(seq, prev, head.exists)
 
 
-class Row(Protocol):
-    """A stored record (an ORM object or a plain row)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def at(self) -> str: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def subject(self) -> str: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def prev_mac(self) -> str: ...
-    @property
-    def mac(self) -> str: ...
-
-
 @dataclass(frozen=True)
-class RowView:
+class Row:
+    """A stored record, as :func:`verify_rows` reads it (the ORM's ``AuditRecord`` has
+    the same attributes)."""
+
     seq: int
     at: str
     actor: str
@@ -142,7 +110,7 @@ class VerifyReport:
                f"\n  - {shown}"
 
 
-def verify_rows(key: bytes, rows: Iterable[Row], head: Head) -> VerifyReport:
+def verify_rows(key: bytes, rows: Iterable[Row | Any], head: Head) -> VerifyReport:
     """Walk ``rows`` (in ``seq`` order) and report every break, the head included."""
     report = VerifyReport()
     expected_seq, prev_mac = 1, GENESIS_MAC

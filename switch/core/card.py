@@ -13,7 +13,7 @@ from __future__ import annotations
 from switch.core import effects
 from switch.core.effects import AuditEntry, CardChange, Decision, Effect, RecordWrite
 from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
-from switch.core.gate import Refusal, admit, refuse
+from switch.core.gate import Caller, gated
 from switch.core.replies import approval_code_for, build_response, replay, rrn_for
 from switch.core.request import Request, RequestKey, pan_of
 from switch.core.rules import (
@@ -32,12 +32,10 @@ from switch.protocol.routing import TxnType, response_mti
 from switch.security.mac import PLACEHOLDER
 
 
-def decide_card_request(request: Request, facts: BatchFacts) -> Decision:
+@gated
+def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
     """The decision on a balance inquiry or a purchase (see the module)."""
     message = request.message
-    caller = admit(facts.terminal(message.text(41)), request, facts.checks)
-    if isinstance(caller, Refusal):
-        return refuse(request, facts, caller)
     key = RequestKey.of(message)
     pan = pan_of(message)
     prior = facts.record(key, "request")

@@ -15,7 +15,7 @@ from switch.core import effects
 from switch.core.card import decide_card_request
 from switch.core.effects import AuditEntry, Decision
 from switch.core.facts import BatchFacts
-from switch.core.gate import Refusal, admit, refuse
+from switch.core.gate import Caller, gated
 from switch.core.logon import decide_logon
 from switch.core.replies import build_response
 from switch.core.request import Request
@@ -33,12 +33,10 @@ def decide_echo(request: Request, facts: BatchFacts | None) -> Decision:
     return Decision(encode(build_response(request.message, codes.APPROVED)))
 
 
-def decide_cash_out(request: Request, facts: BatchFacts) -> Decision:
+@gated
+def decide_cash_out(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
     """HOST_SPEC §4: a BPNT balance is for food only; cash-out (DE 3 01xxxx) is 57."""
     message = request.message
-    caller = admit(facts.terminal(message.text(41)), request, facts.checks)
-    if isinstance(caller, Refusal):
-        return refuse(request, facts, caller)
     tid, stan = message.text(41), message.text(11)
     response = build_response(message, codes.NOT_PERMITTED_KPM).with_fields(de64=PLACEHOLDER)
     return Decision(encode(response), caller.tak, (

@@ -12,10 +12,11 @@ rolled back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from switch.audit.chain import Entry
 from switch.core.request import RequestKey
 from switch.ledger.money import Posting
 
@@ -60,15 +61,9 @@ class RecordWrite:
     credit_account_id: int | None = None
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    """One record for the tamper-evident chain (linked and MACed by the store)."""
-
-    at: datetime
-    actor: str
-    action: str
-    subject: str
-    detail: dict[str, Any] = field(default_factory=dict)
+#: One record for the tamper-evident chain (linked and MACed by the store when it
+#: writes the batch): ``AuditEntry(at, actor, action, subject, detail)``.
+AuditEntry = Entry
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ duplicate cannot even read a stored response.  Pure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from switch.core import effects
@@ -62,3 +63,20 @@ def refuse(request: Request, facts: BatchFacts, refusal: Refusal) -> Decision:
                    {"rc": refusal.rc, "reason": refusal.reason}),
         effects.warning("%s refused tid=%s stan=%s rc=%s: %s", action, tid, stan,
                         refusal.rc, refusal.reason)))
+
+
+GatedDecider = Callable[[Request, BatchFacts, Caller], Decision]
+
+
+def gated(decider: GatedDecider) -> Callable[[Request, BatchFacts], Decision]:
+    """``decider`` behind the gate: it runs only for an admitted caller (and is given
+    it); a refusal is answered by :func:`refuse`."""
+    def decide(request: Request, facts: BatchFacts) -> Decision:
+        caller = admit(facts.terminal(request.message.text(41)), request, facts.checks)
+        if isinstance(caller, Refusal):
+            return refuse(request, facts, caller)
+        return decider(request, facts, caller)
+
+    decide.__name__ = decide.__qualname__ = decider.__name__
+    decide.__doc__ = decider.__doc__
+    return decide

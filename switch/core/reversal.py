@@ -10,7 +10,7 @@ from __future__ import annotations
 from switch.core import effects
 from switch.core.effects import AuditEntry, Decision, Effect, RecordWrite
 from switch.core.facts import BatchFacts
-from switch.core.gate import Refusal, admit, refuse
+from switch.core.gate import Caller, gated
 from switch.core.replies import build_response, replay, rrn_for
 from switch.core.request import Request, RequestKey
 from switch.ledger.money import Posting
@@ -21,11 +21,9 @@ from switch.security.mac import PLACEHOLDER
 MEMO_CHARS = 120
 
 
-def decide_reversal(request: Request, facts: BatchFacts) -> Decision:
+@gated
+def decide_reversal(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
     message = request.message
-    caller = admit(facts.terminal(message.text(41)), request, facts.checks)
-    if isinstance(caller, Refusal):
-        return refuse(request, facts, caller)
     key = RequestKey.of(message)
     prior = facts.record(key, "reversal")
     if prior is not None:

@@ -1,6 +1,8 @@
-"""The host: one request unit in, one response unit out, one database transaction.
+"""The host: request units in, response units out, a batch at a time in one database
+transaction (docs/ARCHITECTURE.md).
 
-This is where protocol, authorization rules, security and the ledger meet.  It
-is synchronous and sans-IO with respect to the network: transports call
-:meth:`HostService.process_unit` from the single writer thread.
+:mod:`.service` prepares a batch and runs it through the pure deciders of
+:mod:`switch.core`, :mod:`.store` reads its facts and writes its effects (one
+round trip each on PostgreSQL), :mod:`.runner` drives both stages from asyncio on
+two threads.
 """

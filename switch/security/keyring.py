@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from switch.settings import Settings
+if TYPE_CHECKING:  # only for the type: the decision core loads no settings machinery
+    from switch.settings import Settings
 
 
 @dataclass(frozen=True, repr=False)
