@@ -26,11 +26,10 @@ def decide_logon(request: Request, facts: BatchFacts) -> Decision:
     refused = check_terminal(terminal.facts if terminal else None, message.text(42))
     if refused or terminal is None:
         reason = refused.reason if refused else "unknown terminal"
-        rc = refused.rc if refused else codes.NOT_PERMITTED_TERMINAL
-        return Decision(encode(build_response(message, rc)), effects=(
-            AuditEntry(facts.now, f"terminal:{tid}", "refused.logon", tid, {"reason": reason}),
-            effects.info("logon refused tid=%s: %s", tid, reason)))
-    assert terminal.tmk is not None, "the store reads the TMK of a terminal logging on"
+        return _refuse(request, facts, refused.rc if refused else codes.NOT_PERMITTED_TERMINAL,
+                       reason)
+    if terminal.tmk is None:  # none registered, or it does not unwrap under our KEK
+        return _refuse(request, facts, codes.NOT_PERMITTED_TERMINAL, "no usable TMK")
     assert request.new_keys is not None, "a logon arrives with its new keys"
     tpk, tak = request.new_keys
     key_data = logon_key_data(terminal.tmk, tpk, tak)
@@ -39,3 +38,10 @@ def decide_logon(request: Request, facts: BatchFacts) -> Decision:
         AuditEntry(facts.now, f"terminal:{tid}", "keys.rotate", tid, {
             "tpk_kcv": check_value(tpk).hex(), "tak_kcv": check_value(tak).hex()}),
         effects.info("logon tid=%s: working keys rotated", tid)))
+
+
+def _refuse(request: Request, facts: BatchFacts, rc: str, reason: str) -> Decision:
+    tid = request.message.text(41)
+    return Decision(encode(build_response(request.message, rc)), effects=(
+        AuditEntry(facts.now, f"terminal:{tid}", "refused.logon", tid, {"reason": reason}),
+        effects.info("logon refused tid=%s: %s", tid, reason)))

@@ -8,7 +8,6 @@ answers there, or (a key changed in between) computes them afresh.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 from switch.core.facts import Card, Terminal
@@ -16,8 +15,6 @@ from switch.core.request import Request, pan_of
 from switch.core.verify import Checks, check_arqc
 from switch.protocol.errors import ProtocolError
 from switch.security import emv
-
-log = logging.getLogger("bpnt.host")
 
 
 def warm(checks: Checks, terminals: Mapping[str, Terminal], cards: Mapping[str, Card],
@@ -31,8 +28,8 @@ def warm(checks: Checks, terminals: Mapping[str, Terminal], cards: Mapping[str, 
     for request in requests:
         try:
             _warm_one(checks, terminals.get(request.message.text(41)), cards, request)
-        except (ProtocolError, emv.IccDataError, ValueError, KeyError) as exc:
-            log.debug("precheck skipped for %s: %s", request.message.mti, type(exc).__name__)
+        except (ProtocolError, emv.IccDataError, ValueError, KeyError):
+            continue  # the decision meets it again under the lock, and answers it
 
 
 def _warm_one(checks: Checks, terminal: Terminal | None, cards: Mapping[str, Card],

@@ -58,7 +58,7 @@ from switch.ledger.postings import submit_postings
 from switch.protocol.errors import InvariantError, ProtocolError
 from switch.protocol.routing import TxnType
 from switch.security.keyring import Keyring
-from switch.security.keys import pan_token, unwrap_key, wrap_key
+from switch.security.keys import KeyIntegrityError, pan_token, unwrap_key, wrap_key
 
 #: Requests that read or write an idempotency record (HOST_SPEC §4).
 RECORDED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL})
@@ -181,9 +181,8 @@ class BatchStore:
                 tid, status == "active", mid, ewarong_status == "active",
                 _unwrap_cached(kek, bytes(tpk), f"TPK:{tid}") if tpk else None,
                 _unwrap_cached(kek, bytes(tak), f"TAK:{tid}") if tak else None)
-            clear_tmk = (unwrap_key(kek, bytes(tmk), f"TMK:{tid}")
-                         if tid in logging_on and tmk else None)
-            terminals[tid] = Terminal(facts, int(payable), clear_tmk)
+            terminals[tid] = Terminal(facts, int(payable),
+                                      _tmk(kek, tid, tmk) if tid in logging_on else None)
         return terminals
 
     @staticmethod
@@ -202,6 +201,17 @@ class BatchStore:
                 int(card_id), masked, psn, expiry, offset, kpm_status == "active",
                 int(wallet), status, int(wrong), atc, used_at)
         return cards, balances
+
+
+def _tmk(kek: bytes, tid: str, wrapped: bytes | None) -> bytes | None:
+    """The clear TMK of a terminal logging on, or ``None`` when none is usable (the
+    logon is then refused, :mod:`switch.core.logon`)."""
+    if not wrapped:
+        return None
+    try:
+        return unwrap_key(kek, bytes(wrapped), f"TMK:{tid}")
+    except KeyIntegrityError:
+        return None
 
 
 def _tids(requests: Iterable[Request]) -> dict[str, str]:
