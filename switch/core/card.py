@@ -26,7 +26,7 @@ from switch.core.rules import (
 from switch.core.verify import Cryptogram, check_arqc
 from switch.ledger.money import Posting
 from switch.protocol import codes
-from switch.protocol.bpnt import decode_basket
+from switch.protocol.bpnt import BasketLine, decode_basket
 from switch.protocol.message import encode, mask_pan
 from switch.protocol.routing import TxnType, response_mti
 from switch.security.mac import PLACEHOLDER
@@ -37,7 +37,9 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     """The decision on a balance inquiry or a purchase (see the module)."""
     message = request.message
     key = RequestKey.of(message)
-    pan = pan_of(message)
+    pan = pan_of(message)  # unusable card data or basket: 30, whatever else is wrong
+    purchase = ((int(message.text(4)), decode_basket(message.text(48)))
+                if request.txn is TxnType.PURCHASE else None)
     prior = facts.record(key, "request")
     if prior is not None:
         return replay(request, prior, caller.tak)
@@ -47,7 +49,7 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     if facts.record(key, "reversal") is not None:
         verdict = Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
-        verdict, cryptogram = _verdict(request, facts, pan, card, card_facts)
+        verdict, cryptogram = _verdict(request, facts, pan, card, card_facts, purchase)
     out: list[Effect] = []
     if card is not None:
         out += _card_changes(facts, pan, card, verdict, cryptogram, key)
@@ -86,7 +88,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
 
 
 def _verdict(request: Request, facts: BatchFacts, pan: str, card: Card | None,
-             card_facts: CardFacts | None) -> tuple[Verdict, Cryptogram | None]:
+             card_facts: CardFacts | None, purchase: tuple[int, list[BasketLine]] | None,
+             ) -> tuple[Verdict, Cryptogram | None]:
     """The checks in order, first failure wins (the gate passed already)."""
     message = request.message
     refused = check_card(card_facts, facts.now)
@@ -108,10 +111,9 @@ def _verdict(request: Request, facts: BatchFacts, pan: str, card: Card | None,
     if not card_facts.kpm_active:
         return Verdict(codes.NOT_PERMITTED_KPM, PinOutcome.CORRECT,
                        reason="KPM inactive"), cryptogram
-    if request.txn is not TxnType.PURCHASE:
+    if purchase is None:
         return Verdict(codes.APPROVED, PinOutcome.CORRECT), cryptogram
-    amount_sen = int(message.text(4))
-    basket = decode_basket(message.text(48))
+    amount_sen, basket = purchase
     items = {line.item_code: facts.catalogue[line.item_code] for line in basket
              if line.item_code in facts.catalogue}
     refused = check_basket(amount_sen, basket, items)
