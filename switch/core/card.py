@@ -57,7 +57,7 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     if verdict.rc == codes.APPROVED and verdict.amount_sen > 0:
         assert card is not None and card_facts is not None, "an approved purchase has a card"
         posting = Posting(facts.next_transfer_id(), key.transfer_key("pur"), "purchase",
-                          card.wallet_account_id, caller.payable_account_id,
+                          card.wallet_account_id, caller.terminal.payable_account_id,
                           verdict.amount_sen, f"{key.tid} {message.text(42)}")
         out.append(posting)
     record_id = facts.next_record_id()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from switch.core import effects
 from switch.core.effects import AuditEntry, Decision
-from switch.core.facts import BatchFacts, Terminal, TerminalFacts
+from switch.core.facts import BatchFacts, Terminal
 from switch.core.replies import build_response
 from switch.core.request import Request
 from switch.core.rules import check_terminal
@@ -22,12 +22,11 @@ from switch.security import mac
 
 @dataclass(frozen=True)
 class Caller:
-    """An admitted terminal, with its clear working keys for this request only."""
+    """An admitted terminal (logged on, MAC verified) and the TAK its answer is signed
+    with; its sales are credited to ``terminal.payable_account_id``."""
 
-    facts: TerminalFacts
+    terminal: Terminal
     tak: bytes
-    #: The e-warong's payable account: where its purchases are credited.
-    payable_account_id: int
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def admit(terminal: Terminal | None, request: Request, checks: Checks) -> Caller
             return Refusal(codes.SECURITY_VIOLATION, "MAC missing")
         if not checks.mac_ok(facts.tak, request.raw):
             return Refusal(codes.SECURITY_VIOLATION, "MAC does not verify")
-    return Caller(facts, facts.tak, terminal.payable_account_id)
+    return Caller(terminal, facts.tak)
 
 
 def refuse(request: Request, facts: BatchFacts, refusal: Refusal) -> Decision:

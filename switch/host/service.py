@@ -130,7 +130,7 @@ class HostService:
             return answers
         decided = self._decide_with_retries(staged.jobs, staged.checks)
         for job, decision in zip(staged.jobs, decided, strict=True):
-            answers[job.index] = _answer(job.tpdu, decision)
+            answers[job.index] = job.answer(decision)
         return answers
 
     def _decide_with_retries(self, jobs: Sequence[_Job], checks: Checks) -> list[Decision]:
@@ -247,11 +247,15 @@ def _lost_a_race(exc: Exception) -> bool:
 
 @dataclass(frozen=True)
 class _Job:
-    """A request of the batch that needs its facts: its place, its TPDU reply."""
+    """A request of the batch that needs its facts, with its place in the batch and the
+    TPDU its answer goes back under."""
 
     index: int
     tpdu: bytes
     request: Request
+
+    def answer(self, decision: Decision) -> bytes | None:
+        return _answer(self.tpdu, decision)
 
 
 @dataclass(frozen=True)
