@@ -1,6 +1,11 @@
-"""Money is integer sen (HOST_SPEC §2: IDR with 2 implied decimals); this formats it."""
+"""Money is integer sen (HOST_SPEC §2: IDR with 2 implied decimals); this formats it,
+and names the kinds of transfer (the ledger's postings and the schema's CHECK agree on
+them by importing them from here)."""
 
 from __future__ import annotations
+
+#: What a transfer can be (``transfers.kind``).
+TRANSFER_KINDS = ("allocation", "purchase", "reversal")
 
 
 def rupiah(amount_sen: int) -> str:

@@ -110,8 +110,9 @@ class VerifyReport:
                f"\n  - {shown}"
 
 
-def verify_rows(key: bytes, rows: Iterable[Row | Any], head: Head) -> VerifyReport:
-    """Walk ``rows`` (in ``seq`` order) and report every break, the head included."""
+def verify_rows(key: bytes, rows: Iterable[Any], head: Head) -> VerifyReport:
+    """Walk ``rows`` (in ``seq`` order; anything with :class:`Row`'s attributes) and report
+    every break, the head included."""
     report = VerifyReport()
     expected_seq, prev_mac = 1, GENESIS_MAC
     for rec in rows:

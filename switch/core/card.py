@@ -49,7 +49,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     if facts.record(key, "reversal") is not None:
         verdict = Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
-        verdict, cryptogram = _verdict(request, facts, pan, card, card_facts, purchase)
+        verdict, cryptogram = _verdict(request, facts, caller, pan, card, card_facts,
+                                       purchase)
     out: list[Effect] = []
     if card is not None:
         out += _card_changes(facts, pan, card, verdict, cryptogram, key)
@@ -87,7 +88,7 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     return Decision(response, caller.tak, tuple(out))
 
 
-def _verdict(request: Request, facts: BatchFacts, pan: str, card: Card | None,
+def _verdict(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: Card | None,
              card_facts: CardFacts | None, purchase: tuple[int, list[BasketLine]] | None,
              ) -> tuple[Verdict, Cryptogram | None]:
     """The checks in order, first failure wins (the gate passed already)."""
@@ -102,9 +103,9 @@ def _verdict(request: Request, facts: BatchFacts, pan: str, card: Card | None,
         if isinstance(checked, str):
             return Verdict(codes.SECURITY_VIOLATION, reason=checked), None
         cryptogram = checked
-    terminal = facts.terminal(message.text(41))
-    assert terminal is not None and terminal.facts.tpk is not None, "the gate admitted it"
-    pin_ok = facts.checks.pin_ok(terminal.facts.tpk, message.binary(52), pan, card.pin_offset)
+    tpk = caller.terminal.facts.tpk
+    assert tpk is not None, "the gate admits only a terminal that has logged on"
+    pin_ok = facts.checks.pin_ok(tpk, message.binary(52), pan, card.pin_offset)
     refused = check_pin(card_facts, pin_ok, facts.max_pin_tries)
     if refused:
         return refused, cryptogram

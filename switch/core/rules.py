@@ -15,8 +15,9 @@ purchase: zero amount (13), goods (57), basket sum (13), balance (51).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from switch.core.facts import CardFacts, ItemFacts, PinOutcome, TerminalFacts
 from switch.protocol import codes
@@ -90,10 +91,11 @@ def check_balance(amount_sen: int, card: CardFacts) -> Verdict:
     return Verdict(codes.APPROVED, PinOutcome.CORRECT, amount_sen=amount_sen)
 
 
-def _card(**changes: object) -> CardFacts:
+_EXAMPLE_CARD = CardFacts(card_id=1, status="active", expiry_yymm="2812", pin_offset="0000",
+                          wrong_pin_count=0, kpm_active=True, wallet_account_id=1,
+                          balance_sen=0)
+
+
+def _card(**changes: Any) -> CardFacts:
     """A card for the examples above."""
-    fields: dict[str, object] = dict(
-        card_id=1, status="active", expiry_yymm="2812", pin_offset="0000",
-        wrong_pin_count=0, kpm_active=True, wallet_account_id=1, balance_sen=0)
-    fields.update(changes)
-    return CardFacts(**fields)  # type: ignore[arg-type]
+    return replace(_EXAMPLE_CARD, **changes)

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from switch.money import TRANSFER_KINDS
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -34,7 +36,6 @@ class Base(DeclarativeBase):
 
 
 ACCOUNT_KINDS = ("program", "kpm_wallet", "ewarong_payable")
-TRANSFER_KINDS = ("allocation", "purchase", "reversal")
 CARD_STATUSES = ("active", "blocked", "lost", "stolen", "dormant")
 RECORD_KINDS = ("request", "reversal")
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
+from switch.money import TRANSFER_KINDS
 from switch.protocol.errors import InvariantError
 
-#: What a posting can be (``transfers.kind``).
-POSTING_KINDS = ("allocation", "purchase", "reversal")
 MAX_KEY_CHARS = 80
 
 
@@ -54,14 +53,19 @@ class Posting:
     reverses_transfer_id: int | None = None
 
     def __post_init__(self) -> None:
-        require_amount(self.amount_sen)
-        require(self.kind in POSTING_KINDS, f"unknown transfer kind {self.kind!r}")
-        require(self.debit_account_id != self.credit_account_id,
-                "a transfer needs two accounts")
-        require(0 < len(self.idempotency_key) <= MAX_KEY_CHARS,
-                "idempotency keys are 1-80 characters")
-        require((self.kind == "reversal") == (self.reverses_transfer_id is not None),
-                "a reversal, and only a reversal, names the transfer it reverses")
+        check_posting(self.kind, self.debit_account_id, self.credit_account_id,
+                      self.amount_sen, self.idempotency_key, self.reverses_transfer_id)
+
+
+def check_posting(kind: str, debit_account_id: int, credit_account_id: int, amount_sen: int,
+                  idempotency_key: str, reverses_transfer_id: int | None) -> None:
+    """The rules of every transfer (a broken one is our bug: :class:`InvariantError`)."""
+    require_amount(amount_sen)
+    require(kind in TRANSFER_KINDS, f"unknown transfer kind {kind!r}")
+    require(debit_account_id != credit_account_id, "a transfer needs two accounts")
+    require(0 < len(idempotency_key) <= MAX_KEY_CHARS, "idempotency keys are 1-80 characters")
+    require((kind == "reversal") == (reverses_transfer_id is not None),
+            "a reversal, and only a reversal, names the transfer it reverses")
 
 
 def net_deltas(postings: Iterable[Posting]) -> dict[int, int]:

@@ -31,7 +31,6 @@ from switch.db.bulk import Bulk, Written, unnest
 from switch.db.engine import Database
 from switch.db.sql import Prepared
 from switch.db.tables import (
-    TRANSFER_KINDS,
     Account,
     JournalEntry,
     Kpm,
@@ -39,7 +38,7 @@ from switch.db.tables import (
     Transfer,
 )
 from switch.ledger.accounts import get_or_create_account
-from switch.ledger.money import Posting, net_deltas, require, require_amount
+from switch.ledger.money import Posting, check_posting, net_deltas, require, require_amount
 
 PROGRAM_OWNER = "BPNT"
 #: Accounts that may never go below zero (the program account funds them).
@@ -188,12 +187,8 @@ def post_transfer(
     money; the same key with other content raises :class:`IdempotencyConflict`
     (HOST_SPEC §4).  ``memo`` is informational and not part of the content.
     """
-    require_amount(amount_sen)
-    require(kind in TRANSFER_KINDS, f"unknown transfer kind {kind!r}")
-    require(debit_account_id != credit_account_id, "a transfer needs two accounts")
-    require((kind == "reversal") == (reverses_transfer_id is not None),
-             "a reversal, and only a reversal, names the transfer it reverses")
-    require(0 < len(idempotency_key) <= 80, "idempotency keys are 1-80 characters")
+    check_posting(kind, debit_account_id, credit_account_id, amount_sen, idempotency_key,
+                  reverses_transfer_id)
     existing = session.scalars(
         select(Transfer).where(Transfer.idempotency_key == idempotency_key)
     ).first()
