@@ -80,8 +80,9 @@ class HostWorld:
         return int(balance)
 
 
-def make_world(tmp_path: Path) -> Iterator[HostWorld]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'host.db'}")
+def make_world(tmp_path: Path, url: str | None = None) -> Iterator[HostWorld]:
+    """The world on SQLite in ``tmp_path``, or on the (empty) database at ``url``."""
+    settings = Settings(database_url=url or f"sqlite:///{tmp_path / 'host.db'}")
     keys = Keyring.from_settings(settings)
     db = open_database(settings.database_url)
     demo = build_world(kpm_count=12, terminal_count=2)

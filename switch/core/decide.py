@@ -120,7 +120,22 @@ def answer_at_once(message: Message, txn: TxnType) -> Decision | None:
     return None
 
 
-def format_error(message: Message, problem: Exception) -> Decision:
-    """RC 30 for content the decision could not use (a ``ProtocolError``), unsigned."""
-    return Decision(encode(build_response(message, codes.FORMAT_ERROR)), effects=(
-        effects.info("format error in %s: %s", message.mti, problem),))
+def format_error(request: Request, facts: BatchFacts, problem: Exception) -> Decision:
+    """RC 30 for content the decision could not use (a ``ProtocolError``, raised before
+    any effect): behind the gate, so an admitted terminal gets it signed with an RRN
+    (HOST_SPEC §3, §6); a refused one gets the refusal."""
+    message = request.message
+
+    @gated
+    def thirty(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
+        record_id = facts.next_record_id()
+        response = build_response(message, codes.FORMAT_ERROR, rrn=rrn_for(record_id))
+        return Decision(encode(response.with_fields(de64=PLACEHOLDER)), caller.tak, (
+            RrnIssued(record_id),
+            effects.info("format error in %s from %s stan=%s: %s", message.mti,
+                         message.opt_text(41), message.opt_text(11), problem)))
+
+    if not signed_class(message):
+        return Decision(encode(build_response(message, codes.FORMAT_ERROR)), effects=(
+            effects.info("format error in %s: %s", message.mti, problem),))
+    return thirty(request, facts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
 from switch.protocol.bpnt import card_data
 from switch.protocol.errors import ProtocolError
@@ -81,9 +82,14 @@ def key_date(mmdd: str, now: datetime) -> str:
     >>> key_date("0229", datetime(2027, 3, 1))
     '20280229'
     """
+    return _key_date(mmdd, now.date())
+
+
+@lru_cache(maxsize=4096)
+def _key_date(mmdd: str, today: date) -> str:
+    """:func:`key_date` by calendar day (cached: three requests a purchase ask it)."""
     if not mmdd or not _is_mmdd(mmdd):
         return ""  # no key to match (the decision answers a bad DE 13 with 30)
-    today = now.date()
     month, day = int(mmdd[:2]), int(mmdd[2:])
     best: date | None = None
     for year in (today.year - 1, today.year, today.year + 1):

@@ -194,7 +194,7 @@ def _decide_one(request: Request, facts: BatchFacts) -> Decision:
     try:
         return decide(request, facts)
     except ProtocolError as exc:
-        return format_error(request.message, exc)
+        return format_error(request, facts, exc)
     except AssertionError:
         raise
     except Exception:

@@ -207,7 +207,7 @@ APPROVED_PURCHASE = (
 #: ... and of an approved void (0200/020000, RC 00), with the transfer kind of each.
 APPROVED_VOID = (*APPROVED_PURCHASE[:2], RequestRecord.processing_code == "020000",
                  RequestRecord.response_code == "00")
-_MONEY_RECORDS = (("purchase", APPROVED_PURCHASE, "debit"), ("void", APPROVED_VOID, "pay-back"))
+_MONEY_RECORDS = (("purchase", APPROVED_PURCHASE, "debit"), ("void", APPROVED_VOID, "transfer"))
 
 
 def _check_purchases(session: Session, report: InvariantReport) -> None:
@@ -223,7 +223,8 @@ def _check_purchases(session: Session, report: InvariantReport) -> None:
             .limit(MAX_FETCHED)
         ).all()
         for rec_id in unmatched:
-            report.violations.append(f"approved {kind} {rec_id} has no matching {what}")
+            report.violations.append(
+                f"approved {kind} record {rec_id} has no matching {kind} {what}")
         orphans = session.scalars(
             select(Transfer.id).where(
                 Transfer.kind == kind,

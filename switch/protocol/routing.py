@@ -27,7 +27,7 @@ REQUIRED_DES: dict[TxnType, frozenset[int]] = {
     TxnType.ECHO: frozenset({3, 11, 24, 41}),
     TxnType.BALANCE: _CARD_DES,
     TxnType.PURCHASE: _CARD_DES | {4, 48, 62},
-    TxnType.VOID: _CARD_DES | {4, 62},
+    TxnType.VOID: _CARD_DES | {4, 48, 62},  # "as purchase" (HOST_SPEC §4)
     TxnType.REVERSAL: frozenset({3, 4, 11, 12, 13, 41, 42}),
     TxnType.BATCH_UPLOAD: frozenset({3, 4, 11, 12, 13, 37, 38, 41, 42, 60, 62}),
     TxnType.SETTLEMENT: frozenset({3, 11, 24, 41, 42, 60, 63}),

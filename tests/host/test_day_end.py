@@ -23,6 +23,12 @@ EGGS = BasketLine("TLR010", 1, 2_800_000)
 
 
 @pytest.fixture
+def world(engine_world: HostWorld) -> HostWorld:
+    """Every test here on both engines."""
+    return engine_world
+
+
+@pytest.fixture
 def client(world: HostWorld) -> DayEndClient:
     edc, _card = world.edc_with_card()
     assert edc.ensure_logged_on()

@@ -24,6 +24,12 @@ RICE = BasketLine("BRS005", 1, 6_500_000)
 
 
 @pytest.fixture
+def world(engine_world: HostWorld) -> HostWorld:
+    """Every test here on both engines."""
+    return engine_world
+
+
+@pytest.fixture
 def client(world: HostWorld) -> DayEndClient:
     edc, _card = world.edc_with_card()
     assert edc.ensure_logged_on()
@@ -71,6 +77,11 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
         ("0510 mismatch", client.settle(Totals(9, 1))[0], codes.SETTLEMENT_MISMATCH),
         ("0510 settled", client.settle(Totals(1, RICE.total_sen))[0], codes.APPROVED),
     ]
+    cases.append(("0210 invoice not n6", _swiped(client, chip, de62="12345X"),
+                  codes.FORMAT_ERROR))
+    bad_totals = Message("0500", {**client.settle(Totals())[0].fields, 11: client.next_stan(),
+                                  63: "X" * 30})
+    cases.append(("0510 DE 63 not digits", bad_totals, codes.FORMAT_ERROR))
     missing_basket = _swiped(client, chip)
     del missing_basket.fields[48]
     cases.append(("0210 missing DE 48", missing_basket, codes.FORMAT_ERROR))
