@@ -4,8 +4,10 @@ same flows against the real switch are in test_dayend_e2e.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,7 @@ from terminal_sim.edc import (
     State,
 )
 from terminal_sim.link import DirectLink, Faults, FaultyLink
+from terminal_sim.world import SimWorld
 from tests.terminal_sim.spec_host import START_SEN, SpecHost
 
 IMK_AC = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -268,3 +271,22 @@ def test_the_slip_is_an_end_of_day_report(bench: Bench) -> None:
                      "Rp 65.000", "SETTLEMENT BERHASIL", "TIDAK"):
         assert expected in slip, expected
     assert all(len(line) <= 32 for line in slip.splitlines())
+
+
+def test_simworld_keeps_the_batch_in_its_state_file(bench: Bench, tmp_path: Path) -> None:
+    bench.edc.purchase([RICE], bench.pin)
+    bench.faults.drop_responses = 1
+    bench.edc.purchase([EGGS], bench.pin)
+    demo = build_world(kpm_count=3, terminal_count=1)
+    state = tmp_path / "edc-state.json"
+    state.write_text(json.dumps({demo.terminals[0].tid: {"stan": 41, "invoice": 9}}))
+    old = SimWorld(demo, IMK_AC, "127.0.0.1", 9, state_path=state)
+    assert old.edc(demo.terminals[0]).batch.next_invoice() == "000010", "older state file"
+    old.close()
+    first = SimWorld(demo, IMK_AC, "127.0.0.1", 9, state_path=state)
+    first.edc(demo.terminals[0]).restore_state(bench.edc.saved_state())
+    first.close()
+    again = SimWorld(demo, IMK_AC, "127.0.0.1", 9, state_path=state).edc(demo.terminals[0])
+    assert again.batch == bench.edc.batch
+    assert again.pending_reversal == bench.edc.pending_reversal
+    assert again.stan == bench.edc.stan
