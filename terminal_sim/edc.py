@@ -143,6 +143,8 @@ class SettlementResult:
     upload_count: int = 0
     slip: tuple[str, ...] = ()
     timed_out: bool = False
+    #: The host answered 95 to 0500/920000 (totals differ), whatever came after.
+    mismatch: bool = False
 
     @property
     def approved(self) -> bool:
@@ -569,7 +571,8 @@ class Edc:
         self._show(f"SETTLEMENT BATCH {number}")
         rc, display, timed_out = self._settlement_request("920000", totals)
         uploaded, upload_count = False, 0
-        if rc == TOTALS_MISMATCH:
+        mismatch = rc == TOTALS_MISMATCH
+        if mismatch:
             self._show(f"{display} (RC {rc})")
             self._move(State.BATCH_UPLOAD)
             rc, display, timed_out, upload_count = self._batch_upload()
@@ -591,7 +594,7 @@ class Edc:
             self.on_screen(line)
         self.state = State.IDLE
         return SettlementResult(rc, display, number, totals, uploaded, upload_count, slip,
-                                timed_out)
+                                timed_out, mismatch)
 
     def _settlement_request(self, pcode: str, totals: Totals) -> tuple[str | None, str, bool]:
         """One 0500: (RC or None, display, timed out)."""

@@ -183,6 +183,7 @@ def test_totals_mismatch_uploads_every_approved_transaction_then_960000(bench: B
     before = bench.balance()
     result = bench.edc.settle()
     assert result.approved and result.uploaded and result.upload_count == 3
+    assert result.mismatch
     originals = {(m.text(3), m.text(62)): m for m in bench.sent("0200")}
     uploads = bench.host.uploads
     assert [(m.text(3), m.text(62)) for m in uploads] == \
@@ -227,6 +228,7 @@ def test_upload_refused_keeps_the_batch_open(bench: Bench) -> None:
     bench.host.force_rc["0320"] = "30"
     result = bench.edc.settle()
     assert (result.rc, result.uploaded, result.upload_count) == ("30", False, 0)
+    assert result.mismatch
     assert [m.text(3) for m in bench.sent("0500")] == ["920000"], "no 960000"
     assert bench.edc.batch.number_text == "000001"
 
