@@ -118,6 +118,27 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_records(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from switch.admin.records import prune_records
+    from switch.clock import SystemClock
+    from switch.db.schema import open_database
+
+    settings = _settings(args)
+    days = args.days if args.days is not None else settings.idempotency_window_days
+    if days < settings.idempotency_window_days:
+        print(f"refused: HOST_SPEC §4 keeps records {settings.idempotency_window_days} days "
+              f"(BPNT_IDEMPOTENCY_WINDOW_DAYS); --days {days} is shorter", file=sys.stderr)
+        return 2
+    db = open_database(settings.database_url, create=False)
+    report = prune_records(db, window=timedelta(days=days), now=SystemClock().now(),
+                           audit_key=bytes.fromhex(settings.audit_key_hex),
+                           dry_run=args.dry_run)
+    print(report.summary())
+    return 0
+
+
 def _cmd_terminals(args: argparse.Namespace) -> int:
     from switch.db.schema import open_database
     from switch.transports.presence import list_presence
@@ -231,6 +252,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--actor", required=True, help="who is making the change")
         p.set_defaults(func=_cmd_status)
 
+    records = sub.add_parser("records", help="idempotency records: prune those past the "
+                             "retention window (HOST_SPEC §4)")
+    records.add_argument("action", choices=["prune"])
+    records.add_argument("--days", type=int, default=None,
+                         help="keep this many days (default and minimum: the window setting)")
+    records.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    records.set_defaults(func=_cmd_records)
+
     terminals = sub.add_parser("terminals", help="MQTT terminals online/offline, last seen")
     terminals.set_defaults(func=_cmd_terminals)
 
@@ -246,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="import the valid rows and report the rest (default: nothing)")
     imp.set_defaults(func=_cmd_import_kpm)
 
-    for p in (serve, seed, alloc, check, audit, card, kpm, terminals, db, imp):
+    for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
     return parser
 

@@ -5,7 +5,9 @@ them by importing them from here)."""
 from __future__ import annotations
 
 #: What a transfer can be (``transfers.kind``).
-TRANSFER_KINDS = ("allocation", "purchase", "reversal")
+#: A void (HOST_SPEC §4) pays a purchase back from the e-warong to the wallet; a reversal
+#: undoes a purchase or a void.
+TRANSFER_KINDS = ("allocation", "purchase", "void", "reversal")
 
 
 def rupiah(amount_sen: int) -> str:

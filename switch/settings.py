@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     #: Per source address: one e-warong's NAT should never starve the others.
     max_connections_per_address: int = 1024
     max_pin_tries: int = 3
+    #: HOST_SPEC §4: idempotency records are kept at least this long, and a repeat is
+    #: matched only against records received within it (``bpnt-switch records prune``
+    #: removes older ones).  At most 180 days: a record's key date is DE 13 in the year
+    #: nearest the switch's clock, which is unambiguous only within half a year.
+    idempotency_window_days: int = Field(default=7, ge=1, le=180)
     #: Transports (HOST_SPEC §1): TCP is on by default; MQTT and serial when configured.
     tcp_enabled: bool = True
     #: ``mqtt://HOST:PORT`` of the broker (Mosquitto), or unset for no MQTT.

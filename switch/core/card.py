@@ -1,4 +1,5 @@
-"""Balance inquiry (0100/310000) and purchase (0200/000000), HOST_SPEC §4.  Pure.
+"""Balance inquiry (0100/310000), purchase (0200/000000) and void (0200/020000),
+HOST_SPEC §4.  Pure.
 
 Gate (58/63), then the idempotency record: a repeat replays the stored response
 (different content: 94), a request whose reversal came first is 05.  Then the
@@ -6,12 +7,27 @@ checks of :mod:`switch.core.rules` in order, the ARQC and PIN verified by
 :mod:`switch.core.verify`.  The effects: the card's chip state (PIN tries, block,
 ATC, last use), the purchase posting (wallet → e-warong payable), the idempotency
 record with the stored response, the audit entry and the log line.
+
+A void (§4, "Void") presents the card and PIN again and names the purchase by its
+invoice (DE 62) in the terminal's open batch: not there, reversed, or another card's →
+25; voided already → 12; DE 4 not the purchase's → 13.  Approved, it pays the
+purchase back from the e-warong to the wallet (exactly once: a repeat replays) and
+marks the purchase voided.
 """
 
 from __future__ import annotations
 
 from switch.core import effects
-from switch.core.effects import AuditEntry, CardChange, Decision, Effect, RecordWrite
+from switch.core.batch import BatchEntry, OpenBatch, parse_n6
+from switch.core.effects import (
+    AuditEntry,
+    CardChange,
+    Decision,
+    Effect,
+    RecordWrite,
+    RrnIssued,
+    VoidMark,
+)
 from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
 from switch.core.gate import Caller, gated
 from switch.core.replies import approval_code_for, build_response, replay, rrn_for
@@ -39,33 +55,47 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     key = RequestKey.of(message)
     pan = pan_of(message)  # unusable card data or basket: 30, whatever else is wrong
     purchase = ((int(message.text(4)), decode_basket(message.text(48)))
-                if request.txn is TxnType.PURCHASE else None)
+                if request.txn in (TxnType.PURCHASE, TxnType.VOID) else None)
+    invoice = (parse_n6(message.text(62), 62)
+               if request.txn in (TxnType.PURCHASE, TxnType.VOID) else None)
+    record_id = facts.next_record_id()
     prior = facts.record(key, "request")
     if prior is not None:
-        return replay(request, prior, caller.tak)
+        return _replayed(replay(request, prior, caller.tak, rrn_for(record_id)), record_id)
     found = facts.card(pan)
     card, card_facts = found if found else (None, None)
     cryptogram: Cryptogram | None = None
+    original: BatchEntry | None = None
     if facts.record(key, "reversal") is not None:
         verdict = Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
     else:
         verdict, cryptogram = _verdict(request, facts, caller, pan, card, card_facts,
                                        purchase)
+        if request.txn is TxnType.VOID and verdict.rc == codes.APPROVED:
+            assert card_facts is not None and invoice is not None and purchase is not None
+            verdict, original = _void_verdict(facts.open_batch(key.tid), invoice,
+                                              purchase[0], card_facts)
     out: list[Effect] = []
     if card is not None:
         out += _card_changes(facts, pan, card, verdict, cryptogram, key)
     posting = None
     if verdict.rc == codes.APPROVED and verdict.amount_sen > 0:
         assert card is not None and card_facts is not None, "an approved purchase has a card"
-        posting = Posting(facts.next_transfer_id(), key.transfer_key("pur"), "purchase",
-                          card.wallet_account_id, caller.terminal.payable_account_id,
-                          verdict.amount_sen, f"{key.tid} {message.text(42)}")
-        out.append(posting)
-    record_id = facts.next_record_id()
+        if original is None:
+            posting = Posting(facts.next_transfer_id(), key.transfer_key("pur", facts.now),
+                              "purchase", card.wallet_account_id,
+                              caller.terminal.payable_account_id, verdict.amount_sen,
+                              f"{key.tid} {message.text(42)}")
+            out.append(posting)
+        else:
+            posting = _void_posting(facts, key, original)
+            out += [posting, VoidMark(original.record_id, record_id)]
     approved = verdict.rc == codes.APPROVED
     balance_after = None
     if card_facts is not None and verdict.rc in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
-        balance_after = card_facts.balance_sen - verdict.amount_sen  # DE 54: what is left
+        paid_back = original is not None
+        balance_after = card_facts.balance_sen + (  # DE 54: what is left
+            verdict.amount_sen if paid_back else -verdict.amount_sen)
     response = encode(build_response(
         message, verdict.rc, rrn=rrn_for(record_id),
         approval_code=approval_code_for(record_id) if approved else None,
@@ -78,7 +108,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
         verdict.amount_sen, request.digest, verdict.rc, response,
         posting.transfer_id if posting else None,
         posting.debit_account_id if posting else None,
-        posting.credit_account_id if posting else None))
+        posting.credit_account_id if posting else None, invoice,
+        original.record_id if original else None))
     out.append(AuditEntry(facts.now, f"terminal:{key.tid}", request.txn.value, mask_pan(pan), {
         "rc": verdict.rc, "amount_sen": verdict.amount_sen, "stan": key.stan,
         "local_date": key.local_date, "reason": verdict.reason}))
@@ -112,7 +143,7 @@ def _verdict(request: Request, facts: BatchFacts, caller: Caller, pan: str, card
     if not card_facts.kpm_active:
         return Verdict(codes.NOT_PERMITTED_KPM, PinOutcome.CORRECT,
                        reason="KPM inactive"), cryptogram
-    if purchase is None:
+    if purchase is None or request.txn is TxnType.VOID:
         return Verdict(codes.APPROVED, PinOutcome.CORRECT), cryptogram
     amount_sen, basket = purchase
     items = {line.item_code: facts.catalogue[line.item_code] for line in basket
@@ -121,6 +152,40 @@ def _verdict(request: Request, facts: BatchFacts, caller: Caller, pan: str, card
     if refused:
         return refused, cryptogram
     return check_balance(amount_sen, card_facts), cryptogram
+
+
+def _void_verdict(batch: OpenBatch, invoice: str, amount_sen: int,
+                  card: CardFacts) -> tuple[Verdict, BatchEntry | None]:
+    """HOST_SPEC §4 "Void": the purchase of the open batch with this invoice."""
+    original = batch.purchase_by_invoice(invoice)
+    ok = PinOutcome.CORRECT
+    if original is None or original.reversed:
+        return Verdict(codes.ORIGINAL_NOT_FOUND, ok, reason=f"invoice {invoice} not in the "
+                       "open batch" if original is None else f"invoice {invoice} reversed"), None
+    if original.debit_account_id != card.wallet_account_id:
+        return Verdict(codes.ORIGINAL_NOT_FOUND, ok,
+                       reason=f"invoice {invoice} is another KPM's"), None
+    if original.voided_by_record_id is not None:
+        return Verdict(codes.INVALID_TRANSACTION, ok, reason=f"invoice {invoice} voided "
+                       "already"), None
+    if amount_sen != original.amount_sen:
+        return Verdict(codes.INVALID_AMOUNT, ok, reason="DE 4 is not the purchase's"), None
+    return Verdict(codes.APPROVED, ok, original.amount_sen, f"voids invoice {invoice}"), original
+
+
+def _void_posting(facts: BatchFacts, key: RequestKey, original: BatchEntry) -> Posting:
+    """The purchase paid back: e-warong payable → wallet."""
+    assert original.debit_account_id is not None and original.credit_account_id is not None
+    return Posting(facts.next_transfer_id(), key.transfer_key("void", facts.now), "void",
+                   original.credit_account_id, original.debit_account_id,
+                   original.amount_sen,
+                   f"voids {original.key.transfer_key('pur', facts.now)}")
+
+
+def _replayed(decision: Decision, record_id: int) -> Decision:
+    """A replay or a 94 (whose RRN took ``record_id``)."""
+    return Decision(decision.response, decision.sign_with,
+                    (RrnIssued(record_id), *decision.effects))
 
 
 def _card_changes(facts: BatchFacts, pan: str, card: Card, verdict: Verdict,

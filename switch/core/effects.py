@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from switch.audit.chain import Entry
+from switch.core.batch import Difference, Totals, Upload
 from switch.core.request import RequestKey
 from switch.ledger.money import Posting
 
@@ -35,11 +36,30 @@ class CardChange:
 
 @dataclass(frozen=True)
 class KeysChange:
-    """A logon's new working keys (clear here; the store wraps them under the KEK)."""
+    """A logon's new working keys (clear here; the store wraps them under the KEK), and
+    the logon's DE 11 and time (a repeat within 60 s gets the same keys, HOST_SPEC §4)."""
 
     tid: str
     tpk: bytes
     tak: bytes
+    stan: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RrnIssued:
+    """An answer that took a reserved record id for its RRN (DE 37) and writes no record
+    (a refusal, a 94): the id is used up."""
+
+    record_id: int
+
+
+@dataclass(frozen=True)
+class VoidMark:
+    """A purchase record's standing void (``None``: the void was reversed), HOST_SPEC §4."""
+
+    record_id: int
+    voided_by_record_id: int | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,42 @@ class RecordWrite:
     #: The accounts of ``transfer_id`` (so a later reversal in the batch finds them).
     debit_account_id: int | None = None
     credit_account_id: int | None = None
+    #: DE 62 of a purchase or void.
+    invoice: str | None = None
+    #: A void: the purchase record it cancels.
+    original_record_id: int | None = None
+
+
+@dataclass(frozen=True)
+class UploadWrite:
+    """A batch upload (0320) as received: what the terminal holds.  Moves no money."""
+
+    upload: Upload
+    stan: str
+    local_time: str
+    local_date: str
+
+
+@dataclass(frozen=True)
+class SettlementWrite:
+    """A settlement (0500), HOST_SPEC §4: the totals on both sides and, when ``closed``,
+    the batch it closes (its records and uploads), the differences a batch upload
+    showed, and the terminal's next batch number."""
+
+    settlement_id: int
+    tid: str
+    batch_number: str
+    processing_code: str
+    stan: str
+    local_date: str
+    response_code: str
+    closed: bool
+    terminal_totals: Totals
+    switch_totals: Totals
+    differences: tuple[Difference, ...] = ()
+    closed_record_ids: tuple[int, ...] = ()
+    closed_upload_ids: tuple[int, ...] = ()
+    next_batch_number: str | None = None
 
 
 #: One record for the tamper-evident chain (linked and MACed by the store when it
@@ -83,7 +139,8 @@ def warning(msg: str, *args: Any) -> LogLine:
     return LogLine(logging.WARNING, msg, args)
 
 
-Effect = Posting | CardChange | KeysChange | RecordWrite | AuditEntry | LogLine
+Effect = (Posting | CardChange | KeysChange | RecordWrite | RrnIssued | VoidMark
+          | UploadWrite | SettlementWrite | AuditEntry | LogLine)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
 
+from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch
 from switch.core.effects import (
     AuditEntry,
     CardChange,
@@ -23,6 +24,10 @@ from switch.core.effects import (
     KeysChange,
     LogLine,
     RecordWrite,
+    RrnIssued,
+    SettlementWrite,
+    UploadWrite,
+    VoidMark,
 )
 from switch.core.request import RequestKey
 from switch.core.verify import Checks
@@ -40,6 +45,9 @@ class TerminalFacts:
     tpk: bytes | None
     #: Clear TAK of the current logon session (HOST_SPEC §6 MAC key).
     tak: bytes | None = None
+    #: The last logon's DE 11 and time (HOST_SPEC §4: a repeat within 60 s).
+    logon_stan: str | None = None
+    logon_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,11 @@ class StoredRecord(NamedTuple):
     amount_sen: int = 0
     debit_account_id: int | None = None
     credit_account_id: int | None = None
+    record_id: int = 0
+    processing_code: str = ""
+    #: A void: the purchase it cancels; a purchase: the void that stands against it.
+    original_record_id: int | None = None
+    voided_by_record_id: int | None = None
 
 
 class PinOutcome(enum.Enum):
@@ -135,6 +148,8 @@ class BatchFacts:
     balances: dict[int, int] = field(default_factory=dict)
     records: dict[RequestKey, dict[str, StoredRecord]] = field(default_factory=dict)
     catalogue: dict[str, ItemFacts] = field(default_factory=dict)
+    #: The open batches of the terminals that void or settle in this batch (HOST_SPEC §4).
+    open_batches: dict[str, OpenBatch] = field(default_factory=dict)
     #: Ids reserved for the batch's new idempotency records and transfers.
     record_ids: list[int] = field(default_factory=list)
     transfer_ids: list[int] = field(default_factory=list)
@@ -154,6 +169,12 @@ class BatchFacts:
         found = self.records.get(key)
         return found.get(kind) if found else None
 
+    def open_batch(self, tid: str) -> OpenBatch:
+        found = self.open_batches.get(tid)
+        if found is None:
+            raise InvariantError(f"the store did not read the open batch of {tid}")
+        return found
+
     def next_record_id(self) -> int:
         return _next(self.record_ids, self.records_used, "request_records")
 
@@ -166,24 +187,58 @@ class BatchFacts:
             if isinstance(effect, Posting):
                 apply_postings(self.balances, (effect,))
                 self.transfers_used += 1
+                if effect.reverses_transfer_id is not None:
+                    for batch in self.open_batches.values():
+                        batch.reverse_transfer(effect.reverses_transfer_id)
             elif isinstance(effect, CardChange):
                 self.cards[effect.pan] = replace(
                     self.cards[effect.pan], status=effect.status,
                     wrong_pin_count=effect.wrong_pin_count, last_atc=effect.last_atc,
                     last_used_at=effect.last_used_at)
             elif isinstance(effect, RecordWrite):
-                self.records.setdefault(effect.key, {})[effect.kind] = StoredRecord(
-                    effect.kind, effect.key.tid, effect.key.stan, effect.request_hash,
-                    effect.response_code, effect.response_unit, effect.transfer_id,
-                    effect.amount_sen, effect.debit_account_id, effect.credit_account_id)
+                self._record(effect)
+            elif isinstance(effect, RrnIssued):
                 self.records_used += 1
+            elif isinstance(effect, VoidMark):
+                self._void_mark(effect)
+            elif isinstance(effect, UploadWrite):
+                self.open_batch(effect.upload.tid).uploads.append(effect.upload)
+            elif isinstance(effect, SettlementWrite):
+                if effect.closed:
+                    assert effect.next_batch_number is not None
+                    self.open_batches[effect.tid] = OpenBatch(effect.tid,
+                                                              effect.next_batch_number)
             elif isinstance(effect, KeysChange):
                 terminal = self.terminals[effect.tid]
                 self.terminals[effect.tid] = replace(terminal, facts=replace(
-                    terminal.facts, tpk=effect.tpk, tak=effect.tak))
+                    terminal.facts, tpk=effect.tpk, tak=effect.tak, logon_stan=effect.stan,
+                    logon_at=effect.at))
             else:
                 assert isinstance(effect, AuditEntry | LogLine), effect
         return self
+
+    def _record(self, write: RecordWrite) -> None:
+        self.records.setdefault(write.key, {})[write.kind] = StoredRecord(
+            write.kind, write.key.tid, write.key.stan, write.request_hash,
+            write.response_code, write.response_unit, write.transfer_id, write.amount_sen,
+            write.debit_account_id, write.credit_account_id, write.record_id,
+            write.processing_code, write.original_record_id)
+        self.records_used += 1
+        batch = self.open_batches.get(write.key.tid)
+        if (batch is not None and write.kind == "request" and write.response_code == "00"
+                and write.processing_code in (PURCHASE_CODE, VOID_CODE)):
+            batch.entries[write.record_id] = BatchEntry(
+                write.record_id, write.key, write.processing_code, write.amount_sen,
+                write.invoice, write.transfer_id, write.debit_account_id,
+                write.credit_account_id, original_record_id=write.original_record_id)
+
+    def _void_mark(self, mark: VoidMark) -> None:
+        for kinds in self.records.values():
+            stored = kinds.get("request")
+            if stored is not None and stored.record_id == mark.record_id:
+                kinds["request"] = stored._replace(voided_by_record_id=mark.voided_by_record_id)
+        for batch in self.open_batches.values():
+            batch.mark(mark.record_id, voided_by_record_id=mark.voided_by_record_id)
 
 
 def _next(ids: list[int], used: int, table: str) -> int:

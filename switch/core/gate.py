@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switch.core import effects
-from switch.core.effects import AuditEntry, Decision
+from switch.core.effects import AuditEntry, Decision, RrnIssued
 from switch.core.facts import BatchFacts, Terminal
 from switch.core.replies import build_response
-from switch.core.request import Request
+from switch.core.request import Request, rrn_for
 from switch.core.rules import check_terminal
 from switch.core.verify import Checks
 from switch.protocol import codes
@@ -31,17 +31,22 @@ class Caller:
 
 @dataclass(frozen=True)
 class Refusal:
+    """A refused request; ``sign_with`` is the terminal's TAK when its answer can be
+    signed (HOST_SPEC §6: all but 58 to an unknown terminal and 63)."""
+
     rc: str
     reason: str
+    sign_with: bytes | None = None
 
 
 def admit(terminal: Terminal | None, request: Request, checks: Checks) -> Caller | Refusal:
     """The gate, given the terminal as the batch knows it (``None``: unknown)."""
     message = request.message
     facts = terminal.facts if terminal else None
-    refused = check_terminal(facts, message.text(42))
+    refused = check_terminal(facts, message.opt_text(42) or "")
     if refused is not None or terminal is None or facts is None:
-        return Refusal(codes.NOT_PERMITTED_TERMINAL, refused.reason if refused else "unknown")
+        return Refusal(codes.NOT_PERMITTED_TERMINAL, refused.reason if refused else "unknown",
+                       facts.tak if facts else None)
     if facts.tpk is None or facts.tak is None:
         return Refusal(codes.SECURITY_VIOLATION, "terminal has not logged on")
     if mac.requires_mac(message.mti):
@@ -53,13 +58,18 @@ def admit(terminal: Terminal | None, request: Request, checks: Checks) -> Caller
 
 
 def refuse(request: Request, facts: BatchFacts, refusal: Refusal) -> Decision:
-    """A refused request: audited and logged; its answer is unsigned (the caller is not
-    trusted with a MAC under a key it may not hold)."""
+    """A refused request: audited and logged, with an RRN of its own (HOST_SPEC §3); signed
+    when the terminal's TAK is known and its MAC is not what failed (§6)."""
     message, action = request.message, request.txn.value
-    tid, stan = message.text(41), message.text(11)
-    return Decision(encode(build_response(message, refusal.rc)), effects=(
+    tid, stan = message.text(41), message.opt_text(11) or ""
+    record_id = facts.next_record_id()
+    response = build_response(message, refusal.rc, rrn=rrn_for(record_id))
+    if refusal.sign_with is not None:
+        response = response.with_fields(de64=mac.PLACEHOLDER)
+    return Decision(encode(response), refusal.sign_with, effects=(
+        RrnIssued(record_id),
         AuditEntry(facts.now, f"terminal:{tid}", f"refused.{action}", stan,
-                   {"rc": refusal.rc, "reason": refusal.reason}),
+                   {"rc": refusal.rc, "reason": refusal.reason, "rrn": rrn_for(record_id)}),
         effects.warning("%s refused tid=%s stan=%s rc=%s: %s", action, tid, stan,
                         refusal.rc, refusal.reason)))
 

@@ -8,7 +8,9 @@ import hashlib
 from switch.core import effects
 from switch.core.effects import Decision
 from switch.core.facts import StoredRecord
-from switch.core.request import Request
+from switch.core.request import Request, approval_code_for, rrn_for
+
+__all__ = ["approval_code_for", "build_response", "replay", "request_hash", "rrn_for"]
 from switch.protocol import codes
 from switch.protocol.bpnt import encode_balance
 from switch.protocol.message import Message, encode
@@ -75,22 +77,13 @@ def same_content(stored_hash: str, request: Message, digest: str) -> bool:
     return stored_hash == digest or stored_hash == legacy_request_hash(request)
 
 
-def rrn_for(record_id: int) -> str:
-    """RRN (DE 37, an12): the idempotency record's id, unique across the host."""
-    return f"{record_id:012d}"
-
-
-def approval_code_for(record_id: int) -> str:
-    return f"{record_id % 1_000_000:06d}"
-
-
-def replay(request: Request, prior: StoredRecord, tak: bytes) -> Decision:
+def replay(request: Request, prior: StoredRecord, tak: bytes, rrn: str) -> Decision:
     """HOST_SPEC §4: same key, same content → the same bytes (signed afresh); different
-    content → 94."""
+    content → 94 (under a new ``rrn``: the answer is not the stored one's)."""
     if same_content(prior.request_hash, request.message, request.digest):
         return Decision(prior.response_unit, tak, (effects.info(
             "duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
             prior.response_code),))
-    answer = build_response(request.message, codes.DUPLICATE_DIFFERENT)
+    answer = build_response(request.message, codes.DUPLICATE_DIFFERENT, rrn=rrn)
     return Decision(encode(answer.with_fields(de64=PLACEHOLDER)), tak, (effects.warning(
         "duplicate tid=%s stan=%s with different content: 94", prior.tid, prior.stan),))

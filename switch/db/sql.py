@@ -205,6 +205,9 @@ def _in_json_list_sqlite(element: InJsonList, compiler: Any, **kw: Any) -> str:
 
 #: Tables whose ids :func:`reserve_ids` hands out (a fixed list: names go into SQL).
 RESERVABLE_TABLES = frozenset({"request_records", "transfers"})
+#: Those whose ids name something outside the table (a request record's id is the
+#: RRN of its answer, HOST_SPEC §3, refusals included): never handed out twice.
+COUNTED_TABLES = frozenset({"request_records"})
 
 
 def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
@@ -214,7 +217,10 @@ def reserve_ids(connection: Connection, table: str, count: int) -> list[int]:
     transaction (or in other processes) never collide.  SQLite: the next ids after
     the largest, which is safe because the caller holds the write lock (``BEGIN
     IMMEDIATE``) and inserts them before any other insert into ``table`` in its
-    transaction.  Ids reserved but not used are simply gaps.
+    transaction.  Ids reserved but not used are simply gaps; for the tables in
+    :data:`COUNTED_TABLES` SQLite also remembers the last id handed out
+    (``id_counters``), so an id reserved and left unused (a refusal's RRN) is never
+    handed out again.
     """
     return Reservation(connection, table, count).ids()
 
@@ -226,6 +232,7 @@ class Reservation:
         assert table in RESERVABLE_TABLES, f"no id reservation for {table!r}"
         self.count = count
         self._postgres = connection.dialect.name == "postgresql"
+        self._counted = not self._postgres and table in COUNTED_TABLES
         self._submitted: Submitted | None = None
         if count <= 0:
             return
@@ -233,6 +240,9 @@ class Reservation:
             self._submitted = submit_sql(
                 connection, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
                 "FROM generate_series(1, %(n)s)", {"n": count})
+        elif table in COUNTED_TABLES:
+            self._submitted = submit_sql(connection, _COUNTER_SQL.format(table=table),
+                                         (table, count, count))
         else:
             self._submitted = submit_sql(connection,
                                          f"SELECT COALESCE(MAX(id), 0) FROM {table}", ())
@@ -244,7 +254,19 @@ class Reservation:
         if self._postgres:
             return sorted(int(row[0]) for row in rows)
         largest = int(rows[0][0])
+        if self._counted:  # the counter returns the last id it handed out
+            largest -= self.count
         return list(range(largest + 1, largest + 1 + self.count))
+
+
+#: SQLite: hand out ids after both the counter and the table's largest id (a row
+#: inserted without a reservation, or a database older than the counter).
+_COUNTER_SQL = (
+    "INSERT INTO id_counters (name, last_id) "
+    "VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM {table}) + ?) "
+    "ON CONFLICT (name) DO UPDATE SET last_id = "
+    "MAX(id_counters.last_id, (SELECT COALESCE(MAX(id), 0) FROM {table})) + ? "
+    "RETURNING last_id")
 
 
 class Submitted:

@@ -37,7 +37,10 @@ class Base(DeclarativeBase):
 
 ACCOUNT_KINDS = ("program", "kpm_wallet", "ewarong_payable")
 CARD_STATUSES = ("active", "blocked", "lost", "stolen", "dormant")
-RECORD_KINDS = ("request", "reversal")
+#: HOST_SPEC §4 idempotency classes: 0100/0200 ("request"), their reversals (0400/0401),
+#: batch upload (0320) and settlement (0500).
+RECORD_KINDS = ("request", "reversal", "upload", "settlement")
+DIFFERENCE_KINDS = ("switch_only", "terminal_only", "amount")
 
 
 def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
@@ -166,6 +169,12 @@ class Terminal(Base):
     tmk_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     tpk_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     tak_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    #: HOST_SPEC §4: the open batch's number as the switch expects it (n6), moved on by
+    #: an accepted settlement.
+    batch_number: Mapped[str] = mapped_column(String(6), default="000001")
+    #: The last logon's DE 11 and time: a repeat within 60 s gets the same keys (§4).
+    logon_stan: Mapped[str | None] = mapped_column(String(6), default=None)
+    logon_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class Item(Base):
@@ -190,21 +199,27 @@ class Period(Base):
 
 
 class RequestRecord(Base):
-    """The idempotency record of HOST_SPEC §4, with the exact response bytes."""
+    """The idempotency record of HOST_SPEC §4, with the exact response bytes.
+
+    ``key_date`` is DE 13 placed in the year nearest the switch's clock (YYYYMMDD), so
+    a key that comes round next year is a new record; a repeat is matched only
+    against records created within the retention window (settings).
+    """
 
     __tablename__ = "request_records"
     __table_args__ = (
-        UniqueConstraint("tid", "local_date", "stan", "kind"),
+        UniqueConstraint("tid", "key_date", "stan", "kind"),
         _one_of("kind", RECORD_KINDS, "record_kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tid: Mapped[str] = mapped_column(String(8))
     local_date: Mapped[str] = mapped_column(String(4))
+    key_date: Mapped[str] = mapped_column(String(8))
     stan: Mapped[str] = mapped_column(String(6))
-    #: "request" (0100/0200) or "reversal" (0400/0401)
+    #: "request" (0100/0200), "reversal" (0400/0401), "upload" (0320), "settlement" (0500)
     kind: Mapped[str] = mapped_column(String(10))
-    #: The response MTI (0110, 0210, 0410).
+    #: The response MTI (0110, 0210, 0330, 0410, 0510).
     mti: Mapped[str] = mapped_column(String(4))
     processing_code: Mapped[str] = mapped_column(String(6))
     amount_sen: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -214,7 +229,103 @@ class RequestRecord(Base):
     transfer_id: Mapped[int | None] = mapped_column(
         ForeignKey("transfers.id"), unique=True, default=None
     )
+    #: DE 62 of a purchase or void (HOST_SPEC §3: unique in the terminal's batch).
+    invoice: Mapped[str | None] = mapped_column(String(6), default=None)
+    #: A void: the purchase record it cancels.
+    original_record_id: Mapped[int | None] = mapped_column(
+        ForeignKey("request_records.id", ondelete="SET NULL"), default=None)
+    #: A purchase: the approved void that stands against it (cleared if the void is
+    #: reversed), HOST_SPEC §4.
+    voided_by_record_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: The settlement that closed the batch this approved purchase or void was in;
+    #: ``NULL``: in the terminal's open batch.
+    settlement_id: Mapped[int | None] = mapped_column(
+        ForeignKey("settlements.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Settlement(Base):
+    """A settlement request (0500) and what the switch made of it, HOST_SPEC §4.  Its id is
+    the id of the request's idempotency record (so its RRN)."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (_one_of("processing_code", ("920000", "960000"), "settlement_code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tid: Mapped[str] = mapped_column(String(8), index=True)
+    #: DE 60, the terminal's batch number.
+    batch_number: Mapped[str] = mapped_column(String(6))
+    processing_code: Mapped[str] = mapped_column(String(6))
+    stan: Mapped[str] = mapped_column(String(6))
+    local_date: Mapped[str] = mapped_column(String(4))
+    response_code: Mapped[str] = mapped_column(String(2))
+    #: The batch was closed by this settlement (00).
+    closed: Mapped[bool] = mapped_column(Boolean)
+    #: DE 63 as the terminal sent it.
+    terminal_purchase_count: Mapped[int] = mapped_column(Integer)
+    terminal_purchase_sen: Mapped[int] = mapped_column(BigInteger)
+    terminal_void_count: Mapped[int] = mapped_column(Integer)
+    terminal_void_sen: Mapped[int] = mapped_column(BigInteger)
+    #: The same totals from the switch's open batch.
+    switch_purchase_count: Mapped[int] = mapped_column(Integer)
+    switch_purchase_sen: Mapped[int] = mapped_column(BigInteger)
+    switch_void_count: Mapped[int] = mapped_column(Integer)
+    switch_void_sen: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BatchUpload(Base):
+    """One 0320 (HOST_SPEC §4): what the terminal holds of its batch.  Never money.  Its
+    id is the id of the upload's idempotency record."""
+
+    __tablename__ = "batch_uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tid: Mapped[str] = mapped_column(String(8), index=True)
+    batch_number: Mapped[str] = mapped_column(String(6))
+    stan: Mapped[str] = mapped_column(String(6))
+    #: DE 3 as sent (the original's with the last digit 1: 000001, 020001).
+    processing_code: Mapped[str] = mapped_column(String(6))
+    amount_sen: Mapped[int] = mapped_column(BigInteger)
+    #: DE 12/13: the original's local time and date.
+    local_time: Mapped[str] = mapped_column(String(6))
+    local_date: Mapped[str] = mapped_column(String(4))
+    #: DE 37/38/62: the original's RRN, approval code and invoice.
+    rrn: Mapped[str] = mapped_column(String(12))
+    approval_code: Mapped[str] = mapped_column(String(6))
+    invoice: Mapped[str] = mapped_column(String(6))
+    #: The settlement (960000) that took it into account; ``NULL`` until then.
+    settlement_id: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SettlementDifference(Base):
+    """A difference a batch upload showed (HOST_SPEC §4): on the switch only, on the
+    terminal only, or a different amount.  For the reconciliation report."""
+
+    __tablename__ = "settlement_differences"
+    __table_args__ = (_one_of("kind", DIFFERENCE_KINDS, "difference_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    settlement_id: Mapped[int] = mapped_column(ForeignKey("settlements.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    rrn: Mapped[str | None] = mapped_column(String(12), default=None)
+    invoice: Mapped[str | None] = mapped_column(String(6), default=None)
+    #: The purchase or void code (000000 / 020000).
+    processing_code: Mapped[str] = mapped_column(String(6))
+    switch_amount_sen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    terminal_amount_sen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class IdCounter(Base):
+    """SQLite only: the last id handed out of a table whose ids are reserved before the
+    rows exist (an id reserved and left unused, e.g. a refusal's RRN, is never handed
+    out again).  PostgreSQL uses the table's sequence."""
+
+    __tablename__ = "id_counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class TerminalPresence(Base):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -47,7 +48,7 @@ from switch.ledger.postings import LedgerError
 from switch.protocol import codes
 from switch.protocol.errors import FramingError, ProtocolError
 from switch.protocol.message import Message, encode
-from switch.protocol.routing import TxnType, classify, response_mti
+from switch.protocol.routing import TxnType, classify, missing_des, response_mti
 from switch.protocol.unit import TPDU_LEN, Tpdu, decode_unit
 from switch.security import mac
 from switch.security.keyring import Keyring
@@ -56,7 +57,9 @@ from switch.settings import Settings
 
 log = logging.getLogger("bpnt.host")
 
-_GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL, TxnType.CASH_OUT})
+#: Requests whose content is hashed for HOST_SPEC §4 (they are, or may be, recorded).
+_HASHED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID, TxnType.REVERSAL,
+                     TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
 #: What the connection gets when no answer may be given: it is closed.
 CLOSE = Decision(None)
 
@@ -116,10 +119,11 @@ class HostService:
             _write_log(ready.effects)
             return _answer(tpdu, ready), None
         raw = data[TPDU_LEN:]
-        digest = request_hash(message, raw) if txn in _GATED else ""
+        digest = request_hash(message, raw) if txn in _HASHED else ""
         new_keys = ((new_double_length_key(), new_double_length_key())
                     if txn is TxnType.LOGON else None)
-        return None, (tpdu, Request(message, raw, txn, digest, new_keys))
+        missing = tuple(missing_des(message, txn)) if txn is not TxnType.UNSUPPORTED else ()
+        return None, (tpdu, Request(message, raw, txn, digest, new_keys, missing))
 
     # -- stage 2: the writer -------------------------------------------------------------
 
@@ -172,7 +176,8 @@ class HostService:
         effects: list[Effect] = []
         with self.store.batch() as batch:
             facts = batch.read(requests, now=now, checks=checks,
-                               max_pin_tries=self.settings.max_pin_tries)
+                               max_pin_tries=self.settings.max_pin_tries,
+                               window=timedelta(days=self.settings.idempotency_window_days))
             for request in requests:
                 decision = _decide_one(request, facts)
                 facts.apply(decision.effects)

@@ -23,17 +23,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, text, update
+from sqlalchemy.orm import aliased
 
 from switch.audit.chain import Head, link
+from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch, Upload
 from switch.core.effects import AuditEntry, CardChange, Effect, KeysChange, RecordWrite
 from switch.core.facts import BatchFacts, Card, ItemFacts, StoredRecord, Terminal, TerminalFacts
 from switch.core.precheck import warm
-from switch.core.request import Request, RequestKey, pan_of
+from switch.core.request import Request, RequestKey, key_date, pan_of
 from switch.core.verify import Checks
 from switch.db import audit
 from switch.db.bulk import Bulk, unnest
@@ -41,6 +43,7 @@ from switch.db.engine import Database
 from switch.db.sql import Prepared, Reservation, Submitted, in_json_list, json_list, pipeline
 from switch.db.tables import (
     Account,
+    BatchUpload,
     Ewarong,
     Item,
     Kpm,
@@ -53,6 +56,7 @@ from switch.db.tables import (
 from switch.db.tables import (
     Terminal as TerminalRow,
 )
+from switch.host.day_end import write_day_end
 from switch.ledger.money import Posting
 from switch.ledger.postings import submit_postings
 from switch.protocol.errors import InvariantError, ProtocolError
@@ -61,10 +65,13 @@ from switch.security.keyring import Keyring
 from switch.security.keys import KeyIntegrityError, pan_token, unwrap_key, wrap_key
 
 #: Requests that read or write an idempotency record (HOST_SPEC §4).
-RECORDED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL})
-#: Requests that may post a transfer (a purchase debit, a reversal's credit back).
-POSTING = frozenset({TxnType.PURCHASE, TxnType.REVERSAL})
-CARD_REQUESTS = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
+RECORDED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID, TxnType.REVERSAL,
+                      TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
+#: Requests that may post a transfer (a purchase debit, a void's pay-back, a reversal).
+POSTING = frozenset({TxnType.PURCHASE, TxnType.VOID, TxnType.REVERSAL})
+CARD_REQUESTS = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID})
+#: Requests that read their terminal's open batch (HOST_SPEC §4).
+BATCHED = frozenset({TxnType.VOID, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
 #: Clear working keys kept per process (bounded).  Keyed by the wrapped bytes, so a
 #: logon anywhere (new wrapped keys in the database) is a new entry: the cache holds
 #: no state, only spares the AES-GCM unwrap (DESIGN.md: stateless instances).
@@ -73,7 +80,8 @@ KEY_CACHE_SIZE = 65_536
 _TERMINALS = Prepared(
     select(TerminalRow.tid, TerminalRow.status, TerminalRow.tpk_wrapped,
            TerminalRow.tak_wrapped, TerminalRow.tmk_wrapped, Ewarong.mid, Ewarong.status,
-           Ewarong.payable_account_id)
+           Ewarong.payable_account_id, TerminalRow.batch_number, TerminalRow.logon_stan,
+           TerminalRow.logon_at)
     .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
     .where(in_json_list("tids", TerminalRow.tid)))
 _CARDS = Prepared(
@@ -84,30 +92,61 @@ _CARDS = Prepared(
     .join(Kpm, CardRow.kpm_id == Kpm.id)
     .join(Account, Kpm.wallet_account_id == Account.id)
     .where(in_json_list("tokens", CardRow.pan_token)))
+_CREDITED = aliased(Account)
 _RECORDS = Prepared(
     select(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan, RequestRecord.kind,
            RequestRecord.request_hash, RequestRecord.response_code,
            RequestRecord.response_unit, RequestRecord.transfer_id, RequestRecord.amount_sen,
-           Transfer.amount_sen, Transfer.debit_account_id, Transfer.credit_account_id)
+           Transfer.amount_sen, Transfer.debit_account_id, Transfer.credit_account_id,
+           RequestRecord.id, RequestRecord.processing_code, RequestRecord.original_record_id,
+           RequestRecord.voided_by_record_id, _CREDITED.balance_sen)
     .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
-    .where(in_json_list("keys", RequestRecord.tid, RequestRecord.local_date,
-                        RequestRecord.stan)),
+    .outerjoin(_CREDITED, _CREDITED.id == Transfer.credit_account_id)
+    .where(in_json_list("keys", RequestRecord.tid, RequestRecord.key_date,
+                        RequestRecord.stan), RequestRecord.created_at >= bindparam("cutoff")),
     # PostgreSQL: one index probe per key, whatever the planner thinks of the list
     # (OFFSET 0 keeps the lateral subquery from being flattened into a hash join)
     postgresql=text(
         "SELECT r.tid, r.local_date, r.stan, r.kind, r.request_hash, r.response_code, "
         "r.response_unit, r.transfer_id, r.amount_sen, t.amount_sen, t.debit_account_id, "
-        "t.credit_account_id "
+        "t.credit_account_id, r.id, r.processing_code, r.original_record_id, "
+        "r.voided_by_record_id, a.balance_sen "
         "FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS k CROSS JOIN LATERAL ("
-        "SELECT * FROM request_records WHERE tid = k ->> 0 AND local_date = k ->> 1 "
-        "AND stan = k ->> 2 OFFSET 0) AS r LEFT JOIN transfers t ON t.id = r.transfer_id"))
+        "SELECT * FROM request_records WHERE tid = k ->> 0 AND key_date = k ->> 1 "
+        "AND stan = k ->> 2 AND created_at >= :cutoff OFFSET 0) AS r "
+        "LEFT JOIN transfers t ON t.id = r.transfer_id "
+        "LEFT JOIN accounts a ON a.id = t.credit_account_id"))
+_REVERSING = aliased(Transfer)
+#: HOST_SPEC §4: a terminal's open batch, the approved purchases and voids no settlement
+#: has closed, each with whether a reversal undid it.
+_OPEN_BATCH = Prepared(
+    select(RequestRecord.tid, RequestRecord.id, RequestRecord.local_date, RequestRecord.stan,
+           RequestRecord.processing_code, RequestRecord.amount_sen, RequestRecord.invoice,
+           RequestRecord.transfer_id, Transfer.debit_account_id, Transfer.credit_account_id,
+           _REVERSING.id, RequestRecord.voided_by_record_id, RequestRecord.original_record_id)
+    .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
+    .outerjoin(_REVERSING, _REVERSING.reverses_transfer_id == RequestRecord.transfer_id)
+    .where(in_json_list("tids", RequestRecord.tid), RequestRecord.settlement_id.is_(None),
+           RequestRecord.kind == "request", RequestRecord.response_code == "00",
+           or_(RequestRecord.processing_code == PURCHASE_CODE,
+               RequestRecord.processing_code == VOID_CODE))
+    .order_by(RequestRecord.id))
+_PENDING_UPLOADS = Prepared(
+    select(BatchUpload.id, BatchUpload.tid, BatchUpload.batch_number,
+           BatchUpload.processing_code, BatchUpload.amount_sen, BatchUpload.rrn,
+           BatchUpload.approval_code, BatchUpload.invoice)
+    .where(in_json_list("tids", BatchUpload.tid), BatchUpload.settlement_id.is_(None))
+    .order_by(BatchUpload.id))
 _CATALOGUE = Prepared(select(Item.code, Item.category, Item.allowed))
 
-_KEYS_PARAMS = {"key_tid": "tid", "new_tpk": "tpk_wrapped", "new_tak": "tak_wrapped"}
+_KEYS_PARAMS = {"key_tid": "tid", "new_tpk": "tpk_wrapped", "new_tak": "tak_wrapped",
+                "new_logon_stan": "logon_stan", "new_logon_at": "logon_at"}
 _SET_KEYS = Bulk(
     Prepared(update(TerminalRow).where(TerminalRow.tid == bindparam("key_tid")).values(
-        tpk_wrapped=bindparam("new_tpk"), tak_wrapped=bindparam("new_tak"))),
-    "UPDATE terminals SET tpk_wrapped = v.new_tpk, tak_wrapped = v.new_tak FROM "
+        tpk_wrapped=bindparam("new_tpk"), tak_wrapped=bindparam("new_tak"),
+        logon_stan=bindparam("new_logon_stan"), logon_at=bindparam("new_logon_at"))),
+    "UPDATE terminals SET tpk_wrapped = v.new_tpk, tak_wrapped = v.new_tak, "
+    "logon_stan = v.new_logon_stan, logon_at = v.new_logon_at FROM "
     + unnest(TerminalRow.__table__, _KEYS_PARAMS) + " WHERE terminals.tid = v.key_tid",
     TerminalRow.__table__, _KEYS_PARAMS, arrays=True)
 _CARD_STATE_PARAMS = {"card_id": "id", "new_atc": "last_atc",
@@ -121,9 +160,10 @@ _SET_CARD_STATE = Bulk(
     "status = v.new_status, last_used_at = v.new_used_at FROM "
     + unnest(CardRow.__table__, _CARD_STATE_PARAMS) + " WHERE cards.id = v.card_id",
     CardRow.__table__, _CARD_STATE_PARAMS, arrays=True)
-_RECORD_COLUMNS = ("id", "tid", "local_date", "stan", "kind", "mti", "processing_code",
-                   "amount_sen", "request_hash", "response_code", "response_unit",
-                   "transfer_id", "created_at")
+_RECORD_COLUMNS = ("id", "tid", "local_date", "key_date", "stan", "kind", "mti",
+                   "processing_code", "amount_sen", "request_hash", "response_code",
+                   "response_unit", "transfer_id", "invoice", "original_record_id",
+                   "created_at")
 INSERT_RECORDS = Bulk.insert(RequestRecord.__table__, _RECORD_COLUMNS,
                               Prepared(insert(RequestRecord), column_keys=_RECORD_COLUMNS))
 
@@ -176,11 +216,13 @@ class BatchStore:
     def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
         kek = self.keys.kek
         terminals = {}
-        for tid, status, tpk, tak, tmk, mid, ewarong_status, payable in read.rows():
+        for (tid, status, tpk, tak, tmk, mid, ewarong_status, payable, _batch, logon_stan,
+             logon_at) in read.rows():
             facts = TerminalFacts(
                 tid, status == "active", mid, ewarong_status == "active",
                 _unwrap_cached(kek, bytes(tpk), f"TPK:{tid}") if tpk else None,
-                _unwrap_cached(kek, bytes(tak), f"TAK:{tid}") if tak else None)
+                _unwrap_cached(kek, bytes(tak), f"TAK:{tid}") if tak else None,
+                logon_stan, logon_at)
             terminals[tid] = Terminal(facts, int(payable),
                                       _tmk(kek, tid, tmk) if tid in logging_on else None)
         return terminals
@@ -227,29 +269,41 @@ class StoreBatch:
     _head: Head | None = None
 
     def read(self, requests: Sequence[Request], *, now: datetime, checks: Checks,
-             max_pin_tries: int) -> BatchFacts:
-        """Everything the decisions on ``requests`` read, in one pipeline block."""
+             max_pin_tries: int, window: timedelta) -> BatchFacts:
+        """Everything the decisions on ``requests`` read, in one pipeline block; records
+        only from within the idempotency ``window`` (HOST_SPEC §4)."""
         connection, store = self.connection, self.store
-        recorded = [r for r in requests if r.txn in RECORDED]
+        recorded = [r for r in requests if r.txn in RECORDED and not r.missing]
         postings = sum(r.txn in POSTING for r in requests)
         logging_on = {r.message.text(41) for r in requests if r.txn is TxnType.LOGON}
-        keys = json_list((r.message.text(41), r.message.text(13), r.message.text(11))
-                         for r in recorded)
+        batched = {r.message.text(41): "" for r in requests if r.txn in BATCHED}
+        at = now.astimezone(UTC)  # as the records' key dates are written
+        keys = json_list((r.message.text(41), key_date(r.message.opt_text(13) or "", at),
+                          r.message.text(11)) for r in recorded)
+        # every answer but a logon's takes an RRN, refusals included (HOST_SPEC §3)
+        rrns = sum(r.txn is not TxnType.LOGON for r in requests)
         with pipeline(connection):
             terminals_read = _TERMINALS.submit(connection, _tids(requests))
-            records_read = _RECORDS.submit(connection, {"keys": keys}) if recorded else None
+            records_read = (_RECORDS.submit(connection, {"keys": keys, "cutoff": now - window})
+                            if recorded else None)
             cards_read, pans = store._submit_cards(connection, requests)
-            record_ids = Reservation(connection, "request_records", len(recorded))
+            batch_reads = ((_OPEN_BATCH.submit(connection, {"tids": json_list(batched)}),
+                            _PENDING_UPLOADS.submit(connection, {"tids": json_list(batched)}))
+                           if batched else None)
+            record_ids = Reservation(connection, "request_records", rrns)
             transfer_ids = Reservation(connection, "transfers", postings)
             catalogue_read = (_CATALOGUE.submit(connection)
                               if any(r.txn is TxnType.PURCHASE for r in requests) else None)
             head_read = audit.submit_head(connection)
         self._head = audit.head_of(head_read)
         cards, balances = store._cards(cards_read, pans)
+        records = _records(records_read, balances)
         return BatchFacts(
             now=now, checks=checks, max_pin_tries=max_pin_tries,
             terminals=store._terminals(terminals_read, logging_on), cards=cards,
-            balances=balances, records=_records(records_read),
+            balances=balances, records=records,
+            open_batches=(_open_batches(terminals_read.rows(), *batch_reads, batched)
+                          if batch_reads else {}),
             catalogue={code: ItemFacts(code, category, bool(allowed))
                        for code, category, allowed in
                        (catalogue_read.rows() if catalogue_read else ())},
@@ -280,7 +334,8 @@ class StoreBatch:
         with pipeline(connection):
             _SET_KEYS.submit(connection, [
                 {"key_tid": tid, "new_tpk": wrap_key(kek, change.tpk, f"TPK:{tid}"),
-                 "new_tak": wrap_key(kek, change.tak, f"TAK:{tid}")}
+                 "new_tak": wrap_key(kek, change.tak, f"TAK:{tid}"),
+                 "new_logon_stan": change.stan, "new_logon_at": change.at.astimezone(UTC)}
                 for tid, change in keys.items()])
             _SET_CARD_STATE.submit(connection, [
                 {"card_id": card_id, "new_atc": change.last_atc,
@@ -291,26 +346,53 @@ class StoreBatch:
             INSERT_RECORDS.submit(connection, records)
             audit.submit_rows(connection, rows, head)
         posted.confirm()
+        write_day_end(connection, effects, created_at)
         self._head = head
 
 
-def _records(read: Submitted | None) -> dict[RequestKey, dict[str, StoredRecord]]:
+def _records(read: Submitted | None,
+             balances: dict[int, int]) -> dict[RequestKey, dict[str, StoredRecord]]:
+    """The records by key; the balance of each account a reversal would debit (what the
+    original credited) joins ``balances``."""
     records: dict[RequestKey, dict[str, StoredRecord]] = {}
     if read is None:
         return records
     for (tid, date, stan, kind, digest, rc, unit, transfer_id, record_sen, transfer_sen,
-         debit, credit) in read.rows():
+         debit, credit, record_id, code, original, voided_by, credited_sen) in read.rows():
         records.setdefault(RequestKey(tid, date, stan), {})[kind] = StoredRecord(
             kind, tid, stan, digest, rc, bytes(unit), transfer_id,
-            int(transfer_sen if transfer_sen is not None else record_sen), debit, credit)
+            int(transfer_sen if transfer_sen is not None else record_sen), debit, credit,
+            int(record_id), code, original, voided_by)
+        if credit is not None and credited_sen is not None:
+            balances.setdefault(int(credit), int(credited_sen))
     return records
+
+
+def _open_batches(terminal_rows: list[Any], entries: Submitted, uploads: Submitted,
+                  tids: Iterable[str]) -> dict[str, OpenBatch]:
+    """HOST_SPEC §4: the open batch of each of ``tids`` (a known terminal's)."""
+    numbers = {row[0]: row[8] for row in terminal_rows}
+    batches = {tid: OpenBatch(tid, numbers[tid]) for tid in tids if tid in numbers}
+    for (tid, record_id, date, stan, code, amount_sen, invoice, transfer_id, debit, credit,
+         reversing, voided_by, original) in entries.rows():
+        if tid in batches:
+            batches[tid].entries[int(record_id)] = BatchEntry(
+                int(record_id), RequestKey(tid, date, stan), code, int(amount_sen), invoice,
+                transfer_id, debit, credit, reversing is not None, voided_by, original)
+    for (upload_id, tid, number, code, amount_sen, rrn, approval, invoice) in uploads.rows():
+        if tid in batches:
+            batches[tid].uploads.append(Upload(int(upload_id), tid, number, code,
+                                               int(amount_sen), rrn, approval, invoice))
+    return batches
 
 
 def _record_row(record: RecordWrite, created_at: datetime) -> dict[str, Any]:
     key = record.key
     return {"id": record.record_id, "tid": key.tid, "local_date": key.local_date,
-            "stan": key.stan, "kind": record.kind, "mti": record.mti,
+            "key_date": key_date(key.local_date, created_at), "stan": key.stan,
+            "kind": record.kind, "mti": record.mti,
             "processing_code": record.processing_code, "amount_sen": record.amount_sen,
             "request_hash": record.request_hash, "response_code": record.response_code,
             "response_unit": record.response_unit, "transfer_id": record.transfer_id,
+            "invoice": record.invoice, "original_record_id": record.original_record_id,
             "created_at": created_at}

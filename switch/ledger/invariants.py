@@ -9,9 +9,12 @@ after every load or chaos run.
 4. no wallet or e-warong payable is below zero;
 5. every approved purchase record (HOST_SPEC §4-5: 0210, DE 3 000000, RC 00)
    points to exactly one purchase debit of its amount, every purchase debit has
-   its approved record (no orphan debit), no two records share a transfer, and a
-   reversal record that restored money points to a reversal of its amount;
-6. every reversal mirrors a purchase, at most once, for the same amount.
+   its approved record (no orphan debit), the same for voids (DE 3 020000) and their
+   pay-backs, no two records share a transfer, and a reversal record that restored
+   money points to a reversal of its amount;
+6. every reversal mirrors a purchase or a void, at most once, for the same amount;
+   every void pays back its own purchase's amount to the purchase's wallet; and no
+   purchase is paid back twice (two standing voids, or a void and a reversal).
 
 The schema enforces some of these (unique keys, CHECKs); they are checked here
 anyway, because the checker must also judge a database whose schema drifted or
@@ -122,10 +125,12 @@ def _check_journal(session: Session, report: InvariantReport) -> None:
 
 
 #: The (debit, credit) account kinds each transfer kind may move money between.
-FLOWS = {
-    "allocation": ("program", "kpm_wallet"),
-    "purchase": ("kpm_wallet", "ewarong_payable"),
-    "reversal": ("ewarong_payable", "kpm_wallet"),
+FLOWS: dict[str, tuple[tuple[str, str], ...]] = {
+    "allocation": (("program", "kpm_wallet"),),
+    "purchase": (("kpm_wallet", "ewarong_payable"),),
+    "void": (("ewarong_payable", "kpm_wallet"),),
+    # a purchase's reversal pays the wallet back; a void's reinstates the debit
+    "reversal": (("ewarong_payable", "kpm_wallet"), ("kpm_wallet", "ewarong_payable")),
 }
 
 
@@ -134,7 +139,7 @@ def _check_flows(session: Session, report: InvariantReport) -> None:
     debit_kind = func.coalesce(debit.kind, "?")
     credit_kind = func.coalesce(credit.kind, "?")
     allowed = or_(*(and_(Transfer.kind == kind, debit_kind == d, credit_kind == c)
-                    for kind, (d, c) in FLOWS.items()))
+                    for kind, pairs in FLOWS.items() for d, c in pairs))
     wrong = session.execute(
         select(Transfer.id, Transfer.kind, debit_kind, credit_kind)
         .outerjoin(debit, debit.id == Transfer.debit_account_id)
@@ -199,30 +204,35 @@ APPROVED_PURCHASE = (
     RequestRecord.processing_code == "000000",
     RequestRecord.response_code == "00",
 )
+#: ... and of an approved void (0200/020000, RC 00), with the transfer kind of each.
+APPROVED_VOID = (*APPROVED_PURCHASE[:2], RequestRecord.processing_code == "020000",
+                 RequestRecord.response_code == "00")
+_MONEY_RECORDS = (("purchase", APPROVED_PURCHASE, "debit"), ("void", APPROVED_VOID, "pay-back"))
 
 
 def _check_purchases(session: Session, report: InvariantReport) -> None:
     report.approved_purchases = session.scalar(
         select(func.count()).select_from(RequestRecord).where(*APPROVED_PURCHASE)) or 0
-    unmatched = session.scalars(
-        select(RequestRecord.id)
-        .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
-        .where(*APPROVED_PURCHASE)
-        .where(or_(Transfer.id.is_(None), Transfer.kind != "purchase",
-                   Transfer.amount_sen != RequestRecord.amount_sen))
-        .limit(MAX_FETCHED)
-    ).all()
-    for rec_id in unmatched:
-        report.violations.append(f"approved request {rec_id} has no matching purchase debit")
-    orphans = session.scalars(
-        select(Transfer.id).where(
-            Transfer.kind == "purchase",
-            Transfer.id.not_in(select(RequestRecord.transfer_id).where(
-                RequestRecord.transfer_id.is_not(None), *APPROVED_PURCHASE)),
-        ).limit(MAX_FETCHED)
-    ).all()
-    for transfer_id in orphans:
-        report.violations.append(f"purchase transfer {transfer_id} has no approved request")
+    for kind, approved, what in _MONEY_RECORDS:
+        unmatched = session.scalars(
+            select(RequestRecord.id)
+            .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
+            .where(*approved)
+            .where(or_(Transfer.id.is_(None), Transfer.kind != kind,
+                       Transfer.amount_sen != RequestRecord.amount_sen))
+            .limit(MAX_FETCHED)
+        ).all()
+        for rec_id in unmatched:
+            report.violations.append(f"approved {kind} {rec_id} has no matching {what}")
+        orphans = session.scalars(
+            select(Transfer.id).where(
+                Transfer.kind == kind,
+                Transfer.id.not_in(select(RequestRecord.transfer_id).where(
+                    RequestRecord.transfer_id.is_not(None), *approved)),
+            ).limit(MAX_FETCHED)
+        ).all()
+        for transfer_id in orphans:
+            report.violations.append(f"{kind} transfer {transfer_id} has no approved request")
     shared = session.scalars(
         select(RequestRecord.transfer_id).where(RequestRecord.transfer_id.is_not(None))
         .group_by(RequestRecord.transfer_id).having(func.count() > 1)
@@ -249,20 +259,58 @@ def _check_reversals(session: Session, report: InvariantReport) -> None:
         select(Transfer.id)
         .outerjoin(original, original.id == Transfer.reverses_transfer_id)
         .where(Transfer.kind == "reversal")
-        .where(or_(original.id.is_(None), original.kind != "purchase",
+        .where(or_(original.id.is_(None), original.kind.not_in(("purchase", "void")),
                    Transfer.amount_sen != original.amount_sen,
                    Transfer.debit_account_id != original.credit_account_id,
                    Transfer.credit_account_id != original.debit_account_id))
         .limit(MAX_FETCHED)
     ).all()
     for rid in unmirrored:
-        report.violations.append(f"reversal {rid} does not mirror a purchase")
+        report.violations.append(f"reversal {rid} does not mirror a purchase or a void")
     twice = session.scalars(
         select(Transfer.reverses_transfer_id).where(Transfer.reverses_transfer_id.is_not(None))
         .group_by(Transfer.reverses_transfer_id).having(func.count() > 1)
     ).all()
     for reversed_id in twice:
         report.violations.append(f"transfer {reversed_id} is reversed more than once")
+    _check_voids(session, report)
+
+
+def _check_voids(session: Session, report: InvariantReport) -> None:
+    """A void pays back its own purchase (same amount, same two accounts); a purchase is
+    paid back at most once: by one standing (unreversed) void, or by a reversal."""
+    void_record, purchase_record = aliased(RequestRecord), aliased(RequestRecord)
+    void, purchase = aliased(Transfer), aliased(Transfer)
+    mismatched = session.scalars(
+        select(void.id)
+        .join(void_record, void_record.transfer_id == void.id)
+        .outerjoin(purchase_record, purchase_record.id == void_record.original_record_id)
+        .outerjoin(purchase, purchase.id == purchase_record.transfer_id)
+        .where(void.kind == "void")
+        .where(or_(purchase.id.is_(None), purchase.kind != "purchase",
+                   void.amount_sen != purchase.amount_sen,
+                   void.debit_account_id != purchase.credit_account_id,
+                   void.credit_account_id != purchase.debit_account_id))
+        .limit(MAX_FETCHED)).all()
+    for void_id in mismatched:
+        report.violations.append(f"void {void_id} does not pay back its own purchase")
+    reversing = aliased(Transfer)
+    paid_back = (
+        select(purchase_record.transfer_id.label("purchase_id"))
+        .select_from(void_record)
+        .join(purchase_record, purchase_record.id == void_record.original_record_id)
+        .join(void, void.id == void_record.transfer_id)
+        .outerjoin(reversing, reversing.reverses_transfer_id == void.id)
+        .where(void.kind == "void", reversing.id.is_(None))
+        .union_all(select(Transfer.reverses_transfer_id.label("purchase_id"))
+                   .where(Transfer.kind == "reversal", Transfer.reverses_transfer_id.in_(
+                       select(purchase.id).where(purchase.kind == "purchase"))))
+        .subquery())
+    twice = session.scalars(
+        select(paid_back.c.purchase_id).group_by(paid_back.c.purchase_id)
+        .having(func.count() > 1).limit(MAX_FETCHED)).all()
+    for purchase_id in twice:
+        report.violations.append(f"purchase {purchase_id} is paid back more than once")
 
 
 def unreversed_purchases(db: Database) -> tuple[int, int]:

@@ -27,11 +27,13 @@ _TABLE = [
     ("58", "not permitted to the terminal", "TERMINAL TIDAK TERDAFTAR"),
     ("62", "restricted card", "KARTU DIBLOKIR"),
     ("63", "security violation", "PELANGGARAN KEAMANAN"),
+    ("65", "limit exceeded", "BATAS TRANSAKSI TERLAMPAUI"),
     ("75", "PIN tries exceeded", "PIN SALAH 3X, KARTU DIBLOKIR"),
     ("91", "switch or ledger unavailable", "HOST SEDANG OFFLINE"),
     ("94", "duplicate transmission with different content", "TRANSAKSI GANDA"),
     ("95", "settlement totals do not match", "LAKUKAN BATCH UPLOAD"),
     ("96", "system malfunction", "SISTEM SEDANG GANGGUAN"),
+    ("ST", "out of stock at this e-warong", "STOK BARANG HABIS"),
 ]
 
 RESPONSE_CODES: dict[str, ResponseCode] = {c: ResponseCode(c, m, d) for c, m, d in _TABLE}
@@ -41,6 +43,7 @@ DO_NOT_HONOUR = "05"
 INVALID_TRANSACTION = "12"
 INVALID_AMOUNT = "13"
 UNKNOWN_CARD = "14"
+ORIGINAL_NOT_FOUND = "25"
 FORMAT_ERROR = "30"
 INSUFFICIENT_BALANCE = "51"
 EXPIRED_CARD = "54"
@@ -49,10 +52,13 @@ NOT_PERMITTED_KPM = "57"
 NOT_PERMITTED_TERMINAL = "58"
 RESTRICTED_CARD = "62"
 SECURITY_VIOLATION = "63"
+LIMIT_EXCEEDED = "65"
 PIN_TRIES_EXCEEDED = "75"
 HOST_UNAVAILABLE = "91"
 DUPLICATE_DIFFERENT = "94"
+SETTLEMENT_MISMATCH = "95"
 SYSTEM_MALFUNCTION = "96"
+OUT_OF_STOCK = "ST"
 
 #: Shown when no response arrives within the terminal timeout (HOST_SPEC §5).
 TIMEOUT_DISPLAY = "TIME-OUT / TRANSAKSI GAGAL"

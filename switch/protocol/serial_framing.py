@@ -9,6 +9,14 @@ Three pieces, none of which touches a port or a clock of its own:
   when no ACK arrives in 2 s, at most 3 times, then link down), on an injectable
   clock; :class:`SerialConnection` joins both into one endpoint of the line.
 
+A sender waiting for its ACK that receives a *new* valid frame from its peer takes it as
+that ACK (HOST_SPEC §1, version 1.1): the peer sends its next frame (the switch its
+response, the terminal its next request) only once it has ours, or has given up on it
+and no longer wants it.  A lost ACK then costs no retransmission and no 2 s wait.
+"New" is :class:`SerialConnection`'s call, since the sender sees only its own frame:
+a frame identical to the last one received is the peer's retransmission, which it may
+have sent before ours arrived, so it is no ACK; nor is a bad frame (it is NAKed).
+
 >>> frame = frame_serial(b"\\x60\\x00\\x01\\x00\\x00")
 >>> frame.hex(" ")
 '02 00 05 60 00 01 00 00 03 67'
@@ -179,6 +187,17 @@ class SerialSender:
 
     ``start`` returns the frame to write; ``on_nak`` and ``poll`` return a frame to
     write again, or ``None`` (nothing to do, or the link is down: see ``state``).
+    ``on_ack`` and ``on_peer_frame`` (a new frame from the peer, taken as the ACK) end
+    the wait: the frame is delivered and nothing is retransmitted.
+
+    >>> clock = lambda: 0.0
+    >>> sender = SerialSender(clock)
+    >>> sender.start(b"unit") == frame_serial(b"unit")
+    True
+    >>> sender.on_peer_frame(), sender.state, sender.deadline
+    (True, <SendState.DELIVERED: 'delivered'>, None)
+    >>> sender.on_peer_frame()  # nothing awaited: an ordinary frame
+    False
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, *,
@@ -204,6 +223,17 @@ class SerialSender:
         if self.state is SendState.AWAITING_ACK:  # a stray ACK when idle is ignored
             self.state = SendState.DELIVERED
             self.deadline = None
+
+    def on_peer_frame(self) -> bool:
+        """The peer sent a new valid frame: it got ours (HOST_SPEC §1), as if ACKed.
+
+        The caller decides what is new (not a repeat of the peer's last frame, not a
+        bad frame).  Returns whether it ended a wait for an ACK.
+        """
+        if self.state is not SendState.AWAITING_ACK:
+            return False
+        self.on_ack()
+        return True
 
     def on_nak(self) -> bytes | None:
         if self.state is not SendState.AWAITING_ACK:
@@ -235,6 +265,8 @@ class LineStats:
     frames_received: int = 0
     bad_frames: int = 0
     naks_received: int = 0
+    #: A new frame from the peer taken as the ACK of ours (HOST_SPEC §1).
+    implicit_acks: int = 0
     retransmits: int = 0
     links_down: int = 0
 
@@ -245,6 +277,26 @@ class SerialConnection:
     ``receive_data`` and ``poll`` queue writes; take them with ``outgoing()`` (one
     entry per transmission: a frame or a control byte) and received units with
     ``next_unit()``.  ``next_deadline()`` says when ``poll`` must run next.
+
+    While its own frame awaits an ACK, a valid frame from the peer that differs from
+    the last one received is that ACK (HOST_SPEC §1): the sender stops retransmitting
+    and reports the frame delivered; the new frame is ACKed and queued as usual.  A
+    repeat of the peer's last frame (its retransmission, perhaps sent before ours
+    arrived) and a bad frame are not ACKs.  Every frame received, repeat or not, is
+    still ACKed and handed to the application (which may answer a repeat from a cache).
+
+    >>> clock = lambda: 0.0
+    >>> switch, terminal = SerialConnection(clock), SerialConnection(clock)
+    >>> terminal.send(b"request 1")
+    >>> switch.receive_data(b"".join(terminal.outgoing()))
+    >>> switch.send(b"response 1")
+    >>> terminal.receive_data(b"".join(switch.outgoing()))  # ACK, then the response
+    >>> terminal.next_unit(), terminal.outgoing()  # this ACK is lost on the line
+    (b'response 1', [b'\\x06'])
+    >>> terminal.send(b"request 2")
+    >>> switch.receive_data(b"".join(terminal.outgoing()))
+    >>> switch.send_state, switch.stats.implicit_acks, switch.outgoing()
+    (<SendState.DELIVERED: 'delivered'>, 1, [b'\\x06'])
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, *,
@@ -259,6 +311,8 @@ class SerialConnection:
         self._last_rx: float | None = None
         self._outgoing: list[bytes] = []
         self._units: deque[bytes] = deque(maxlen=MAX_QUEUED_UNITS)
+        #: The last unit received whole: a frame equal to it is a repeat, no ACK of ours.
+        self._last_unit_received: bytes | None = None
         self.stats = LineStats()
 
     @property
@@ -305,6 +359,9 @@ class SerialConnection:
     def _handle(self, event: Event) -> None:
         if isinstance(event, FrameReceived):
             self.stats.frames_received += 1
+            if event.unit != self._last_unit_received and self.sender.on_peer_frame():
+                self.stats.implicit_acks += 1
+            self._last_unit_received = event.unit
             self._outgoing.append(bytes([ACK]))
             self._units.append(event.unit)
         elif isinstance(event, BadFrame):

@@ -6,6 +6,11 @@ blocking driver over a pyserial port (also used by the terminal's ``SerialLink``
 pyserial is blocking, so the switch runs the line in one thread and hands each unit
 to the asyncio host (``AsyncHost.handle``: the one writer of money).
 
+A lost ACK costs no wait on either side: :meth:`SerialChannel.send_unit` also returns
+when the peer's next frame arrives, which HOST_SPEC §1 takes as the ACK (a response
+whose ACK was lost stops being retransmitted as soon as the terminal's next request
+arrives, and that request is answered at once; see :class:`SerialConnection`).
+
 One retransmission cache: a frame identical to the last one answered (its ACK was
 lost, the terminal sent it again) gets the same response again without reaching the
 host.  Financial repeats would be harmless anyway (HOST_SPEC §4), but a repeated
@@ -72,7 +77,9 @@ class SerialChannel:
         self.connection = connection or SerialConnection(clock)
 
     def send_unit(self, unit: bytes) -> None:
-        """Send one unit and wait for its ACK; :class:`SerialLinkDown` after 3 retries."""
+        """Send one unit and wait for its ACK (or a new frame from the peer, which is
+        that ACK: HOST_SPEC §1; the frame stays queued for :meth:`receive_unit`);
+        :class:`SerialLinkDown` after 3 retries."""
         self.connection.send(unit)
         self._flush()
         while self.connection.send_state is SendState.AWAITING_ACK:

@@ -6,7 +6,8 @@ The framing and retry state machine are the sans-IO core
 
 Error mapping for the EDC: the request never ACKed after 3 retransmissions →
 :class:`LinkDown` (it may have arrived: the EDC keeps the reversal pending); ACKed but
-no response in time → :class:`LinkTimeout`.
+no response in time → :class:`LinkTimeout`.  A response that arrives while the request
+still awaits its ACK is that ACK (HOST_SPEC §1): the request is not sent again.
 
 :class:`NoisyPort` is the fault injection: it damages a set share of transmissions
 (a bit flipped or a byte dropped), and its rate can be changed while running (the line

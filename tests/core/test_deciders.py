@@ -23,7 +23,8 @@ NEW_KEYS = (bytes(range(16)), bytes(range(16, 32)))
 def _facts(tmk: bytes | None) -> BatchFacts:
     return BatchFacts(now=FixedClock().now(), checks=Checks(KEYS), max_pin_tries=3,
                       terminals={TID: Terminal(TerminalFacts(TID, True, MID, True, None),
-                                               900, tmk)})
+                                               900, tmk)},
+                      record_ids=list(range(1, 10)))
 
 
 def _logon() -> Request:
@@ -35,7 +36,7 @@ def test_a_logon_hands_out_the_keys_it_was_given_under_the_tmk() -> None:
     facts = _facts(TMK)
     decision = decide(_logon(), facts)
     assert decode(decision.response or b"").text(39) == codes.APPROVED
-    assert KeysChange(TID, *NEW_KEYS) in decision.effects
+    assert KeysChange(TID, *NEW_KEYS, "000001", facts.now) in decision.effects
     assert facts.terminals[TID].facts.tak is None  # deciding changed nothing
     assert facts.apply(decision.effects).terminals[TID].facts.tak == NEW_KEYS[1]
 

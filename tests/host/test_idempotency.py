@@ -29,10 +29,11 @@ def test_duplicate_gets_identical_bytes_and_moves_no_money(world: HostWorld) -> 
     edc, card = world.edc_with_card()
     assert edc.purchase([RICE], card.pin).rc == codes.APPROVED
     assert edc.last_request is not None
-    request = _unit(edc.last_request)
+    request = edc.encode_unit(edc.last_request)  # the purchase again, signed as sent
     first = world.host.process_unit(request)
     again = world.host.process_unit(request)
     assert first is not None and first == again
+    assert decode_unit(first).message.text(39) == codes.APPROVED
     assert world.balance_sen(card) == PERIOD_SEN - RICE.total_sen
 
 

@@ -85,7 +85,8 @@ def test_detects_a_purchase_posted_without_its_record(busy: LedgerWorld) -> None
 def test_detects_a_record_approved_without_a_transfer(busy: LedgerWorld) -> None:
     busy.corrupted = True
     with busy.db.transaction() as s:
-        s.add(RequestRecord(tid=TID, local_date="1123", stan="000099", kind="request",
+        s.add(RequestRecord(tid=TID, local_date="1123", key_date="20261123", stan="000099",
+                            kind="request",
                             mti="0210", processing_code="000000", amount_sen=700,
                             request_hash="2" * 64, response_code="00", response_unit=b""))
     report = check_invariants(busy.db)

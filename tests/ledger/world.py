@@ -49,7 +49,8 @@ class LedgerWorld:
             )
             if record:
                 s.add(RequestRecord(
-                    tid=TID, local_date="1123", stan=stan, kind="request", mti="0210",
+                    tid=TID, local_date="1123", key_date="20261123", stan=stan, kind="request",
+                    mti="0210",
                     processing_code="000000", amount_sen=amount_sen, request_hash="0" * 64,
                     response_code="00", response_unit=b"\x02\x10", transfer_id=transfer.id,
                 ))
@@ -62,7 +63,8 @@ class LedgerWorld:
             assert original is not None
             reversal = reverse_transfer(s, original, idempotency_key=f"rev:{TID}:1123:{stan}")
             s.add(RequestRecord(
-                tid=TID, local_date="1123", stan=stan, kind="reversal", mti="0410",
+                tid=TID, local_date="1123", key_date="20261123", stan=stan, kind="reversal",
+                mti="0410",
                 processing_code="000000", amount_sen=reversal.amount_sen,
                 request_hash="1" * 64, response_code="00", response_unit=b"\x04\x10",
                 transfer_id=reversal.id,

@@ -70,8 +70,9 @@ def _post_with_records(db: Database, postings: list[Posting]) -> None:
         post_postings(connection, postings, utcnow())
         ids = reserve_ids(connection, "request_records", len(postings))
         INSERT_RECORDS.submit(connection, [
-            {"id": rid, "tid": "EDC00001", "local_date": "1201",
-             "stan": p.idempotency_key[-6:], "kind": "request", "mti": "0210",
+            {"id": rid, "tid": "EDC00001", "local_date": "1201", "key_date": "20261201",
+             "invoice": None, "original_record_id": None, "stan": p.idempotency_key[-6:],
+             "kind": "request", "mti": "0210",
              "processing_code": "000000", "amount_sen": p.amount_sen, "request_hash": "0" * 64,
              "response_code": "00", "response_unit": b"\x02\x10", "transfer_id": p.transfer_id,
              "created_at": utcnow()} for rid, p in zip(ids, postings, strict=True)])
@@ -148,7 +149,8 @@ def test_a_pipelined_run_writes_every_value_as_given(
         with pipeline(connection):
             purchases = submit_postings(connection, postings, utcnow())
             INSERT_RECORDS.submit(connection, [
-                {"id": rid, "tid": "EDC00001", "local_date": "1201", "stan": "000001",
+                {"id": rid, "tid": "EDC00001", "local_date": "1201", "key_date": "20261201",
+                 "invoice": None, "original_record_id": None, "stan": "000001",
                  "kind": "request", "mti": "0210", "processing_code": "000000",
                  "amount_sen": 250, "request_hash": "f" * 64, "response_code": "00",
                  "response_unit": unit, "transfer_id": postings[0].transfer_id,

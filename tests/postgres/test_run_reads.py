@@ -24,7 +24,8 @@ _BY_TID = Prepared(select(RequestRecord.stan).where(in_json_list("tids", Request
 
 
 def _record(tid: str, date: str, stan: str, kind: str = "request") -> dict[str, object]:
-    return {"tid": tid, "local_date": date, "stan": stan, "kind": kind, "mti": "0210",
+    return {"tid": tid, "local_date": date, "key_date": f"2026{date}", "stan": stan,
+            "kind": kind, "mti": "0210",
             "processing_code": "000000", "amount_sen": 0, "request_hash": "h" * 64,
             "response_code": "00", "response_unit": b"\x00",
             "created_at": datetime(2026, 12, 1, 9, 30, tzinfo=UTC)}
@@ -66,8 +67,9 @@ def test_sqlite_run_reads_probe_an_index(tmp_path: object, statement: Prepared) 
     try:
         with db.engine.connect() as connection:
             sql = statement._for(connection.dialect).sql
+            arguments = ("[]",) + ("2026-12-01 00:00:00",) * (sql.count("?") - 1)
             plan = [row[3] for row in connection.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {sql}", ("[]",))]
+                f"EXPLAIN QUERY PLAN {sql}", arguments)]
     finally:
         db.dispose()
     scans = [step for step in plan if step.startswith("SCAN ") and "json_each" not in step]
@@ -93,6 +95,7 @@ def test_postgresql_run_reads_probe_an_index_in_the_generic_plan(pg_url: str) ->
                                     ("tids", _BY_TID)):
                 sql = statement._for(connection.dialect).sql
                 parameter = "%(keys)s" if "%(keys)s" in sql else "%(tids)s"
+                sql = sql.replace("%(cutoff)s", "now() - interval '7 days'")
                 connection.exec_driver_sql(
                     f"PREPARE {name}_plan(text) AS {sql.replace(parameter, '$1')}")
                 plan = "\n".join(row[0] for row in connection.exec_driver_sql(

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from switch.protocol.serial_framing import (
     ACK,
+    ACK_TIMEOUT_S,
+    MAX_RETRANSMITS,
     NAK,
     AckReceived,
     BadFrame,
@@ -148,3 +150,114 @@ def test_connection_naks_a_stalled_frame_after_the_inter_byte_timeout() -> None:
     assert conn.next_deadline() == 0.5
     conn.poll()
     assert conn.outgoing() == [bytes([NAK])]
+
+
+def _answered(clock: FakeClock) -> tuple[SerialConnection, SerialConnection, bytes]:
+    """Switch and terminal after one exchange whose last ACK (the terminal's, of the
+    response) was lost on the line: the switch still awaits it.  Returns the response
+    frame as the switch wrote it."""
+    switch, terminal = SerialConnection(clock), SerialConnection(clock)
+    terminal.send(b"request 1")
+    switch.receive_data(b"".join(terminal.outgoing()))
+    assert switch.next_unit() == b"request 1"
+    terminal.receive_data(b"".join(switch.outgoing()))
+    assert terminal.send_state is SendState.DELIVERED
+    switch.send(b"response 1")
+    [response] = switch.outgoing()
+    terminal.receive_data(response)
+    assert terminal.next_unit() == b"response 1"
+    assert terminal.outgoing() == [bytes([ACK])]  # ... and this ACK is lost
+    assert switch.send_state is SendState.AWAITING_ACK
+    return switch, terminal, response
+
+
+def _retransmissions_until_the_retries_run_out(clock: FakeClock,
+                                               conn: SerialConnection) -> list[bytes]:
+    """Everything ``conn`` writes by itself until its last retransmission would be due."""
+    written = []
+    for step in range(1, MAX_RETRANSMITS + 2):
+        clock.now_s = step * ACK_TIMEOUT_S
+        conn.poll()
+        written += conn.outgoing()
+    return written
+
+
+def test_a_new_frame_from_the_peer_is_the_ack_the_sender_waits_for() -> None:
+    """HOST_SPEC §1: the switch awaits the ACK of its response, which was lost; the
+    terminal's next request proves the response arrived.  The switch stops
+    retransmitting, reports the response delivered, and ACKs and delivers the request."""
+    clock = FakeClock()
+    switch, terminal, _ = _answered(clock)
+    terminal.send(b"request 2")
+    [request] = terminal.outgoing()
+    switch.receive_data(request)
+    assert switch.send_state is SendState.DELIVERED
+    assert switch.next_deadline() is None
+    assert switch.outgoing() == [bytes([ACK])]  # the request is ACKed, nothing resent
+    assert switch.next_unit() == b"request 2"
+    assert _retransmissions_until_the_retries_run_out(clock, switch) == []
+    assert switch.send_state is SendState.DELIVERED  # never link down
+    assert (switch.stats.retransmits, switch.stats.implicit_acks) == (0, 1)
+    terminal.receive_data(bytes([ACK]))
+    assert terminal.send_state is SendState.DELIVERED
+
+
+def test_the_response_is_the_ack_of_a_request_whose_ack_was_lost() -> None:
+    """The other end of the line: the terminal's request reached the switch but the
+    switch's ACK did not come back; the response (a new frame) is that ACK."""
+    clock = FakeClock()
+    switch, terminal = SerialConnection(clock), SerialConnection(clock)
+    terminal.send(b"request 1")
+    switch.receive_data(b"".join(terminal.outgoing()))
+    assert switch.outgoing() == [bytes([ACK])]  # lost on the line
+    switch.send(b"response 1")
+    terminal.receive_data(b"".join(switch.outgoing()))
+    assert terminal.send_state is SendState.DELIVERED
+    assert terminal.outgoing() == [bytes([ACK])]
+    assert terminal.next_unit() == b"response 1"
+    assert _retransmissions_until_the_retries_run_out(clock, terminal) == []
+    assert terminal.stats.retransmits == 0
+
+
+def test_a_bad_frame_from_the_peer_is_no_ack() -> None:
+    """A frame answered with NAK proves nothing: the wait goes on, and at 2 s the
+    response is retransmitted (then the retries run out as usual)."""
+    clock = FakeClock()
+    switch, terminal, response = _answered(clock)
+    terminal.send(b"request 2")
+    [request] = terminal.outgoing()
+    damaged = bytearray(request)
+    damaged[6] ^= 0x01
+    switch.receive_data(bytes(damaged))
+    assert switch.outgoing() == [bytes([NAK])]
+    assert switch.send_state is SendState.AWAITING_ACK
+    assert switch.next_unit() is None
+    assert _retransmissions_until_the_retries_run_out(clock, switch) == \
+        [response] * MAX_RETRANSMITS
+    assert (switch.send_state, switch.stats.implicit_acks) == (SendState.LINK_DOWN, 0)
+
+
+def test_the_peers_repeated_frame_is_no_ack() -> None:
+    """The switch's ACK of a request was lost, so the terminal retransmits the request
+    (at 2 s, before the response reached it).  That repeat does not prove the response
+    arrived: it is ACKed and delivered (the transport answers it from its cache), and
+    the switch still awaits the ACK of its response."""
+    clock = FakeClock()
+    switch, terminal = SerialConnection(clock), SerialConnection(clock)
+    terminal.send(b"request 1")
+    [request] = terminal.outgoing()
+    switch.receive_data(request)
+    assert switch.outgoing() == [bytes([ACK])]  # lost on the line
+    switch.send(b"response 1")
+    [response] = switch.outgoing()  # delayed on the line
+    clock.now_s = ACK_TIMEOUT_S
+    terminal.poll()
+    assert terminal.outgoing() == [request]
+    switch.receive_data(request)
+    assert switch.send_state is SendState.AWAITING_ACK
+    assert switch.outgoing() == [bytes([ACK])]
+    assert (switch.next_unit(), switch.next_unit()) == (b"request 1", b"request 1")
+    clock.now_s = 2 * ACK_TIMEOUT_S
+    switch.poll()
+    assert switch.outgoing() == [response]
+    assert switch.stats.implicit_acks == 0

@@ -13,7 +13,9 @@ import serial
 
 from switch.host.runner import AsyncHost
 from switch.protocol.bpnt import BasketLine
-from switch.transports.serial import SerialChannel, SerialTransport
+from switch.protocol.serial_framing import ACK, ACK_TIMEOUT_S, STX
+from switch.protocol.unit import decode_unit
+from switch.transports.serial import SerialChannel, SerialPort, SerialTransport
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.links import make_link
@@ -26,7 +28,8 @@ SPINACH = BasketLine("SYR001", 1, 300_000)
 
 def test_loop_url_carries_a_frame_and_its_ack() -> None:
     """pyserial's ``loop://`` echoes what is written: the channel receives its own frame,
-    ACKs it, and takes its own ACK as the answer."""
+    which (new to it) is the ACK it waits for (HOST_SPEC §1), and ACKs it; the echoed
+    ACK then finds nothing awaited."""
     port = serial.serial_for_url("loop://", timeout=0.2)
     channel = SerialChannel(port)
     unit = bytes(range(256)) * 3
@@ -77,6 +80,96 @@ def noisy_line(world: HostWorld, rate: float, seed: int) -> Iterator[NoisyLine]:
             terminal_side.close()
             host.close()
             loop.stop()
+
+
+class TappedPort:
+    """A port that records each frame written (with when), and drops the next ACK
+    written when ``drop_next_ack`` is set: an ACK lost on the line."""
+
+    def __init__(self, inner: SerialPort) -> None:
+        self.inner = inner
+        self.frames: list[tuple[float, bytes]] = []
+        self.drop_next_ack = False
+        self.acks_dropped = 0
+
+    @property
+    def timeout(self) -> float | None:
+        return self.inner.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.inner.timeout = value
+
+    @property
+    def in_waiting(self) -> int:
+        return self.inner.in_waiting
+
+    def read(self, size: int = 1) -> bytes:
+        return self.inner.read(size)
+
+    def write(self, data: bytes, /) -> int | None:
+        if data == bytes([ACK]) and self.drop_next_ack:
+            self.drop_next_ack = False
+            self.acks_dropped += 1
+            return len(data)
+        if data[:1] == bytes([STX]):
+            self.frames.append((time.monotonic(), data))
+        return self.inner.write(data)
+
+    def mtis(self, since: int = 0) -> list[str]:
+        return [decode_unit(frame[3:-2]).message.mti for _, frame in self.frames[since:]]
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_next_request_is_the_ack_of_a_response_whose_ack_was_lost(world: HostWorld) -> None:
+    """HOST_SPEC §1: the terminal's ACK of a purchase response is lost; its next request
+    (a balance inquiry) is taken by the switch as that ACK.  The switch writes the
+    purchase response once (no retransmission, even after the 2 s an ACK may take) and
+    answers the inquiry at once, not after a retransmission."""
+    loop = LoopThread()
+    host = AsyncHost(world.host)
+    with pty_pair() as pair:
+        switch_side = TappedPort(pair.switch_port)
+        transport = SerialTransport(host.handle, world.host.settings, port=switch_side)
+        loop.run(transport.start())
+        terminal_side = TappedPort(open_terminal_port(pair.terminal_path))
+        terminal, card = world.terminal(), world.card()
+        edc = Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk, timeout_s=10.0),
+                  SerialLink(terminal_side), EmulatedReader(), clock=world.clock)
+        try:
+            assert edc.ensure_logged_on()
+            world.insert(edc, card)
+            before_switch, before_terminal = len(switch_side.frames), len(terminal_side.frames)
+            terminal_side.drop_next_ack = True  # the ACK of the purchase response
+            assert edc.purchase([SPINACH], card.pin).approved
+            assert terminal_side.acks_dropped == 1 and not terminal_side.drop_next_ack
+            started = time.monotonic()
+            inquiry = edc.balance_inquiry(card.pin)
+            answered_s = time.monotonic() - started
+            assert inquiry.approved, inquiry
+            assert terminal_side.mtis(before_terminal) == ["0200", "0100"]
+            assert switch_side.mtis(before_switch) == ["0210", "0110"]  # 0210 once
+            response_at = switch_side.frames[before_switch][0]
+            request_at = terminal_side.frames[-1][0]
+            # Precondition (not a guess): the inquiry left before the purchase response's
+            # ACK was due; otherwise a retransmission at 2 s would be within the rules.
+            assert request_at - response_at < ACK_TIMEOUT_S, "too slow for this test"
+            assert answered_s < ACK_TIMEOUT_S, f"inquiry answered after {answered_s:.2f} s"
+            # Had the purchase response been waiting for its ACK still, it would be sent
+            # again within 2 s: wait out that bound, then count the frames again.
+            time.sleep(ACK_TIMEOUT_S + 0.5)
+            assert switch_side.mtis(before_switch) == ["0210", "0110"]
+        finally:
+            loop.run(transport.close())
+            terminal_side.close()
+            host.close()
+            loop.stop()
+    assert world.balance_sen(card) == PERIOD_SEN - SPINACH.total_sen
 
 
 def test_one_percent_noise_100_purchases_all_correct(world: HostWorld) -> None:
@@ -130,9 +223,12 @@ def test_thirty_percent_noise_link_down_keeps_the_reversal_until_the_line_recove
         card = world.card()
         world.insert(edc, card)
         # The pending reversal goes first (0400, then 0401 repeats).  Right after the
-        # line recovers the switch may still be retransmitting its last response, so the
-        # EDC may refuse one transaction (HOST SEDANG OFFLINE) and try again with the
-        # next, as HOST_SPEC §4 says: repeated until a response arrives.  Bounded.
+        # line recovers, bytes damaged before it can still be in the switch's deframer
+        # (a false length swallows the next good frame, and the NAKs that follow use up
+        # the EDC's retransmissions), so the EDC may refuse one transaction (HOST SEDANG
+        # OFFLINE) and try again with the next, as HOST_SPEC §4 says: repeated until a
+        # response arrives.  Bounded.  (The switch still retransmitting its last
+        # response no longer costs one: the 0400 is that response's ACK.)
         for _attempt in range(3):
             inquiry = edc.balance_inquiry(card.pin)
             if inquiry.approved:
