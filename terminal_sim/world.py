@@ -19,6 +19,7 @@ from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import CATALOG, PRICES_SEN, DemoCard, DemoTerminal, DemoWorld
 from switch.protocol.bpnt import BasketLine
+from terminal_sim.batch import card_ref
 from terminal_sim.card_reader import CardReader, EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.link import Faults, FaultyLink, Link, TcpLink
@@ -26,6 +27,9 @@ from terminal_sim.links import make_link, shared_per_line
 
 ALLOWED_ITEMS = [code for code, _name, _cat, allowed in CATALOG if allowed]
 SPARE_KEY = "_spare_cards"
+#: The cards' ATCs by card_ref: a card's counter lives in the card, and the host refuses
+#: an ATC it has seen (63), so a card used again in a later run must carry on from it.
+ATC_KEY = "_card_atc"
 FORBIDDEN_ITEMS = [code for code, _name, _cat, allowed in CATALOG if not allowed]
 
 
@@ -65,7 +69,9 @@ class SimWorld:
     def card(self, demo: DemoCard) -> KksCard:
         with self._lock:
             if demo.pan not in self._cards:
-                profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.imk_ac)
+                atc = int(self._saved_counters().get(ATC_KEY, {}).get(card_ref(demo.pan), 0))
+                profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.imk_ac,
+                                      initial_atc=atc)
                 self._cards[demo.pan] = KksCard(profile)
             return self._cards[demo.pan]
 
@@ -139,6 +145,8 @@ class SimWorld:
         counters.update({tid: e.saved_state() for tid, e in self._edcs.items()})
         if self._spare_used is not None:
             counters[SPARE_KEY] = {"used": self._spare_used}
+        atcs = counters.setdefault(ATC_KEY, {})
+        atcs.update({card_ref(pan): card.atc for pan, card in self._cards.items() if card.atc})
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_suffix(self.state_path.suffix + ".tmp")
         temporary.write_text(json.dumps(counters, indent=1))

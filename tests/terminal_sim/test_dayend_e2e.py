@@ -227,7 +227,7 @@ def test_edc_sim_void_and_settle_keep_the_batch_between_runs(
     assert "VOID INV 000077: DATA TRANSAKSI TIDAK DITEMUKAN" in out
     assert "SETTLEMENT BATCH 000001: TRANSAKSI BERHASIL (RC 00)" in out
     assert "SETTLEMENT BATCH 000002: TRANSAKSI BERHASIL (RC 00)" in out
-    assert out.count("SETTLEMENT BERHASIL") == 2
+    assert [line.strip() for line in out.splitlines()].count("SETTLEMENT BERHASIL") == 2
     saved = json.loads(state.read_text())[world.terminal().tid]
     assert saved["batch"] == {"number": 3, "last_invoice": 0, "entries": []}
     assert world.balance_sen(spare) == PERIOD_SEN
