@@ -231,3 +231,18 @@ def test_edc_sim_void_and_settle_keep_the_batch_between_runs(
     saved = json.loads(state.read_text())[world.terminal().tid]
     assert saved["batch"] == {"number": 3, "last_invoice": 0, "entries": []}
     assert world.balance_sen(spare) == PERIOD_SEN
+
+
+def test_void_with_another_kpms_card(counter: Counter) -> None:
+    bought = counter.edc.purchase([RICE], counter.pin)
+    assert bought.rc == codes.APPROVED
+    stranger = counter.world.card(index=1)
+    counter.world.insert(counter.edc, stranger)
+    refused = counter.edc.void(bought.invoice, stranger.pin)
+    assert (refused.rc, refused.display) == (None, "KARTU TIDAK SESUAI")
+    forced = counter.edc.void(bought.invoice, stranger.pin, force=True)
+    assert forced.rc == "25", "another KPM's purchase"
+    assert counter.world.balance_sen(stranger) == PERIOD_SEN
+    counter.world.insert(counter.edc, counter.card)
+    assert counter.balance() == PERIOD_SEN - RICE.total_sen
+    assert _settle_ok(counter) == Totals(1, RICE.total_sen, 0, 0)
