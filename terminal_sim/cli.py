@@ -7,6 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from switch.admin.demo import DemoTerminal
+    from terminal_sim.world import SimWorld
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -15,20 +20,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(transactions=args.transactions, kpm=args.kpm, workdir=Path(args.workdir))
 
 
-def _cmd_scenario(args: argparse.Namespace) -> int:
+def _sim(args: argparse.Namespace) -> SimWorld:
     from switch.admin.demo import build_world
     from switch.security.keyring import Keyring
     from switch.settings import load_settings
-    from terminal_sim.scenarios import SCENARIOS, Scenarios
     from terminal_sim.world import SimWorld
+
+    keys = Keyring.from_settings(load_settings())
+    return SimWorld(build_world(kpm_count=args.kpm), keys.imk_ac, args.host, args.port,
+                    timeout_s=args.timeout_s, on_screen=print, state_path=Path(args.state),
+                    link_url=args.link, reader=args.reader)
+
+
+def _terminal(sim: SimWorld, tid: str | None) -> DemoTerminal | None:
+    """The terminal ``--tid`` names, or the one the named scenarios use."""
+    if tid is None:
+        return next(t for t in sim.world.terminals if t.label == "ok")
+    return next((t for t in sim.world.terminals if t.tid == tid), None)
+
+
+def _cmd_scenario(args: argparse.Namespace) -> int:
+    from terminal_sim.scenarios import SCENARIOS, Scenarios
 
     if args.name not in SCENARIOS:
         print(f"unknown scenario {args.name}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    keys = Keyring.from_settings(load_settings())
-    sim = SimWorld(build_world(kpm_count=args.kpm), keys.imk_ac, args.host, args.port,
-                   timeout_s=args.timeout_s, on_screen=print, state_path=Path(args.state),
-                   link_url=args.link, reader=args.reader)
+    sim = _sim(args)
     try:
         steps = SCENARIOS[args.name](Scenarios(sim))
     finally:
@@ -37,6 +54,66 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         print(f"[{'ok ' if step.ok else 'FAIL'}] {step.what}: expected {step.expected}, "
               f"got {step.got} | {step.display}")
     return 0 if all(s.ok for s in steps) else 1
+
+
+def _cmd_void(args: argparse.Namespace) -> int:
+    """Void a purchase of the terminal's batch; the original's card is inserted again."""
+    from terminal_sim.batch import card_ref
+
+    sim = _sim(args)
+    try:
+        terminal = _terminal(sim, args.tid)
+        if terminal is None:
+            print(f"no terminal {args.tid} in the demo world", file=sys.stderr)
+            return 2
+        edc = sim.edc(terminal)
+        invoice = args.invoice.zfill(6) if args.invoice.isdigit() else args.invoice
+        original = edc.batch.find_purchase(invoice)
+        pin = args.pin or ""
+        if original is not None:
+            card = next((c for c in sim.world.cards if card_ref(c.pan) == original.card), None)
+            if card is not None:
+                sim.insert(edc, card)
+                pin = pin or card.pin
+        result = edc.void(invoice, pin)
+    finally:
+        sim.close()
+    print(f"VOID INV {result.invoice}: {result.display}"
+          + (f" (RC {result.rc})" if result.rc else ""))
+    return 0 if result.approved else 1
+
+
+def _cmd_settle(args: argparse.Namespace) -> int:
+    """Settle the terminal's batch (the slip is printed as the EDC shows it)."""
+    sim = _sim(args)
+    try:
+        terminal = _terminal(sim, args.tid)
+        if terminal is None:
+            print(f"no terminal {args.tid} in the demo world", file=sys.stderr)
+            return 2
+        result = sim.edc(terminal).settle()
+    finally:
+        sim.close()
+    print(f"SETTLEMENT BATCH {result.batch_number}: {result.display}"
+          + (f" (RC {result.rc})" if result.rc else "")
+          + (", via batch upload" if result.uploaded else ""))
+    return 0 if result.approved else 1
+
+
+def _connection(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to a running switch takes."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8583)
+    parser.add_argument("--link", metavar="URL",
+                        help="tcp://HOST:PORT | mqtt://HOST:PORT | "
+                             "serial:PORT[?baud=9600&noise=0.01] (default: tcp to --host/--port)")
+    parser.add_argument("--reader", default="emulated", metavar="emulated|pcsc[:NAME]",
+                        help="card reader: in-process (default) or PC/SC via pyscard, e.g. "
+                             "pcsc:'Virtual PCD 00 00' (docs/PCSC.md)")
+    parser.add_argument("--kpm", type=int, default=200, help="size of the seeded demo world")
+    parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--state", default="var/edc-state.json",
+                        help="file keeping each terminal's STAN, batch and pending reversal")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,19 +127,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     scen = sub.add_parser("scenario", help="run one named scenario against a running switch")
     scen.add_argument("name")
-    scen.add_argument("--host", default="127.0.0.1")
-    scen.add_argument("--port", type=int, default=8583)
-    scen.add_argument("--link", metavar="URL",
-                      help="tcp://HOST:PORT | mqtt://HOST:PORT | serial:PORT[?baud=9600&noise=0.01]"
-                           " (default: tcp to --host/--port)")
-    scen.add_argument("--reader", default="emulated", metavar="emulated|pcsc[:NAME]",
-                      help="card reader: in-process (default) or PC/SC via pyscard, e.g. "
-                           "pcsc:'Virtual PCD 00 00' (docs/PCSC.md)")
-    scen.add_argument("--kpm", type=int, default=200, help="size of the seeded demo world")
-    scen.add_argument("--timeout-s", type=float, default=30.0)
-    scen.add_argument("--state", default="var/edc-state.json",
-                      help="file keeping each terminal's STAN and invoice counters")
+    _connection(scen)
     scen.set_defaults(func=_cmd_scenario)
+    void = sub.add_parser("void", help="void a purchase of the terminal's batch by invoice")
+    void.add_argument("invoice", help="DE 62 of the purchase, e.g. 000003")
+    void.add_argument("--pin", help="the cardholder's PIN (default: the demo card's)")
+    void.add_argument("--tid", help="terminal (default: the one the scenarios use)")
+    _connection(void)
+    void.set_defaults(func=_cmd_void)
+    settle = sub.add_parser("settle", help="settle the terminal's batch (end of day)")
+    settle.add_argument("--tid", help="terminal (default: the one the scenarios use)")
+    _connection(settle)
+    settle.set_defaults(func=_cmd_settle)
     return parser
 
 

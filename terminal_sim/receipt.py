@@ -12,7 +12,7 @@ from switch.protocol.message import mask_pan
 WIDTH = 32
 
 
-def _pair(left: str, right: str) -> str:
+def pair(left: str, right: str) -> str:
     return f"{left}{right:>{max(1, WIDTH - len(left))}}"
 
 
@@ -31,22 +31,23 @@ def purchase_receipt(
     amount_sen: int,
     balance_sen: int | None,
     title: str = "PEMBELIAN BPNT",
+    header: str = "E-WARONG BPNT",
 ) -> list[str]:
     lines = [
-        "E-WARONG BPNT".center(WIDTH),
+        header.center(WIDTH),
         mid.center(WIDTH),
-        _pair(f"TID {tid}", f"BATCH {batch}"),
-        _pair(when.strftime("%d/%m/%y"), when.strftime("%H:%M:%S")),
+        pair(f"TID {tid}", f"BATCH {batch}"),
+        pair(when.strftime("%d/%m/%y"), when.strftime("%H:%M:%S")),
         title.center(WIDTH),
         f"KARTU {mask_pan(pan)}",
-        _pair(f"INV {invoice}", f"STAN {stan}"),
-        _pair(f"RRN {rrn}", f"APPR {approval_code}"),
+        pair(f"INV {invoice}", f"STAN {stan}"),
+        pair(f"RRN {rrn}", f"APPR {approval_code}"),
         "-" * WIDTH,
     ]
     for line in basket:
-        lines.append(_pair(f"{line.item_code} x{line.quantity}", rupiah(line.total_sen)))
-    lines += ["-" * WIDTH, _pair("TOTAL", rupiah(amount_sen))]
+        lines.append(pair(f"{line.item_code} x{line.quantity}", rupiah(line.total_sen)))
+    lines += ["-" * WIDTH, pair("TOTAL", rupiah(amount_sen))]
     if balance_sen is not None:
-        lines.append(_pair("SISA SALDO", rupiah(balance_sen)))
+        lines.append(pair("SISA SALDO", rupiah(balance_sen)))
     lines.append("TRANSAKSI BERHASIL".center(WIDTH))
     return lines

@@ -1,7 +1,8 @@
 """Named scenarios: one per decline and failure of the foundation (issue 2,
-FAILURES.md F2, F3, F5, F7, F8, F13).  Each returns steps with what the EDC
-showed and what was expected, so ``make run`` and ``edc-sim scenario NAME``
-show the same thing a developer would see on a real EDC.
+FAILURES.md F2, F3, F5, F7, F8, F13), and the day end (void, settlement, batch
+upload).  Each returns steps with what the EDC showed and what was expected, so
+``make run`` and ``edc-sim scenario NAME`` show the same thing a developer would
+see on a real EDC.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from dataclasses import dataclass
 
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
-from terminal_sim.edc import Edc, TxnResult
+from terminal_sim.batch import MAX_BATCH_NUMBER, Totals
+from terminal_sim.edc import (
+    ORIGINAL_NOT_FOUND,
+    VOID_NOT_FOUND_DISPLAY,
+    Edc,
+    SettlementResult,
+    TxnResult,
+)
 from terminal_sim.world import ALLOWED_ITEMS, FORBIDDEN_ITEMS, SimWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
@@ -28,6 +36,8 @@ class Step:
     receipt: tuple[str, ...] = ()
     #: Amount of a purchase the EDC saw approved (0 for anything else).
     approved_purchase_sen: int = 0
+    #: Amount of a void the EDC saw approved (0 for anything else).
+    approved_void_sen: int = 0
 
     @property
     def ok(self) -> bool:
@@ -60,7 +70,18 @@ class Scenarios:
 
     def _step(self, what: str, expected: str, result: TxnResult) -> Step:
         approved_sen = result.amount_sen if result.approved and result.kind == "purchase" else 0
-        return Step(what, expected, _rc(result), result.display, result.receipt, approved_sen)
+        void_sen = result.amount_sen if result.approved and result.kind == "void" else 0
+        return Step(what, expected, _rc(result), result.display, result.receipt, approved_sen,
+                    void_sen)
+
+    @staticmethod
+    def _settled(what: str, expected: str, result: SettlementResult) -> Step:
+        got = result.rc or (TIMEOUT if result.timed_out else "none")
+        return Step(what, expected, got, result.display, result.slip)
+
+    @staticmethod
+    def _check(what: str, holds: bool, detail: str = "") -> Step:
+        return Step(what, "yes", "yes" if holds else "no", detail)
 
     def _balance(self, edc: Edc, pin: str) -> int | None:
         return edc.balance_inquiry(pin).balance_sen
@@ -192,6 +213,105 @@ class Scenarios:
                  f"before {before} after {after}"),
         ]
 
+    # -- the day end -------------------------------------------------------------------
+
+    def void(self) -> list[Step]:
+        """HOST_SPEC §4 void: the amount comes back exactly once; a second void is 12;
+        an invoice the terminal's batch does not hold is refused by the EDC, and 25
+        from the host when forced through."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        before = self._balance(edc, pin)
+        bought = edc.purchase([RICE, EGGS], pin)
+        after_purchase = self._balance(edc, pin)
+        voided = edc.void(bought.invoice, pin)
+        after_void = self._balance(edc, pin)
+        again = edc.void(bought.invoice, pin)
+        unknown = unheld_invoice(edc)
+        local = edc.void(unknown, pin)
+        forced = edc.void(unknown, pin, force=True, basket=[RICE])
+        final = self._balance(edc, pin)
+        amount = RICE.total_sen + EGGS.total_sen
+        return [
+            self._step("purchase rice and eggs", codes.APPROVED, bought),
+            self._check("balance debited by the basket", before is not None
+                        and after_purchase == before - amount,
+                        f"before {before} after {after_purchase}"),
+            self._step(f"void invoice {bought.invoice}", codes.APPROVED, voided),
+            self._check("balance back exactly", after_void == before,
+                        f"before {before} after void {after_void}"),
+            self._step("void the same invoice again", codes.INVALID_TRANSACTION, again),
+            Step(f"void invoice {unknown} the EDC does not hold", "refused",
+                 "refused" if local.rc is None and local.display == VOID_NOT_FOUND_DISPLAY
+                 else _rc(local), local.display),
+            self._step(f"forced void of invoice {unknown}", ORIGINAL_NOT_FOUND, forced),
+            self._check("balance unchanged by the refused voids", final == before,
+                        f"before {before} after {final}"),
+        ]
+
+    def settlement(self) -> list[Step]:
+        """HOST_SPEC §4 settlement: totals agree → 00, the batch closes and the next
+        number starts empty; settling the empty batch is 00 with zero totals."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        bought = [edc.purchase(basket, pin) for basket in ([RICE], [EGGS], [RICE, EGGS])]
+        steps = [self._step(f"purchase {n}", codes.APPROVED, result)
+                 for n, result in enumerate(bought, 1)]
+        steps.append(self._step(f"void invoice {bought[1].invoice}", codes.APPROVED,
+                                edc.void(bought[1].invoice, pin)))
+        before = self._balance(edc, pin)
+        number = edc.batch.number
+        totals = edc.batch.totals()
+        first = edc.settle()
+        after = self._balance(edc, pin)
+        following = f"{number % MAX_BATCH_NUMBER + 1:06d}"
+        second = edc.settle()
+        return steps + [
+            self._settled(f"settle batch {first.batch_number} "
+                          f"({totals.purchase_count} purchases, {totals.void_count} voids)",
+                          codes.APPROVED, first),
+            self._check("no batch upload", not first.uploaded),
+            self._check(f"batch number now {following}", second.batch_number == following,
+                        f"settled {first.batch_number}, then {second.batch_number}"),
+            self._check("settlement moves no money", before is not None and after == before,
+                        f"before {before} after {after}"),
+            self._settled(f"settle the empty batch {second.batch_number}", codes.APPROVED,
+                          second),
+            self._check("empty batch has zero totals", second.totals == Totals(),
+                        second.totals.de63()),
+        ]
+
+    def settlement_mismatch(self) -> list[Step]:
+        """HOST_SPEC §4: a terminal that lost a record of its batch gets 95, uploads
+        what it holds (0320s), and 0500/960000 closes the batch; no money moves."""
+        edc = self._edc()
+        pin = self._fresh_card(edc)
+        first = edc.purchase([RICE], pin)
+        lost = edc.purchase([EGGS], pin)
+        edc.batch.forget(lost.invoice)
+        held = len(edc.batch.approved())
+        before = self._balance(edc, pin)
+        number = edc.batch.number
+        result = edc.settle()
+        after = self._balance(edc, pin)
+        return [
+            self._step("purchase rice", codes.APPROVED, first),
+            self._step(f"purchase eggs (invoice {lost.invoice}, then lost)", codes.APPROVED,
+                       lost),
+            self._check("totals differ: 95, batch upload", result.uploaded, result.display),
+            Step("one 0320 per transaction held", str(held), str(result.upload_count), ""),
+            self._settled("settlement after upload (960000)", codes.APPROVED, result),
+            self._check("batch closed", result.approved and edc.batch.number != number
+                        and not edc.batch.entries, f"now batch {edc.batch.number_text}"),
+            self._check("upload moves no money", before is not None and after == before,
+                        f"before {before} after {after}"),
+        ]
+
+
+def unheld_invoice(edc: Edc) -> str:
+    """An invoice the terminal's batch has not given out (the host holds none either)."""
+    return f"{(edc.batch.last_invoice + 500) % 999_999 + 1:06d}"
+
 
 def first_rrn(edc: Edc, result: TxnResult) -> str | None:
     """The RRN printed on the receipt of an approved result."""
@@ -211,4 +331,7 @@ SCENARIOS: dict[str, Callable[[Scenarios], list[Step]]] = {
     "duplicate": Scenarios.duplicate_transmission,
     "timeout-then-reversal": Scenarios.timeout_then_reversal,
     "reversal-before-original": Scenarios.reversal_before_original,
+    "void": Scenarios.void,
+    "settlement": Scenarios.settlement,
+    "settlement-mismatch": Scenarios.settlement_mismatch,
 }

@@ -19,6 +19,7 @@ from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import CATALOG, PRICES_SEN, DemoCard, DemoTerminal, DemoWorld
 from switch.protocol.bpnt import BasketLine
+from terminal_sim.batch import card_ref
 from terminal_sim.card_reader import CardReader, EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.link import Faults, FaultyLink, Link, TcpLink
@@ -26,6 +27,9 @@ from terminal_sim.links import make_link, shared_per_line
 
 ALLOWED_ITEMS = [code for code, _name, _cat, allowed in CATALOG if allowed]
 SPARE_KEY = "_spare_cards"
+#: The cards' ATCs by card_ref: a card's counter lives in the card, and the host refuses
+#: an ATC it has seen (63), so a card used again in a later run must carry on from it.
+ATC_KEY = "_card_atc"
 FORBIDDEN_ITEMS = [code for code, _name, _cat, allowed in CATALOG if not allowed]
 
 
@@ -43,8 +47,10 @@ class SimWorld:
     port: int
     timeout_s: float = 5.0
     on_screen: Callable[[str], None] | None = None
-    #: Where STAN and invoice counters survive between runs (a real EDC keeps them in
-    #: flash): without it a second ``edc-sim`` run would reuse STANs and get RC 94.
+    #: Where each EDC's STAN, batch (invoice counter, batch number, transactions) and
+    #: pending reversal survive between runs (a real EDC keeps them in flash): without
+    #: it a second ``edc-sim`` run would reuse STANs and get RC 94, and could not void
+    #: or settle what an earlier run did.
     state_path: Path | None = None
     #: ``tcp://``, ``mqtt://`` or ``serial:`` (terminal_sim.links); ``None``: TCP to
     #: ``host:port``.
@@ -63,7 +69,9 @@ class SimWorld:
     def card(self, demo: DemoCard) -> KksCard:
         with self._lock:
             if demo.pan not in self._cards:
-                profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.imk_ac)
+                atc = int(self._saved_counters().get(ATC_KEY, {}).get(card_ref(demo.pan), 0))
+                profile = profile_for(demo.pan, demo.psn, demo.expiry_yymm, self.imk_ac,
+                                      initial_atc=atc)
                 self._cards[demo.pan] = KksCard(profile)
             return self._cards[demo.pan]
 
@@ -75,9 +83,7 @@ class SimWorld:
                 config = EdcConfig(terminal.tid, terminal.mid, terminal.tmk,
                                    timeout_s=self.timeout_s)
                 edc = Edc(config, link, self._new_reader(), on_screen=self.on_screen)
-                counters = self._saved_counters().get(terminal.tid, {})
-                edc.stan = int(counters.get("stan", 0))
-                edc.invoice = int(counters.get("invoice", 0))
+                edc.restore_state(self._saved_counters().get(terminal.tid, {}))
                 self._edcs[terminal.tid] = edc
                 self._faults[terminal.tid] = faults
             return self._edcs[terminal.tid]
@@ -125,11 +131,26 @@ class SimWorld:
             self._spare_used += 1
             return card
 
-    def _saved_counters(self) -> dict[str, dict[str, int]]:
+    def _saved_counters(self) -> dict[str, dict[str, Any]]:
         if self.state_path is None or not self.state_path.exists():
             return {}
-        saved: dict[str, dict[str, int]] = json.loads(self.state_path.read_text())
+        saved: dict[str, dict[str, Any]] = json.loads(self.state_path.read_text())
         return saved
+
+    def save(self) -> None:
+        """Write every EDC's state to ``state_path`` (also done by :meth:`close`)."""
+        if self.state_path is None:
+            return
+        counters = self._saved_counters()
+        counters.update({tid: e.saved_state() for tid, e in self._edcs.items()})
+        if self._spare_used is not None:
+            counters[SPARE_KEY] = {"used": self._spare_used}
+        atcs = counters.setdefault(ATC_KEY, {})
+        atcs.update({card_ref(pan): card.atc for pan, card in self._cards.items() if card.atc})
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(self.state_path.suffix + ".tmp")
+        temporary.write_text(json.dumps(counters, indent=1))
+        temporary.replace(self.state_path)
 
     def close(self) -> None:
         for edc in self._edcs.values():
@@ -140,14 +161,7 @@ class SimWorld:
         if self._shared_link is not None:
             self._shared_link.close()
             self._shared_link = None
-        if self.state_path is not None:
-            counters = self._saved_counters()
-            counters.update({tid: {"stan": e.stan, "invoice": e.invoice}
-                             for tid, e in self._edcs.items()})
-            if self._spare_used is not None:
-                counters[SPARE_KEY] = {"used": self._spare_used}
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            self.state_path.write_text(json.dumps(counters, indent=1))
+        self.save()
 
 
 class _Unclosed:
