@@ -4,9 +4,13 @@
    terminals) and this period's allocation;
 2. ``bpnt-switch serve`` as a real separate process on a free loopback port;
 3. a fleet of simulated EDCs doing some hundreds of purchases and inquiries;
-4. the named scenarios (each decline, duplicates, timeout-then-reversal);
-5. the switch stopped, then the money invariant checked on the database, and
-   the terminals' approvals matched one for one against ledger debits.
+4. the named scenarios (each decline, duplicates, timeout-then-reversal, void,
+   settlement, settlement-mismatch);
+5. the day's end: every EDC settles (one after a void, one through 95 and batch
+   upload), the slips printed (terminal_sim/day_end.py);
+6. the switch stopped, then the money invariant checked on the database, the
+   terminals' approvals and voids matched one for one against ledger transfers, every
+   closed batch's settled totals against the ledger, and the reconciliation summary.
 """
 
 from __future__ import annotations
@@ -22,13 +26,20 @@ from pathlib import Path
 
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
+from switch.db.engine import Database
 from switch.db.schema import open_database
-from switch.ledger.invariants import check_invariants, unreversed_purchases
+from switch.ledger.invariants import (
+    check_invariants,
+    check_settlements,
+    standing_voids,
+    unreversed_purchases,
+)
 from switch.ledger.postings import AllocationResult, allocate_period
 from switch.money import rupiah
 from switch.protocol.codes import display_for
 from switch.security.keyring import Keyring
 from switch.settings import load_settings
+from terminal_sim.day_end import DayEnd, close_the_day
 from terminal_sim.fleet import FleetReport, run_fleet
 from terminal_sim.scenarios import SCENARIOS, Scenarios, Step
 from terminal_sim.world import SimWorld
@@ -108,11 +119,60 @@ def run_demo(*, transactions: int = 400, kpm: int = 200, workdir: Path = Path("v
         out(f"\nfleet: {len(fleet.results)} transactions on "
             f"{sum(1 for t in world.terminals if t.label == 'ok')} terminals in {elapsed_s:.1f} s")
         scenario_steps = run_scenarios(sim, out)
+        day = close_the_day(sim, out)
     finally:
         sim.close()
         stop_switch(proc)
     approvals = approved_purchases(fleet, scenario_steps)
-    return verdict(db_url, fleet, scenario_steps, approvals, out)
+    code = verdict(db_url, fleet, scenario_steps, approvals, out)
+    return day_end_verdict(db_url, day, scenario_steps, out) if code == 0 else code
+
+
+def day_end_verdict(db_url: str, day: DayEnd, steps: dict[str, list[Step]],
+                    out: Callable[[str], None]) -> int:
+    """Every EDC settled; every closed batch's totals are the ledger's (HOST_SPEC §4);
+    the voids the EDCs saw approved are the ledger's standing voids."""
+    db = open_database(db_url, create=False)
+    problems = check_settlements(db)
+    voids_seen = [s.approved_void_sen for ss in steps.values() for s in ss
+                  if s.approved_void_sen]
+    if day.approved_void_sen:
+        voids_seen.append(day.approved_void_sen)
+    standing = standing_voids(db)
+    out(f"\nday end: {len(day.settlements)} terminals settled "
+        f"({sum(s.uploaded for s in day.settlements.values())} through batch upload); "
+        f"ledger: {standing[0]} standing voids of {rupiah(standing[1])}, the EDCs saw "
+        f"{len(voids_seen)} of {rupiah(sum(voids_seen))}")
+    for line in reconciliation_summary(db):
+        out(f"  {line}")
+    ok = day.ok and not problems and standing == (len(voids_seen), sum(voids_seen))
+    for problem in problems:
+        out(f"  SETTLEMENT MISMATCH: {problem}")
+    if not day.ok:
+        out("  not every EDC's settlement was approved: "
+            + ", ".join(f"{tid} rc {s.rc}" for tid, s in day.settlements.items()
+                        if not s.approved))
+    out(f"VERDICT: {'settled totals equal the ledger' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+def reconciliation_summary(db: Database) -> list[str]:
+    """One line per closed settlement (the full report: bpnt-switch report
+    reconciliation)."""
+    from sqlalchemy import func, select
+
+    from switch.db.tables import Settlement, SettlementDifference
+
+    with db.transaction() as session:
+        differences = dict(session.execute(
+            select(SettlementDifference.settlement_id, func.count())
+            .group_by(SettlementDifference.settlement_id)).all())
+        rows = session.scalars(select(Settlement).where(Settlement.closed)
+                               .order_by(Settlement.tid, Settlement.id)).all()
+        return [f"{s.tid} batch {s.batch_number} ({s.processing_code}): "
+                f"{s.switch_purchase_count} purchases {rupiah(s.switch_purchase_sen)}, "
+                f"{s.switch_void_count} voids {rupiah(s.switch_void_sen)}; "
+                f"{differences.get(s.id, 0)} differences" for s in rows]
 
 
 def display_amount(alloc: AllocationResult) -> str:

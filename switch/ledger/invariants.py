@@ -29,7 +29,14 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from switch.db.engine import Database
-from switch.db.tables import Account, JournalEntry, RequestRecord, Transfer
+from switch.db.tables import (
+    Account,
+    JournalEntry,
+    RequestRecord,
+    Settlement,
+    SettlementDifference,
+    Transfer,
+)
 from switch.money import rupiah
 
 #: Violations shown by summary(); and fetched per kind of check, so a thoroughly
@@ -325,3 +332,67 @@ def unreversed_purchases(db: Database) -> tuple[int, int]:
                 Transfer.kind == "purchase", Transfer.id.not_in(reversed_ids))
         ).one()
     return int(count), int(total)
+
+
+def standing_voids(db: Database) -> tuple[int, int]:
+    """(count, sen) of void pay-backs no reversal undid: the voids terminals must have
+    seen approved."""
+    with db.transaction() as session:
+        reversed_ids = select(Transfer.reverses_transfer_id).where(
+            Transfer.reverses_transfer_id.is_not(None))
+        count, total = session.execute(
+            select(func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0)).where(
+                Transfer.kind == "void", Transfer.id.not_in(reversed_ids))
+        ).one()
+    return int(count), int(total)
+
+
+def check_settlements(db: Database) -> list[str]:
+    """HOST_SPEC §4 for every closed batch: the switch's settled totals are the ledger's
+    (its purchases and voids that no reversal undid, summed from their transfers), and
+    the terminal's totals are the switch's, or (after a batch upload) differ from them
+    by exactly the differences recorded.  Returns the violations (none: all hold)."""
+    problems: list[str] = []
+    with db.transaction() as session:
+        reversing = aliased(Transfer)
+        rows = session.execute(
+            select(RequestRecord.settlement_id, RequestRecord.processing_code,
+                   func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0))
+            .join(Transfer, Transfer.id == RequestRecord.transfer_id)
+            .outerjoin(reversing, reversing.reverses_transfer_id == Transfer.id)
+            .where(RequestRecord.settlement_id.is_not(None), reversing.id.is_(None))
+            .group_by(RequestRecord.settlement_id, RequestRecord.processing_code)).all()
+        ledger: dict[int, list[int]] = {}
+        for settlement_id, code, count, total in rows:
+            assert settlement_id is not None, "selected where not NULL"
+            sums = ledger.setdefault(int(settlement_id), [0, 0, 0, 0])
+            at = 0 if code == "000000" else 2
+            sums[at], sums[at + 1] = int(count), int(total)
+        differences: dict[int, list[int]] = {}
+        for settlement_id, code, kind, switch_sen, terminal_sen in session.execute(
+                select(SettlementDifference.settlement_id,
+                       SettlementDifference.processing_code, SettlementDifference.kind,
+                       SettlementDifference.switch_amount_sen,
+                       SettlementDifference.terminal_amount_sen)):
+            delta = differences.setdefault(int(settlement_id), [0, 0, 0, 0])
+            at = 0 if code == "000000" else 2
+            count_delta = {"switch_only": 1, "terminal_only": -1}.get(kind, 0)
+            delta[at] += count_delta
+            delta[at + 1] += int(switch_sen or 0) - int(terminal_sen or 0)
+        for settled in session.scalars(select(Settlement).where(Settlement.closed)):
+            switch = [settled.switch_purchase_count, settled.switch_purchase_sen,
+                      settled.switch_void_count, settled.switch_void_sen]
+            terminal = [settled.terminal_purchase_count, settled.terminal_purchase_sen,
+                        settled.terminal_void_count, settled.terminal_void_sen]
+            if switch != ledger.get(settled.id, [0, 0, 0, 0]):
+                problems.append(f"settlement {settled.id} ({settled.tid} batch "
+                                f"{settled.batch_number}): switch totals {switch} != ledger "
+                                f"{ledger.get(settled.id, [0, 0, 0, 0])}")
+            explained = [t + d for t, d in zip(terminal, differences.get(settled.id,
+                                                                          [0, 0, 0, 0]),
+                                               strict=True)]
+            if explained != switch:
+                problems.append(f"settlement {settled.id} ({settled.tid} batch "
+                                f"{settled.batch_number}): terminal totals {terminal} and the "
+                                f"recorded differences do not make the switch's {switch}")
+    return problems
