@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 
 from switch.settings import Settings, load_settings
 
@@ -207,6 +208,41 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(text: str) -> date:
+    from switch.reports.reconciliation import parse_day
+
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_report_reconciliation(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from switch.db.schema import open_database
+    from switch.reports.reconciliation import (
+        UnknownEwarong,
+        reconciliation,
+        render_csv,
+        render_md,
+    )
+
+    db = open_database(_settings(args).database_url, create=False)
+    try:
+        report = reconciliation(db, args.date, args.ewarong)
+    except UnknownEwarong as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: cannot read the database: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    sys.stdout.write(render_csv(report) if args.format == "csv" else render_md(report))
+    return report.exit_code
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpnt-switch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -275,7 +311,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="import the valid rows and report the rest (default: nothing)")
     imp.set_defaults(func=_cmd_import_kpm)
 
-    for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp):
+    report = sub.add_parser("report", help="read-only reports on the database")
+    reports = report.add_subparsers(dest="report", required=True)
+    recon = reports.add_parser(
+        "reconciliation", help="the day's reconciliation per e-warong and terminal (HOST_SPEC "
+        "§4, FAILURES F2); exit 1 on a red line (double posting, payable mismatch)")
+    recon.add_argument("--date", required=True, type=_day, metavar="YYYY-MM-DD",
+                       help="the day in WIB (Asia/Jakarta, UTC+7)")
+    recon.add_argument("--ewarong", metavar="MID", help="one e-warong only (DE 42)")
+    recon.add_argument("--format", choices=["md", "csv"], default="md",
+                       help="Markdown tables (default) or one flat CSV table")
+    recon.set_defaults(func=_cmd_report_reconciliation)
+
+    for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
     return parser
 
