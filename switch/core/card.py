@@ -61,7 +61,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     record_id = facts.next_record_id()
     prior = facts.record(key, "request")
     if prior is not None:
-        return _replayed(replay(request, prior, caller.tak, rrn_for(record_id)), record_id)
+        return _replayed(replay(request, prior, caller.tak, rrn_for(record_id), facts.now),
+                         record_id)
     found = facts.card(pan)
     card, card_facts = found if found else (None, None)
     cryptogram: Cryptogram | None = None

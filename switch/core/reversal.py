@@ -35,7 +35,7 @@ def decide_reversal(request: Request, facts: BatchFacts, caller: Caller) -> Deci
     record_id = facts.next_record_id()
     prior = facts.record(key, "reversal")
     if prior is not None:
-        decision = replay(request, prior, caller.tak, rrn_for(record_id))
+        decision = replay(request, prior, caller.tak, rrn_for(record_id), facts.now)
         return Decision(decision.response, decision.sign_with,
                         (RrnIssued(record_id), *decision.effects))
     original = facts.record(key, "request")

@@ -42,7 +42,7 @@ def _replayed(request: Request, facts: BatchFacts, caller: Caller, kind: str,
     prior = facts.record(RequestKey.of(request.message), kind)
     if prior is None:
         return None
-    decision = replay(request, prior, caller.tak, rrn_for(record_id))
+    decision = replay(request, prior, caller.tak, rrn_for(record_id), facts.now)
     return Decision(decision.response, decision.sign_with,
                     (RrnIssued(record_id), *decision.effects))
 
