@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from switch.admin.demo import build_world, seed_database
-from switch.clock import SystemClock
-from switch.db.engine import Database
+from switch.clock import WIB, SystemClock
 from switch.db.schema import open_database
 from switch.ledger.invariants import (
     check_invariants,
@@ -36,7 +35,8 @@ from switch.ledger.invariants import (
 )
 from switch.ledger.postings import AllocationResult, allocate_period
 from switch.money import rupiah
-from switch.protocol.codes import display_for
+from switch.protocol.codes import RESPONSE_CODES, display_for
+from switch.reports.reconciliation import reconciliation, summary_lines
 from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.day_end import DayEnd, close_the_day
@@ -143,9 +143,13 @@ def day_end_verdict(db_url: str, day: DayEnd, steps: dict[str, list[Step]],
         f"({sum(s.uploaded for s in day.settlements.values())} through batch upload); "
         f"ledger: {standing[0]} standing voids of {rupiah(standing[1])}, the EDCs saw "
         f"{len(voids_seen)} of {rupiah(sum(voids_seen))}")
-    for line in reconciliation_summary(db):
-        out(f"  {line}")
-    ok = day.ok and not problems and standing == (len(voids_seen), sum(voids_seen))
+    today = SystemClock().now().astimezone(WIB).date()  # the report's days are WIB days
+    report = reconciliation(db, today)
+    out(f"  reconciliation (in full: bpnt-switch report reconciliation --date {today}):")
+    for line in summary_lines(report):
+        out(f"    {line}")
+    ok = (day.ok and not problems and report.ok
+          and standing == (len(voids_seen), sum(voids_seen)))
     for problem in problems:
         out(f"  SETTLEMENT MISMATCH: {problem}")
     if not day.ok:
@@ -154,25 +158,6 @@ def day_end_verdict(db_url: str, day: DayEnd, steps: dict[str, list[Step]],
                         if not s.approved))
     out(f"VERDICT: {'settled totals equal the ledger' if ok else 'FAILED'}")
     return 0 if ok else 1
-
-
-def reconciliation_summary(db: Database) -> list[str]:
-    """One line per closed settlement (the full report: bpnt-switch report
-    reconciliation)."""
-    from sqlalchemy import func, select
-
-    from switch.db.tables import Settlement, SettlementDifference
-
-    with db.transaction() as session:
-        differences = dict(session.execute(
-            select(SettlementDifference.settlement_id, func.count())
-            .group_by(SettlementDifference.settlement_id)).all())
-        rows = session.scalars(select(Settlement).where(Settlement.closed)
-                               .order_by(Settlement.tid, Settlement.id)).all()
-        return [f"{s.tid} batch {s.batch_number} ({s.processing_code}): "
-                f"{s.switch_purchase_count} purchases {rupiah(s.switch_purchase_sen)}, "
-                f"{s.switch_void_count} voids {rupiah(s.switch_void_sen)}; "
-                f"{differences.get(s.id, 0)} differences" for s in rows]
 
 
 def display_amount(alloc: AllocationResult) -> str:
@@ -211,7 +196,7 @@ def verdict(db_url: str, fleet: FleetReport, steps: dict[str, list[Step]],
             out(f"    {line}")
     by_rc = Counter(fleet.by_rc)
     by_rc.update(s.got for ss in steps.values() for s in ss
-                 if s.got.isdigit() or s.got == "timeout")
+                 if s.got in RESPONSE_CODES or s.got == "timeout")
     out(f"\nresponses by code (fleet + scenarios, {sum(by_rc.values())} in all):")
     for rc, count in sorted(by_rc.items()):
         shown = display_for(rc) if rc.isdigit() else "TIME-OUT / TRANSAKSI GAGAL"
