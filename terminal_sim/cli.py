@@ -58,8 +58,6 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
 
 def _cmd_void(args: argparse.Namespace) -> int:
     """Void a purchase of the terminal's batch; the original's card is inserted again."""
-    from terminal_sim.batch import card_ref
-
     sim = _sim(args)
     try:
         terminal = _terminal(sim, args.tid)
@@ -71,7 +69,7 @@ def _cmd_void(args: argparse.Namespace) -> int:
         original = edc.batch.find_purchase(invoice)
         pin = args.pin or ""
         if original is not None:
-            card = next((c for c in sim.world.cards if card_ref(c.pan) == original.card), None)
+            card = sim.demo_card(original.card)
             if card is not None:
                 sim.insert(edc, card)
                 pin = pin or card.pin

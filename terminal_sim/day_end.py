@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from switch.admin.demo import DemoCard, DemoTerminal
-from terminal_sim.batch import Kind, card_ref
+from switch.admin.demo import DemoTerminal
+from terminal_sim.batch import Kind
 from terminal_sim.edc import SettlementResult, TxnResult
 from terminal_sim.world import SimWorld
 
@@ -68,7 +68,7 @@ def _void_one(sim: SimWorld, terminal: DemoTerminal) -> TxnResult | None:
     for entry in reversed(edc.batch.approved()):
         if entry.kind is not Kind.PURCHASE or entry.voided:
             continue
-        card = _card_of(sim, entry.card)
+        card = sim.demo_card(entry.card)
         if card is None:
             continue
         sim.insert(edc, card)
@@ -84,7 +84,3 @@ def _lose_one(sim: SimWorld, terminal: DemoTerminal) -> str | None:
             edc.batch.forget(entry.invoice)
             return entry.invoice
     return None
-
-
-def _card_of(sim: SimWorld, fingerprint: str) -> DemoCard | None:
-    return next((c for c in sim.world.cards if card_ref(c.pan) == fingerprint), None)

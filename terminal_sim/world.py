@@ -75,6 +75,11 @@ class SimWorld:
                 self._cards[demo.pan] = KksCard(profile)
             return self._cards[demo.pan]
 
+    def demo_card(self, fingerprint: str) -> DemoCard | None:
+        """The card whose :func:`~terminal_sim.batch.card_ref` is ``fingerprint`` (the
+        batch keeps no clear PAN): the card a void must present again."""
+        return next((c for c in self.world.cards if card_ref(c.pan) == fingerprint), None)
+
     def edc(self, terminal: DemoTerminal) -> Edc:
         with self._lock:
             if terminal.tid not in self._edcs:

@@ -25,7 +25,6 @@ from switch.core.effects import (
     Decision,
     Effect,
     RecordWrite,
-    RrnIssued,
     VoidMark,
 )
 from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
@@ -61,8 +60,7 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     record_id = facts.next_record_id()
     prior = facts.record(key, "request")
     if prior is not None:
-        return _replayed(replay(request, prior, caller.tak, rrn_for(record_id), facts.now),
-                         record_id)
+        return replay(request, prior, caller.tak, record_id, facts.now)
     found = facts.card(pan)
     card, card_facts = found if found else (None, None)
     cryptogram: Cryptogram | None = None
@@ -181,12 +179,6 @@ def _void_posting(facts: BatchFacts, key: RequestKey, original: BatchEntry) -> P
                    original.credit_account_id, original.debit_account_id,
                    original.amount_sen,
                    f"voids {original.key.transfer_key('pur', facts.now)}")
-
-
-def _replayed(decision: Decision, record_id: int) -> Decision:
-    """A replay or a 94 (whose RRN took ``record_id``)."""
-    return Decision(decision.response, decision.sign_with,
-                    (RrnIssued(record_id), *decision.effects))
 
 
 def _card_changes(facts: BatchFacts, pan: str, card: Card, verdict: Verdict,

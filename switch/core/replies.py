@@ -7,7 +7,7 @@ import hashlib
 from datetime import datetime
 
 from switch.core import effects
-from switch.core.effects import AuditEntry, Decision
+from switch.core.effects import AuditEntry, Decision, RrnIssued
 from switch.core.facts import StoredRecord
 from switch.core.request import Request, approval_code_for, rrn_for
 
@@ -78,22 +78,24 @@ def same_content(stored_hash: str, request: Message, digest: str) -> bool:
     return stored_hash == digest or stored_hash == legacy_request_hash(request)
 
 
-def replay(request: Request, prior: StoredRecord, tak: bytes, rrn: str,
+def replay(request: Request, prior: StoredRecord, tak: bytes, record_id: int,
            now: datetime) -> Decision:
     """HOST_SPEC §4: same key, same content → the same bytes (signed afresh); different
-    content → 94 (under a new ``rrn``: the answer is not the stored one's).  Either is
-    audited (``duplicate.replay`` / ``duplicate.refused``) for the reconciliation
-    report's duplicates (FAILURES F2)."""
-    message = request.message
+    content → 94, whose RRN is the reserved ``record_id`` (the answer is not the stored
+    one's; the id is used up either way).  Either is audited (``duplicate.replay`` /
+    ``duplicate.refused``) for the reconciliation report's duplicates (FAILURES F2)."""
+    message, rrn = request.message, rrn_for(record_id)
     detail = {"class": prior.kind, "local_date": message.opt_text(13) or "",
               "original_rrn": rrn_for(prior.record_id), "original_rc": prior.response_code}
     if same_content(prior.request_hash, message, request.digest):
         return Decision(prior.response_unit, tak, (
+            RrnIssued(record_id),
             AuditEntry(now, f"terminal:{prior.tid}", "duplicate.replay", prior.stan, detail),
             effects.info("duplicate tid=%s stan=%s: replaying rc=%s", prior.tid, prior.stan,
                          prior.response_code)))
     answer = build_response(message, codes.DUPLICATE_DIFFERENT, rrn=rrn)
     return Decision(encode(answer.with_fields(de64=PLACEHOLDER)), tak, (
+        RrnIssued(record_id),
         AuditEntry(now, f"terminal:{prior.tid}", "duplicate.refused", prior.stan,
                    {**detail, "rrn": rrn, "rc": codes.DUPLICATE_DIFFERENT}),
         effects.warning("duplicate tid=%s stan=%s with different content: 94", prior.tid,

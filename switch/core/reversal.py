@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from switch.core import effects
 from switch.core.batch import VOID_CODE
-from switch.core.effects import AuditEntry, Decision, Effect, RecordWrite, RrnIssued, VoidMark
+from switch.core.effects import AuditEntry, Decision, Effect, RecordWrite, VoidMark
 from switch.core.facts import BatchFacts, StoredRecord
 from switch.core.gate import Caller, gated
 from switch.core.replies import build_response, replay, rrn_for
@@ -35,9 +35,7 @@ def decide_reversal(request: Request, facts: BatchFacts, caller: Caller) -> Deci
     record_id = facts.next_record_id()
     prior = facts.record(key, "reversal")
     if prior is not None:
-        decision = replay(request, prior, caller.tak, rrn_for(record_id), facts.now)
-        return Decision(decision.response, decision.sign_with,
-                        (RrnIssued(record_id), *decision.effects))
+        return replay(request, prior, caller.tak, record_id, facts.now)
     original = facts.record(key, "request")
     out: list[Effect] = []
     restored, state = _restore(facts, key, original)

@@ -20,7 +20,6 @@ from switch.core.effects import (
     AuditEntry,
     Decision,
     RecordWrite,
-    RrnIssued,
     SettlementWrite,
     UploadWrite,
 )
@@ -37,24 +36,13 @@ CLOSE_ON_TOTALS = "920000"
 CLOSE_AFTER_UPLOAD = "960000"
 
 
-def _replayed(request: Request, facts: BatchFacts, caller: Caller, kind: str,
-              record_id: int) -> Decision | None:
-    prior = facts.record(RequestKey.of(request.message), kind)
-    if prior is None:
-        return None
-    decision = replay(request, prior, caller.tak, rrn_for(record_id), facts.now)
-    return Decision(decision.response, decision.sign_with,
-                    (RrnIssued(record_id), *decision.effects))
-
-
 @gated
 def decide_settlement(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
     message = request.message
     key = RequestKey.of(message)
     record_id = facts.next_record_id()
-    replayed = _replayed(request, facts, caller, "settlement", record_id)
-    if replayed is not None:
-        return replayed
+    if (prior := facts.record(key, "settlement")) is not None:
+        return replay(request, prior, caller.tak, record_id, facts.now)
     terminal_totals = Totals.parse(message.text(63))
     batch_number = parse_n6(message.text(60), 60)
     batch = facts.open_batch(key.tid)
@@ -94,9 +82,8 @@ def decide_batch_upload(request: Request, facts: BatchFacts, caller: Caller) -> 
     message = request.message
     key = RequestKey.of(message)
     record_id = facts.next_record_id()
-    replayed = _replayed(request, facts, caller, "upload", record_id)
-    if replayed is not None:
-        return replayed
+    if (prior := facts.record(key, "upload")) is not None:
+        return replay(request, prior, caller.tak, record_id, facts.now)
     code = message.text(3)
     if code not in UPLOAD_CODES:
         rc, reason = codes.INVALID_TRANSACTION, f"DE 3 {code} uploads no purchase or void"

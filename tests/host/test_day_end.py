@@ -218,12 +218,15 @@ def test_batch_upload_records_moves_nothing_and_960000_closes_with_the_differenc
     lost, _ = client.purchase([EGGS], pin)  # the terminal lost this one
     wrong, wrong_answer = client.purchase([EGGS], pin)
     before = balances(world)
-    terminal = Totals(2, RICE.total_sen + EGGS.total_sen)  # what the terminal holds
+    # what the terminal holds: kept, wrong (its amount + 1) and one the switch never saw
+    terminal = Totals(3, RICE.total_sen + EGGS.total_sen + 1 + RICE.total_sen)
     _, answer = client.settle(terminal._replace(purchase_sen=terminal.purchase_sen + 1))
     assert answer.rc == codes.SETTLEMENT_MISMATCH
+    invented = Message("0200", {**kept.fields, 11: "654321", 62: "000777"})
     uploads = [client.upload(kept, kept_answer),
-               client.upload(wrong, wrong_answer, amount_sen=EGGS.total_sen + 1)]
-    assert [u.rc for u in uploads] == ["00", "00"]
+               client.upload(wrong, wrong_answer, amount_sen=EGGS.total_sen + 1),
+               client.upload(invented, Message("0210", {37: "999999999999", 38: "999999"}))]
+    assert [u.rc for u in uploads] == ["00", "00", "00"]
     assert all(u.signed and u.message.has(37) for u in uploads)
     _, closed = client.settle(terminal, code="960000")
     assert closed.rc == codes.APPROVED and closed.signed
@@ -233,7 +236,8 @@ def test_batch_upload_records_moves_nothing_and_960000_closes_with_the_differenc
         pending = session.scalars(select(BatchUpload).where(
             BatchUpload.settlement_id.is_(None))).all()
     lost_rrn = [r.text(37) for q, r in client.held if q is lost]
-    assert differences == {("switch_only", lost_rrn[0]), ("amount", wrong_answer.text(37))}
+    assert differences == {("switch_only", lost_rrn[0]), ("amount", wrong_answer.text(37)),
+                           ("terminal_only", "999999999999")}
     assert pending == []
     assert client.settle(Totals(), "000002")[1].rc == codes.APPROVED  # the batch closed
 
@@ -274,3 +278,13 @@ def test_a_repeat_within_the_window_replays_and_next_year_the_key_is_new(
     assert again.rc == codes.APPROVED and again.message.text(37) != first.message.text(37)
     assert sorted(moved(before, balances(world)).values()) == [-RICE.total_sen,
                                                                RICE.total_sen]
+
+
+def test_the_batch_number_after_999999_is_000001(world: HostWorld,
+                                                 client: DayEndClient) -> None:
+    client.purchase([RICE], _pin(world))
+    assert client.settle(Totals(1, RICE.total_sen), "999999")[1].rc == codes.APPROVED
+    with world.db.transaction() as session:
+        number = session.scalar(select(TerminalRow.batch_number).where(
+            TerminalRow.tid == client.edc.config.tid))
+    assert number == "000001"

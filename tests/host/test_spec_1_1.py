@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from switch.admin.records import prune_records
+from switch.cli import main as cli_main
 from switch.core.batch import Totals
 from switch.db.tables import RequestRecord
 from switch.db.tables import Terminal as TerminalRow
+from switch.host.service import HostService
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
@@ -139,6 +141,19 @@ def test_logon_keys_hold_on_every_connection(world: HostWorld) -> None:
     second._tpk, second._tak = edc._tpk, edc._tak
     second.stan = 100
     assert second.purchase([RICE], card.pin).rc == codes.APPROVED
+    # ... and across a restart: a new host process on the same database
+    world.host = HostService(world.db, world.host.settings, world.clock)
+    third = world.edc()  # linked to the new host
+    world.insert(third, card)
+    third._tpk, third._tak = edc._tpk, edc._tak
+    third.stan = 200
+    assert third.purchase([RICE], card.pin).rc == codes.APPROVED
+
+
+def test_prune_refuses_a_window_shorter_than_the_setting(world: HostWorld) -> None:
+    url = world.host.settings.database_url
+    assert cli_main(["records", "prune", "--days", "6", "--db", url]) == 2
+    assert cli_main(["records", "prune", "--dry-run", "--db", url]) == 0
 
 
 def _wrapped_keys(world: HostWorld, tid: str) -> tuple[bytes | None, bytes | None]:
