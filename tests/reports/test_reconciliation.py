@@ -1,7 +1,9 @@
 """``bpnt-switch report reconciliation`` (HOST_SPEC 1.1 §4, FAILURES F2) on both engines:
 a day built through the real switch (purchases, voids, reversals, a settlement that
 matched, one that went 95 → batch upload → 960000 with differences), its numbers
-asserted exactly; and a double posting inserted by hand, which is a red line (exit 1)."""
+asserted exactly; replays and 94s of every class (request, reversal, upload,
+settlement) driven through the switch and counted from the audit trail, at the edges
+of the WIB day; and a double posting inserted by hand, which is a red line (exit 1)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select, update
@@ -17,6 +19,7 @@ from sqlalchemy import insert, select, update
 from switch.cli import main
 from switch.clock import WIB, FixedClock
 from switch.core.batch import Totals
+from switch.db import audit
 from switch.db.tables import Account, JournalEntry, RequestRecord, Transfer
 from switch.host.service import HostService
 from switch.ledger.invariants import check_invariants
@@ -226,7 +229,16 @@ def test_the_day_adds_up(world: HostWorld, any_url: str,
     md = render_md(report)
     assert "2026-11-22 17:00:00 UTC" in md and "2026-11-23 17:00:00 UTC" in md
     assert "**No red line**" in md and "Rp 240.000" in md and VOID_STANDS in md
-    assert "| replays (same key, same content) | not recorded |" in md
+    # the duplicates: each purchase sent again by DayEndClient, and V3's reversal 0401
+    assert [(d.tid, d.message_class, d.kind, d.original_rrn) for d in report.duplicates] == [
+        ("EDC00001", "request", "replay", rrn[p]) for p in ("P1", "P2", "P3", "P8")] + [
+        ("EDC00001", "reversal", "replay", rrn["RV3"])] + [
+        ("EDC00002", "request", "replay", rrn[p]) for p in ("P4", "P5", "P6", "P7")] + [
+        ("EDC00001", "request", "replay", rrn["P_late"])]
+    assert (len(report.replays), len(report.refusals)) == (10, 0)
+    assert (a.replays, a.refusals, b.replays, b.refusals) == (6, 0, 4, 0)
+    assert (ewarong.replays, ewarong.refusals) == (10, 0)
+    assert "| replays (same key, same content: the stored answer again) | 10 |" in md
     code, out = _run(any_url, "--date", "2026-11-23", capsys=capsys)
     assert (code, out) == (0, md)
     code, out = _run(any_url, "--date", "2026-11-23", "--format", "csv", capsys=capsys)
@@ -239,7 +251,10 @@ def test_the_day_adds_up(world: HostWorld, any_url: str,
     assert [r["rrn"] for r in rows if r["section"] == "difference"] == [rrn["P5"], rrn["P6"]]
     assert {r["section"] for r in rows} == {
         "window", "ewarong", "terminal", "settlement", "difference", "void", "reversal",
-        "void_stands", "duplicates"}
+        "void_stands", "duplicates", "duplicate"}
+    assert [(r["kind"], r["count"]) for r in rows if r["section"] == "duplicates"] == [
+        ("double_posting", "0"), ("replay", "10"), ("refusal_94", "0")]
+    assert len([r for r in rows if r["section"] == "duplicate"]) == 10
     assert summary_lines(report)[0] == "reconciliation 2026-11-23 WIB: OK, no red line"
 
     # the neighbouring days hold what the window left out
@@ -247,8 +262,138 @@ def test_the_day_adds_up(world: HostWorld, any_url: str,
         world.db, date(2026, 11, 24), MID)
     assert before.terminal("EDC00002").totals == SwitchTotals(1, EGGS.total_sen)
     assert before.ok and before.ewarong(MID).payable_movement_sen == EGGS.total_sen
+    assert [(d.tid, d.original_rrn) for d in before.duplicates] == [("EDC00002", rrn["P0"])]
     assert [t.tid for t in after.ewarongs[0].terminals] == ["EDC00001"]
     assert after.terminal("EDC00001").totals == SwitchTotals(1, EGGS.total_sen)
+    assert [(d.tid, d.original_rrn) for d in after.duplicates] == [("EDC00001", rrn["P9"])]
+    assert check_invariants(world.db).ok
+
+
+def _changed(message: Message, de: int, value: str) -> Message:
+    """``message`` with DE ``de`` changed, to be signed again: same key, other content."""
+    return Message(message.mti, {**{k: v for k, v in message.fields.items() if k != 64},
+                                 de: value})
+
+
+def _same_stan(client: DayEndClient) -> DayEndClient:
+    """The client's next message under its last STAN again (the same key)."""
+    client.stan -= 1
+    return client
+
+
+def test_duplicates_are_counted(world: HostWorld, any_url: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Replays and 94s of every class driven through the switch, by the audit stamp's
+    instant: the first and last second of the WIB day (under a UTC clock too), a replay
+    of the day before's sale, and one stamped -05:00 of a TID that is no terminal."""
+    pin_a, pin_b = world.card("ok", 0).pin, world.card("ok", 1).pin
+    a, b = _client(world, 0), _client(world, 1)  # 23:59:59 WIB the day before
+    p0 = a.purchase([EGGS], pin_a)  # its repeat: a replay of 2026-11-22
+    _at(world, 0, 0, 0)
+    assert a.send(p0[0]).message == p0[1]  # the same signed unit: the stored answer
+
+    _at(world, 10, 0)
+    p1 = a.purchase([RICE], pin_a)  # and its repeat
+    assert a.send(p1[0]).message == p1[1]
+    refused = a.send(_changed(p1[0], 4, f"{RICE.total_sen + 100:012d}")).message
+    assert refused.text(39) == codes.DUPLICATE_DIFFERENT
+    reversal = a.reversal(p1[0])
+    assert reversal.rc == codes.APPROVED
+    assert a.reversal(p1[0], "0401").message.text(37) == _rrn(reversal.message)
+    refused_reversal = a.reversal(_changed(p1[0], 4, f"{RICE.total_sen - 100:012d}"))
+    assert refused_reversal.rc == codes.DUPLICATE_DIFFERENT
+
+    _at(world, 11, 0)
+    p2 = b.purchase([EGGS], pin_b)  # and its repeat
+    _, mismatch = b.settle(Totals(0, 0, 0, 0))
+    assert mismatch.rc == codes.SETTLEMENT_MISMATCH
+    upload = b.upload(*p2)
+    assert upload.rc == codes.APPROVED
+    assert _same_stan(b).upload(*p2).message == upload.message
+    refused_upload = _same_stan(b).upload(*p2, amount_sen=EGGS.total_sen + 100)
+    assert refused_upload.rc == codes.DUPLICATE_DIFFERENT
+    stan = b.next_stan()
+    _, closed = b.settle(Totals(0, 0, 0, 0), code="960000", stan=stan)
+    assert closed.rc == codes.APPROVED
+    assert b.settle(Totals(0, 0, 0, 0), code="960000", stan=stan)[1].message == closed.message
+    refused_settle = b.settle(Totals(1, EGGS.total_sen, 0, 0), code="960000", stan=stan)[1]
+    assert refused_settle.rc == codes.DUPLICATE_DIFFERENT
+
+    world.clock.current = datetime(2026, 11, 23, 16, 59, 59, tzinfo=UTC)  # 23:59:59 WIB
+    assert a.send(p1[0]).message == p1[1]
+    world.clock.current = datetime(2026, 11, 23, 17, tzinfo=UTC)  # 00:00 WIB, the 24th
+    assert a.send(p1[0]).message == p1[1]
+    with world.db.transaction() as session:  # 17:00 UTC: the day's first second
+        audit.append(session, world.keys.audit_key,
+                     at=datetime(2026, 11, 22, 12, tzinfo=timezone(timedelta(hours=-5))),
+                     actor="terminal:EDC09999", action="duplicate.replay", subject="000123",
+                     detail={"class": "request", "local_date": "1123",
+                             "original_rrn": "000000000001", "original_rc": "00"})
+
+    report = reconciliation(world.db, DAY)
+    r = {"P0": _rrn(p0[1]), "P1": _rrn(p1[1]), "RP1": _rrn(reversal.message),
+         "U": _rrn(upload.message), "S": _rrn(closed.message), "P2": _rrn(p2[1])}
+    assert [(d.tid, d.message_class, d.kind, d.original_rrn, d.rrn)
+            for d in report.duplicates] == [
+        ("EDC00001", "request", "replay", r["P0"], None),
+        ("EDC00001", "request", "replay", r["P1"], None),
+        ("EDC00001", "request", "replay", r["P1"], None),
+        ("EDC00001", "request", "refusal_94", r["P1"], _rrn(refused)),
+        ("EDC00001", "reversal", "replay", r["RP1"], None),
+        ("EDC00001", "reversal", "refusal_94", r["RP1"], _rrn(refused_reversal.message)),
+        ("EDC00002", "request", "replay", r["P2"], None),
+        ("EDC00002", "upload", "replay", r["U"], None),
+        ("EDC00002", "upload", "refusal_94", r["U"], _rrn(refused_upload.message)),
+        ("EDC00002", "settlement", "replay", r["S"], None),
+        ("EDC00002", "settlement", "refusal_94", r["S"], _rrn(refused_settle.message)),
+        ("EDC00001", "request", "replay", r["P1"], None),
+        ("EDC09999", "request", "replay", "000000000001", None)]  # chain order: appended
+    first, last, stamped = (report.duplicates[i].at for i in (0, -2, -1))
+    assert (first, last, stamped) == (  # 00:00:00 WIB, 23:59:59 WIB, 12:00:00 -05:00
+        datetime(2026, 11, 22, 17, tzinfo=UTC), datetime(2026, 11, 23, 16, 59, 59, tzinfo=UTC),
+        datetime(2026, 11, 22, 17, tzinfo=UTC))
+    assert {d.local_date for d in report.duplicates if d.message_class == "settlement"} == {""}
+    assert (len(report.replays), len(report.refusals)) == (9, 4)
+    ta, tb = report.terminal("EDC00001"), report.terminal("EDC00002")
+    assert (ta.replays, ta.refusals, tb.replays, tb.refusals) == (5, 2, 3, 2)
+    assert (report.ewarong(MID).replays, report.ewarong(MID).refusals) == (8, 4)
+    assert report.ok  # neither is a red line
+
+    md = render_md(report)
+    assert "| refusals 94 (same key, different content) | 4 |" in md
+    assert "| EWARONG00000001 | e-Warong 001 | 8 | 4 |" in md
+    assert "| EDC00001 | EWARONG00000001 | 5 | 2 |" in md
+    assert "| EDC00002 | EWARONG00000001 | 3 | 2 |" in md
+    assert f"| 10:00:00 | EDC00001 | EWARONG00000001 | {p1[0].text(11)} | " \
+           f"{p1[0].text(13)} | request | 94 | {_rrn(refused)} | {r['P1']} | 00 |" in md
+    assert "| 00:00:00 | EDC09999 | (unregistered) | 000123 |" in md
+    code, out = _run(any_url, "--date", "2026-11-23", "--format", "csv", capsys=capsys)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["kind"], r["count"]) for r in rows if r["section"] == "duplicates"] == [
+        ("double_posting", "0"), ("replay", "9"), ("refusal_94", "4")]
+    assert [(r["section"], r["tid"], r["replay_count"], r["refusal_count"]) for r in rows
+            if r["section"] in ("ewarong", "terminal")] == [
+        ("ewarong", "", "8", "4"), ("terminal", "EDC00001", "5", "2"),
+        ("terminal", "EDC00002", "3", "2")]
+    listed = [r for r in rows if r["section"] == "duplicate"]
+    assert [(r["tid"], r["state"], r["kind"], r["rc"]) for r in listed] == [
+        (d.tid, d.message_class, d.kind, "94" if d.refused else d.original_rc)
+        for d in report.duplicates]
+    assert listed[3]["rrn"] == _rrn(refused) and listed[3]["ref_rrn"] == r["P1"]
+    assert listed[0]["at_utc"] == listed[-1]["at_utc"] == "2026-11-22T17:00:00Z"
+    assert summary_lines(report)[-1] == "  duplicates: 9 replays, 4 refusals 94"
+
+    # the e-warong alone: not the unregistered TID; another e-warong: none
+    mine = reconciliation(world.db, DAY, MID)
+    assert mine.duplicates == report.duplicates[:-1]
+    assert reconciliation(world.db, DAY, "EWARONG00000099").duplicates == []
+    # the neighbouring days: P0's repeat on the 22nd, P1's at 00:00 WIB on the 24th
+    assert [(d.tid, d.original_rrn) for d in reconciliation(
+        world.db, date(2026, 11, 22)).duplicates] == [("EDC00001", r["P0"])]
+    assert [(d.tid, d.original_rrn, d.at) for d in reconciliation(
+        world.db, date(2026, 11, 24)).duplicates] == [
+        ("EDC00001", r["P1"], datetime(2026, 11, 23, 17, tzinfo=UTC))]
     assert check_invariants(world.db).ok
 
 
