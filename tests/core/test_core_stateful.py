@@ -9,6 +9,18 @@ and after their original, ATC replays, logons and allocations in any order, and 
 model of the programme checks every answer and, after every step, the balances,
 the PIN try counters, the money conservation and that no key ever moved money
 twice.  Every decision is also checked to leave the facts it was given untouched.
+
+HOST_SPEC 1.1 §4, the day's end, is in the same machine: voids by invoice (DE 62:
+unknown, reversed, settled, another family's → 25, voided already → 12, another
+amount → 13), reversals of voids (the debit reinstated, or the void standing when
+the wallet no longer covers it) and of voided purchases (nothing paid back twice),
+settlement 920000 with the model's totals (00, the batch closes, its number moves
+on and wraps) or other totals (95, nothing closes), batch uploads 0320 (00, no
+money) and 960000 (00, closes, with exactly the differences the model expects), and
+repeats of each.  The terminal's open batch is an :class:`OpenBatch` the facts keep
+from step to step, as the store would read it.  Every answer to a signed MTI carries
+DE 37 and a DE 64 that verifies under the EDC's TAK (HOST_SPEC §3, §6).
+
 The database state machine (tests/ledger/test_stateful.py) stays the integration
 check of the same rules through the store.
 """
@@ -16,19 +28,28 @@ check of the same rules through the store.
 from __future__ import annotations
 
 import copy
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import luhn_complete
 from switch.clock import FixedClock
+from switch.core.batch import VOID_CODE, OpenBatch, Totals
 from switch.core.decide import answer_at_once, decide
-from switch.core.effects import Decision, Effect
+from switch.core.effects import Decision, Effect, SettlementWrite
 from switch.core.facts import BatchFacts, Card, ItemFacts, Terminal, TerminalFacts
 from switch.core.replies import request_hash
 from switch.core.request import Request
@@ -41,7 +62,7 @@ from switch.protocol.routing import TxnType, classify
 from switch.protocol.unit import TPDU_LEN, decode_unit
 from switch.security import mac
 from switch.security.keyring import Keyring
-from switch.security.pin import pin_offset
+from switch.security.pin import encrypt_pin_block, pin_offset
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
@@ -52,9 +73,21 @@ TID, MID = "EDC00001", "EWARONG00000001"
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PROGRAM, PAYABLE = 1, 900
 START_SEN = 2_000_000
+#: The programme account is held too (allocations debit it), so the sum of every
+#: balance is a constant.
+PROGRAM_START_SEN = 10**12
 TEMPE = BasketLine("TMP001", 1, 500_000)
 MAX_PIN_TRIES = 3
-_GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.REVERSAL, TxnType.CASH_OUT})
+#: As switch.host.service hashes them (HOST_SPEC §4 content).
+_GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID, TxnType.REVERSAL,
+                    TxnType.CASH_OUT, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
+#: HOST_SPEC §4: "A batch upload never moves money"; nor does a settlement.
+_MOVES_NO_MONEY = frozenset({TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
+PURCHASE_UPLOAD, VOID_UPLOAD = "000001", "020001"
+UNKNOWN_INVOICE = "999999"  # the EDC's invoice counter never gets there in a run
+INVENTED_RRN = 900_000_000_000  # above every record id the facts reserve
+#: Right or wrong, shrinking to right (a wrong PIN first blocks cards early on).
+RIGHT_PIN = st.sampled_from([True, False])
 
 
 @dataclass
@@ -67,15 +100,64 @@ class CardModel:
     blocked: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Sent:
-    """A purchase as the terminal sent it and what it was answered."""
+    """A purchase or void as the terminal sent it, what it was answered, and what the
+    model says became of it."""
 
     request: Message
     response: Message
+    #: The card presented.
     card: int
+    #: The money it moved: a purchase's debit, an approved void's payback.
     debited_sen: int
+    #: The model's batch (0, 1, ...: one per settlement) it was approved in.
+    batch: int = 0
+    #: A 0400 for it went out (later ones are repeats and replay its answer).
+    reversal_sent: bool = False
+    #: That reversal undid its money (a voided purchase's, or an uncovered void's, does not).
     reversed: bool = False
+    #: A purchase: the void that stands against it.
+    voided_by: Sent | None = None
+    #: An approved void: the purchase it cancels.
+    voids: Sent | None = None
+
+    @property
+    def is_void(self) -> bool:
+        return self.request.text(3) == VOID_CODE
+
+    @property
+    def approved(self) -> bool:
+        return self.response.opt_text(39) == codes.APPROVED
+
+    @property
+    def amount_sen(self) -> int:
+        return int(self.request.text(4))
+
+    @property
+    def invoice(self) -> str:
+        return self.request.text(62)
+
+    @property
+    def rrn(self) -> str:
+        return self.response.text(37)
+
+    def __repr__(self) -> str:
+        return (f"<{'void' if self.is_void else 'purchase'} stan={self.request.text(11)} "
+                f"invoice={self.invoice} rc={self.response.opt_text(39)}>")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Hypothesis prints draws with this: one line, not the messages' bytes."""
+        printer.text(repr(self))
+
+
+@dataclass(frozen=True)
+class HeldUpload:
+    """A 0320 the model sent for the open batch: the original's DE 3, DE 4, DE 62."""
+
+    processing_code: str
+    amount_sen: int
+    invoice: str
 
 
 @dataclass
@@ -85,6 +167,9 @@ class PureHost:
     facts: BatchFacts
     keys_drawn: int = 0
     effects: list[Effect] = field(default_factory=list)
+    last: Decision | None = None
+    #: Called with each request, its answer and the answer's bytes (no TPDU).
+    on_answer: Callable[[Message, Message, bytes], None] | None = None
 
     def exchange(self, unit: bytes) -> bytes | None:
         decoded = decode_unit(unit)
@@ -99,23 +184,39 @@ class PureHost:
             return None
         body = (mac.sign(decision.sign_with, decision.response) if decision.sign_with
                 else decision.response)
+        if self.on_answer is not None:
+            self.on_answer(message, decode_unit(tpdu + body).message, body)
         return tpdu + body
 
     def _decide(self, request: Request) -> Decision:
         before = _snapshot(self.facts)
         decision = decide(request, self.facts)
         assert _snapshot(self.facts) == before, "a decider changed the facts it was given"
+        balances = dict(self.facts.balances)
         self.facts.apply(decision.effects)
+        if request.txn in _MOVES_NO_MONEY:
+            assert not any(isinstance(e, Posting) for e in decision.effects), decision.effects
+            assert self.facts.balances == balances, f"a {request.txn.value} moved money"
         self.effects.extend(decision.effects)
+        self.last = decision
         return decision
 
     def _new_keys(self) -> tuple[bytes, bytes]:
         self.keys_drawn += 1
         return (bytes([self.keys_drawn, 1]) * 8, bytes([self.keys_drawn, 2]) * 8)
 
+    def last_settlement(self) -> SettlementWrite:
+        assert self.last is not None
+        writes = [e for e in self.last.effects if isinstance(e, SettlementWrite)]
+        assert len(writes) == 1, self.last.effects
+        return writes[0]
+
 
 def _snapshot(facts: BatchFacts) -> dict[str, Any]:
-    return copy.deepcopy({k: v for k, v in vars(facts).items() if k != "checks"})
+    """The facts as values; the reserved ids (thousands of ints) copied flat, which is
+    all a deep copy would do to them, only faster."""
+    return {k: tuple(v) if k in ("record_ids", "transfer_ids") else copy.deepcopy(v)
+            for k, v in vars(facts).items() if k != "checks"}
 
 
 def _cards() -> list[CardModel]:
@@ -128,12 +229,21 @@ def _cards() -> list[CardModel]:
     return out
 
 
+def _next_batch_number(number: str) -> str:
+    """HOST_SPEC §4: batch number + 1, 999999 → 000001."""
+    return f"{int(number) % 999_999 + 1:06d}"
+
+
 class CoreMachine(RuleBasedStateMachine):
-    @initialize()
-    def start(self) -> None:
+    @initialize(first_batch=st.sampled_from(["000001", "999998", "999999"]),
+                opening=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4)), max_size=3))
+    def start(self, first_batch: str, opening: list[tuple[int, int]]) -> None:
+        """The terminal logged on, its batch numbered ``first_batch`` (the two last ones
+        wrap), and the day's first sales (``opening``: card, tempe; right PINs) made."""
         self.cards = _cards()
-        self.balances = {101: START_SEN, 102: START_SEN, PAYABLE: 0}
-        self.allocated_sen = 0
+        self.balances = {101: START_SEN, 102: START_SEN, PAYABLE: 0,
+                         PROGRAM: PROGRAM_START_SEN}
+        self.total_sen = sum(self.balances.values())
         facts = BatchFacts(
             now=FixedClock().now(), checks=Checks(KEYS), max_pin_tries=MAX_PIN_TRIES,
             terminals={TID: Terminal(TerminalFacts(TID, True, MID, True, None, None),
@@ -143,17 +253,29 @@ class CoreMachine(RuleBasedStateMachine):
                                0, None, None) for n, c in enumerate(self.cards)},
             balances=dict(self.balances),
             catalogue={"TMP001": ItemFacts("TMP001", "protein", True)},
+            open_batches={TID: OpenBatch(TID, first_batch)},
             record_ids=list(range(1, 5_000)), transfer_ids=list(range(1, 5_000)))
-        self.host = PureHost(facts)
+        self.host = PureHost(facts, on_answer=self._check_answer)
         self.reader = EmulatedReader()
         self.edc = Edc(EdcConfig(TID, MID, TMK), DirectLink(self.host.exchange), self.reader,
                        clock=FixedClock())
         assert self.edc.logon().approved
         self.sent: list[Sent] = []
+        # The terminal's batch as the model sees it.
+        self.batch_index = 0
+        self.batch_number = first_batch
+        self.uploads: dict[str, HeldUpload] = {}  # by DE 37, of the open batch
+        self.invented = 0
+        #: (DE 60, the model's totals) of every batch a settlement closed.
+        self.closed: list[tuple[str, Totals]] = []
+        #: Settlements and uploads sent, with their answers (for repeats).
+        self.day_end: list[tuple[Message, Message]] = []
+        for card, tempe in opening:
+            self.purchase(card, tempe, True)
 
     # -- rules -------------------------------------------------------------------------
 
-    @rule(card=st.integers(0, 2), tempe=st.integers(1, 4), right_pin=st.booleans())
+    @rule(card=st.integers(0, 2), tempe=st.integers(1, 4), right_pin=RIGHT_PIN)
     def purchase(self, card: int, tempe: int, right_pin: bool) -> None:
         model = self.cards[card]
         self.reader.swap(model.kks)
@@ -168,9 +290,10 @@ class CoreMachine(RuleBasedStateMachine):
         self.balances[PAYABLE] += debited
         if expected in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
             assert decode_balance(response.text(54)) == self.balances[model.wallet]
-        self.sent.append(Sent(decode_unit(unit).message, response, card, debited))
+        self.sent.append(Sent(decode_unit(unit).message, response, card, debited,
+                              self.batch_index))
 
-    @rule(card=st.integers(0, 2), right_pin=st.booleans())
+    @rule(card=st.integers(0, 2), right_pin=RIGHT_PIN)
     def balance_inquiry(self, card: int, right_pin: bool) -> None:
         model = self.cards[card]
         self.reader.swap(model.kks)
@@ -179,37 +302,84 @@ class CoreMachine(RuleBasedStateMachine):
         if result.rc == codes.APPROVED:
             assert result.balance_sen == self.balances[model.wallet]
 
+    @precondition(lambda self: any(not s.is_void for s in self.sent))
+    @rule(data=st.data(), held=st.sampled_from([True, True, False]),
+          card=st.sampled_from([None, None, 0, 1, 2]),
+          right_pin=st.sampled_from([True, True, True, False]),
+          unknown_invoice=st.sampled_from([False] * 5 + [True]),
+          amount_delta=st.sampled_from([0, 0, 0, 1, -1]))
+    def void(self, data: st.DataObject, held: bool, card: int | None, right_pin: bool,
+             unknown_invoice: bool, amount_delta: int) -> None:
+        """0200/020000 naming a purchase by DE 62, presented by its card (``None``) or
+        another; the model says 00, 25, 12, 13 or a card refusal (HOST_SPEC §4, Void).
+        ``held``: a purchase of the open batch (when there is one), else any sent."""
+        purchases = [s for s in self.sent if not s.is_void]
+        in_batch = [s for s in self._batch() if not s.is_void]
+        target = data.draw(st.sampled_from((in_batch if held and in_batch else purchases)[::-1]),
+                           label="purchase")
+        presenter = target.card if card is None else card
+        model = self.cards[presenter]
+        tpk = self.edc._tpk  # the terminal's: the PIN is entered again under it
+        assert tpk is not None
+        fields = {de: v for de, v in target.request.fields.items() if de not in (23, 55, 64)}
+        if presenter != target.card:
+            fields[35] = model.kks.profile.track2
+        fields.update({
+            3: VOID_CODE, 11: self.edc._next_stan(), 22: "021",
+            4: f"{target.amount_sen + amount_delta:012d}",
+            52: encrypt_pin_block(tpk, model.pin if right_pin else "000000", model.pan)})
+        if unknown_invoice:
+            fields[62] = UNKNOWN_INVOICE
+        request = Message("0200", fields)
+        response = self._exchange(self.edc.encode_unit(request))
+        expected, original = self._expect_void(model, right_pin, request)
+        event(f"void: rc {expected}")
+        assert response.opt_text(39) == expected, (response.opt_text(39), expected)
+        void = Sent(request, response, presenter, 0, self.batch_index)
+        if original is not None:
+            void.debited_sen, void.voids, original.voided_by = original.amount_sen, original, void
+            self.balances[model.wallet] += original.amount_sen
+            self.balances[PAYABLE] -= original.amount_sen
+            assert decode_balance(response.text(54)) == self.balances[model.wallet]
+            assert response.has(38)
+        self.sent.append(void)
+
+    @precondition(lambda self: any(s.is_void and s.approved and not s.reversal_sent
+                                   for s in self.sent))
+    @rule(data=st.data())
+    def reverse_void_after_spending(self, data: st.DataObject) -> None:
+        """Cover: the wallet spent below an approved void's amount (its card buys all the
+        tempe it can), then the void reversed: 00, and (the card not blocked) nothing
+        moves and the void stands."""
+        void = data.draw(st.sampled_from([s for s in self.sent if s.is_void and s.approved
+                                          and not s.reversal_sent]))
+        tempe = self.balances[self.cards[void.card].wallet] // TEMPE.unit_price_sen
+        if tempe:
+            self.purchase(void.card, tempe, True)
+        self._reverse(void, 0)
+
+    @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
     def duplicate(self, data: st.DataObject) -> None:
         """The same request again: the stored answer (MAC aside), nothing moves."""
-        if not self.sent:
-            return
         original = data.draw(st.sampled_from(self.sent))
         again = self._exchange(self.edc.encode_unit(original.request))
         assert _without_mac(again) == _without_mac(original.response)
 
+    @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
     def duplicate_with_other_content(self, data: st.DataObject) -> None:
-        if not self.sent:
-            return
         original = data.draw(st.sampled_from(self.sent))
         changed = original.request.with_fields(de12="235959")
         assert self._exchange(self.edc.encode_unit(changed)).opt_text(39) == \
             codes.DUPLICATE_DIFFERENT
 
+    @precondition(lambda self: bool(self.sent))
     @rule(data=st.data(), repeats=st.integers(0, 2))
     def reverse(self, data: st.DataObject, repeats: int) -> None:
-        """A reversal (0400, then ``repeats`` 0401s) restores an approved debit once."""
-        if not self.sent:
-            return
-        original = data.draw(st.sampled_from(self.sent))
-        for mti in ["0400"] + ["0401"] * repeats:
-            answer = self._exchange(self._reversal_of(original.request, mti))
-            assert answer.opt_text(39) == codes.APPROVED
-        if not original.reversed:
-            original.reversed = True
-            self.balances[self.cards[original.card].wallet] += original.debited_sen
-            self.balances[PAYABLE] -= original.debited_sen
+        """A reversal (0400, then ``repeats`` 0401s) of a purchase or a void: answered 00,
+        and it undoes the original's money at most once (see :meth:`_reversed`)."""
+        self._reverse(data.draw(st.sampled_from(self.sent[::-1])), repeats)  # latest first
 
     @rule(card=st.integers(0, 2))
     def reversal_before_its_original(self, card: int) -> None:
@@ -222,13 +392,12 @@ class CoreMachine(RuleBasedStateMachine):
             codes.APPROVED
         assert self._exchange(unit).opt_text(39) == codes.DO_NOT_HONOUR
 
+    @precondition(lambda self: any(not s.is_void for s in self.sent))
     @rule(data=st.data())
     def atc_replay(self, data: st.DataObject) -> None:
         """An old cryptogram under a new STAN: its ATC is not above the last one (63),
-        unless the card is blocked (62, checked first)."""
-        if not self.sent:
-            return
-        original = data.draw(st.sampled_from(self.sent))
+        unless the card is blocked (62, checked first).  A void carries no ARQC."""
+        original = data.draw(st.sampled_from([s for s in self.sent if not s.is_void]))
         replayed = original.request.with_fields(de11=self.edc._next_stan())
         expected = (codes.RESTRICTED_CARD if self.cards[original.card].blocked
                     else codes.SECURITY_VIOLATION)
@@ -248,7 +417,78 @@ class CoreMachine(RuleBasedStateMachine):
         facts.apply([posting])
         self.host.effects.append(posting)
         self.balances[wallet] += amount_sen
-        self.allocated_sen += amount_sen
+        self.balances[PROGRAM] -= amount_sen
+
+    @rule(wrong=st.sampled_from([None, None, 0, 1, 2, 3]), delta=st.integers(1, 2))
+    def settle(self, wrong: int | None, delta: int) -> None:
+        """0500/920000 with the model's totals (00: the batch closes) or with one of
+        them off by ``delta`` (95: nothing closes, HOST_SPEC §4)."""
+        totals = self._totals()
+        sent = totals if wrong is None else Totals(
+            *(v + delta if n == wrong else v for n, v in enumerate(totals)))
+        response = self._settle("920000", sent)
+        write = self.host.last_settlement()
+        assert write.switch_totals == totals, (write.switch_totals, totals)
+        if wrong is None:
+            assert response.opt_text(39) == codes.APPROVED
+            self._close(totals)
+        else:
+            assert response.opt_text(39) == codes.SETTLEMENT_MISMATCH
+            assert not write.closed and write.next_batch_number is None
+
+    @rule(data=st.data(), change=st.sampled_from(["as held", "as held", "amount", "invented"]),
+          delta=st.sampled_from([1, -1, 500_000]))
+    def batch_upload(self, data: st.DataObject, change: str, delta: int) -> None:
+        """0320 for a transaction the terminal holds (as held, or with another DE 4) or
+        for one it invented: 00, and no money moves (checked in :class:`PureHost`)."""
+        held = [s for s in self._standing() if s.rrn not in self.uploads]
+        if change == "invented" or not held:
+            self.invented += 1
+            now = self.edc.clock.now()
+            rrn, code, amount_sen, invoice = (f"{INVENTED_RRN + self.invented:012d}",
+                                              PURCHASE_UPLOAD, TEMPE.total_sen, "777777")
+            local_time, local_date, approval = now.strftime("%H%M%S"), now.strftime("%m%d"), \
+                "999999"
+        else:
+            original = data.draw(st.sampled_from(held), label="held")
+            rrn, invoice = original.rrn, original.invoice
+            code = VOID_UPLOAD if original.is_void else PURCHASE_UPLOAD
+            amount_sen = original.amount_sen + (delta if change == "amount" else 0)
+            local_time, local_date = original.request.text(12), original.request.text(13)
+            approval = original.response.text(38)
+        request = Message("0320", {
+            3: code, 4: f"{amount_sen:012d}", 11: self.edc._next_stan(), 12: local_time,
+            13: local_date, 24: "001", 37: rrn, 38: approval, 41: TID, 42: MID,
+            60: self.batch_number, 62: invoice})
+        response = self._exchange(self.edc.encode_unit(request))
+        assert response.opt_text(39) == codes.APPROVED
+        self.day_end.append((request, response))
+        self.uploads[rrn] = HeldUpload(code[:5] + "0", amount_sen, invoice)
+
+    @precondition(lambda self: bool(self.uploads))
+    @rule()
+    def settle_after_upload(self) -> None:
+        """0500/960000: 00, the batch closes, and the differences are exactly the
+        model's: on the switch only (not uploaded), another amount, on the terminal
+        only (an RRN the switch's batch does not hold standing)."""
+        totals = self._totals()
+        expected = self._differences()
+        event(f"960000: {sorted(Counter(d[0] for d in expected).items())}")
+        response = self._settle("960000", totals)
+        assert response.opt_text(39) == codes.APPROVED
+        write = self.host.last_settlement()
+        got = Counter((d.kind, d.processing_code, d.rrn, d.invoice, d.switch_amount_sen,
+                       d.terminal_amount_sen) for d in write.differences)
+        assert got == Counter(expected), (got, expected)
+        self._close(totals)
+
+    @precondition(lambda self: bool(self.day_end))
+    @rule(data=st.data())
+    def repeat_day_end(self, data: st.DataObject) -> None:
+        """A settlement or upload again: its stored answer; nothing closes or is added."""
+        request, response = data.draw(st.sampled_from(self.day_end))
+        again = self._exchange(self.edc.encode_unit(request))
+        assert _without_mac(again) == _without_mac(response)
 
     # -- invariants --------------------------------------------------------------------
 
@@ -260,7 +500,8 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def money_is_conserved(self) -> None:
         if hasattr(self, "host"):
-            assert sum(self.host.facts.balances.values()) == 2 * START_SEN + self.allocated_sen
+            assert sum(self.host.facts.balances.values()) == self.total_sen
+            assert all(b >= 0 for b in self.host.facts.balances.values())
 
     @invariant()
     def pin_tries_match_the_model(self) -> None:
@@ -281,12 +522,151 @@ class CoreMachine(RuleBasedStateMachine):
         reversed_ids = [p.reverses_transfer_id for p in postings if p.kind == "reversal"]
         assert len(reversed_ids) == len(set(reversed_ids))
 
+    @invariant()
+    def open_batch_matches_the_model(self) -> None:
+        if not hasattr(self, "host"):
+            return
+        batch = self.host.facts.open_batch(TID)
+        assert batch.batch_number == self.batch_number
+        assert set(batch.entries) == {int(s.rrn) for s in self._batch()}
+        assert batch.totals() == self._totals(), (batch.totals(), self._totals())
+        assert {u.rrn for u in batch.uploads} == set(self.uploads)
+
+    @invariant()
+    def closed_batches_settled_the_model_totals(self) -> None:
+        if not hasattr(self, "host"):
+            return
+        settled = [(w.batch_number, w.switch_totals) for w in self.host.effects
+                   if isinstance(w, SettlementWrite) and w.closed]
+        assert settled == self.closed
+
+    # -- the model ---------------------------------------------------------------------
+
+    def _batch(self) -> list[Sent]:
+        """The open batch: approved purchases and voids since the last settlement."""
+        return [s for s in self.sent if s.approved and s.batch == self.batch_index]
+
+    def _standing(self) -> list[Sent]:
+        return [s for s in self._batch() if not s.reversed]
+
+    def _totals(self) -> Totals:
+        """HOST_SPEC §4 DE 63: purchase count and amount = approved purchases of the open
+        batch whose money no reversal undid (voided ones included); void count and
+        amount = approved voids of the batch whose money no reversal undid (a void that
+        stands because the wallet no longer covered its reversal is counted)."""
+        purchases = [s.amount_sen for s in self._standing() if not s.is_void]
+        voids = [s.amount_sen for s in self._standing() if s.is_void]
+        return Totals(len(purchases), sum(purchases), len(voids), sum(voids))
+
+    def _differences(self) -> list[tuple[str, str, str, str, int | None, int | None]]:
+        """What 960000 must record: each standing transaction against the upload with
+        its RRN; uploads left over are on the terminal only."""
+        uploads = dict(self.uploads)
+        out: list[tuple[str, str, str, str, int | None, int | None]] = []
+        for s in self._standing():
+            code = s.request.text(3)
+            upload = uploads.pop(s.rrn, None)
+            if upload is None:
+                out.append(("switch_only", code, s.rrn, s.invoice, s.amount_sen, None))
+            elif (upload.amount_sen, upload.processing_code) != (s.amount_sen, code):
+                out.append(("amount", code, s.rrn, s.invoice, s.amount_sen, upload.amount_sen))
+        out += [("terminal_only", u.processing_code, rrn, u.invoice, None, u.amount_sen)
+                for rrn, u in uploads.items()]
+        return out
+
+    def _close(self, totals: Totals) -> None:
+        """A settlement closed the open batch: check what it closed, start the next."""
+        write = self.host.last_settlement()
+        assert write.closed and write.batch_number == self.batch_number
+        assert set(write.closed_record_ids) == {int(s.rrn) for s in self._batch()}
+        assert write.next_batch_number == _next_batch_number(self.batch_number)
+        event(f"closed batch {self.batch_number}")
+        self.closed.append((self.batch_number, totals))
+        self.batch_number = _next_batch_number(self.batch_number)
+        self.batch_index += 1
+        self.uploads = {}
+
+    def _reversed(self, original: Sent) -> None:
+        """The model of a first reversal (HOST_SPEC §4): a purchase's debit comes back,
+        unless a void stands against it (the void paid it back: nothing twice); a void's
+        payback is taken again and the purchase is no longer voided, unless the wallet no
+        longer covers it (the void stands).  Whatever was not approved moved nothing.
+
+        As the switch does it (HOST_SPEC §4 does not say): a voided purchase's reversal
+        leaves it standing in the batch (its void reversed later reinstates its debit),
+        and a reversal whose original a settlement closed still restores the money."""
+        if not original.approved:
+            return
+        wallet = self.cards[original.card].wallet
+        if not original.is_void:
+            if original.voided_by is not None:
+                event("reversal of a voided purchase")
+                return
+            self.balances[wallet] += original.debited_sen
+            self.balances[PAYABLE] -= original.debited_sen
+        else:
+            if self.balances[wallet] < original.debited_sen:
+                event("reversal of a void: the void stands")
+                return
+            event("reversal of a void: debit reinstated")
+            assert original.voids is not None and original.voids.voided_by is original
+            original.voids.voided_by = None
+            self.balances[wallet] -= original.debited_sen
+            self.balances[PAYABLE] += original.debited_sen
+        original.reversed = True
+
+    def _expect_void(self, model: CardModel, right_pin: bool,
+                     request: Message) -> tuple[str, Sent | None]:
+        """The answer to a void, and the purchase it cancels when approved."""
+        rc = self._expect_card_request(model, right_pin, 0)
+        if rc != codes.APPROVED:
+            return rc, None
+        found = [s for s in self._batch() if not s.is_void and s.invoice == request.text(62)]
+        original = found[-1] if found else None
+        if original is None or original.reversed:
+            return codes.ORIGINAL_NOT_FOUND, None
+        if self.cards[original.card].wallet != model.wallet:
+            return codes.ORIGINAL_NOT_FOUND, None
+        if original.voided_by is not None:
+            return codes.INVALID_TRANSACTION, None
+        if int(request.text(4)) != original.amount_sen:
+            return codes.INVALID_AMOUNT, None
+        return codes.APPROVED, original
+
     # -- helpers -----------------------------------------------------------------------
 
     def _exchange(self, unit: bytes) -> Message:
         answer = self.host.exchange(unit)
         assert answer is not None, "the core closed a connection"
         return decode_unit(answer).message
+
+    def _check_answer(self, request: Message, response: Message, raw: bytes) -> None:
+        """HOST_SPEC §3, §6: DE 37 on every answer to a signed MTI; DE 64 on all but 58
+        and 63, verifying under the terminal's TAK wherever it is."""
+        if request.mti not in mac.MAC_REQUESTS:
+            return
+        assert response.has(37), f"no DE 37 in the answer to {request.mti}"
+        if response.opt_text(39) not in (codes.NOT_PERMITTED_TERMINAL,
+                                         codes.SECURITY_VIOLATION):
+            assert response.has(64), f"an unsigned {response.opt_text(39)}"
+        if response.has(64):
+            tak = self.edc._tak
+            assert tak is not None and mac.verify(tak, raw), "a DE 64 that does not verify"
+
+    def _settle(self, code: str, totals: Totals) -> Message:
+        request = Message("0500", {3: code, 11: self.edc._next_stan(), 24: "001", 41: TID,
+                                   42: MID, 60: self.batch_number, 63: totals.encode()})
+        response = self._exchange(self.edc.encode_unit(request))
+        self.day_end.append((request, response))
+        return response
+
+    def _reverse(self, original: Sent, repeats: int) -> None:
+        for mti in ["0400"] + ["0401"] * repeats:
+            answer = self._exchange(self._reversal_of(original.request, mti))
+            assert answer.opt_text(39) == codes.APPROVED
+        if not original.reversal_sent:
+            original.reversal_sent = True
+            self._reversed(original)
 
     def _reversal_of(self, request: Message, mti: str) -> bytes:
         fields = {k: v for k, v in request.fields.items() if k not in (52, 64)}
@@ -316,4 +696,3 @@ CoreMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestCore = CoreMachine.TestCase
-
