@@ -354,13 +354,21 @@ def check_settlements(db: Database) -> list[str]:
     by exactly the differences recorded.  Returns the violations (none: all hold)."""
     problems: list[str] = []
     with db.transaction() as session:
-        reversing = aliased(Transfer)
+        # a reversal decided before the settlement (a smaller record id: ids are handed
+        # out in decision order) undid its transfer; one decided after it did not
+        # change what was settled
+        reversing, reversal_record = aliased(Transfer), aliased(RequestRecord)
+        reversed_before = (
+            select(reversing.id)
+            .join(reversal_record, reversal_record.transfer_id == reversing.id)
+            .where(reversing.reverses_transfer_id == Transfer.id,
+                   reversal_record.id < RequestRecord.settlement_id)
+            .exists())
         rows = session.execute(
             select(RequestRecord.settlement_id, RequestRecord.processing_code,
                    func.count(), func.coalesce(func.sum(Transfer.amount_sen), 0))
             .join(Transfer, Transfer.id == RequestRecord.transfer_id)
-            .outerjoin(reversing, reversing.reverses_transfer_id == Transfer.id)
-            .where(RequestRecord.settlement_id.is_not(None), reversing.id.is_(None))
+            .where(RequestRecord.settlement_id.is_not(None), ~reversed_before)
             .group_by(RequestRecord.settlement_id, RequestRecord.processing_code)).all()
         ledger: dict[int, list[int]] = {}
         for settlement_id, code, count, total in rows:

@@ -6,9 +6,15 @@ Rules: allocation, purchases (right and wrong PIN), group-commit batches of
 purchases decided in one transaction, balance inquiries,
 duplicates with the same and with different content, reversals after the
 original (and repeated), reversals before the original, card blocks and
-reactivations.  After every step: the money invariant, a simple model of
-balances and blocked cards agrees with the database, and stored responses are
-replayed byte-identical except for the MAC.
+reactivations; and the day's end (HOST_SPEC §4): voids (of approved, declined,
+reversed, voided and settled purchases), reversals of voids (reinstating the debit,
+or standing when the wallet no longer covers it), and settlements (920000, or 95 →
+batch upload → 960000 when the EDC's batch and the switch's differ, as they do after
+a group-commit purchase or a reversal the EDC did not send itself).  After every step:
+the money invariant, a simple model of balances and blocked cards agrees with the
+database, every closed batch's settled totals are the ledger's
+(``check_settlements``), a settlement or batch upload moved no money, and stored
+responses are replayed byte-identical except for the MAC.
 
 One seeded database per engine and module; each example starts its model from
 what the database holds, and uses fresh STANs and period codes.
@@ -42,7 +48,7 @@ from switch.db.engine import Database
 from switch.db.schema import open_database
 from switch.db.tables import Account, Card, Kpm
 from switch.host.service import HostService
-from switch.ledger.invariants import check_invariants
+from switch.ledger.invariants import check_invariants, check_settlements
 from switch.ledger.postings import allocate_period
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
@@ -119,6 +125,14 @@ class Sent:
     amount_sen: int
     approved: bool
     reversed: bool = False
+    #: A reversal of it was answered (a repeat is a no-op, whatever it restored).
+    reversal_used: bool = False
+    #: Its terminal settled since: no longer in an open batch.
+    settled: bool = False
+    #: The void that stands against it, and whether that void's reversal was used.
+    void: Message | None = None
+    void_reversal_used: bool = False
+    item: BasketLine | None = None
 
 
 def _wrong(pin: str) -> str:
@@ -137,6 +151,9 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
                 edc.stan = next(env.stans) * STAN_BLOCK
                 self.last.append((b"", b""))
                 assert edc.ensure_logged_on()
+                # a new EDC's invoices start at 000001: close what an earlier example
+                # left in the switch's batch (95 -> upload of nothing -> 960000)
+                assert edc.settle().rc == codes.APPROVED
                 self.edcs.append(edc)
             self.balance = [self._db_balance(c) for c in range(len(env.cards))]
             self.blocked = [self._db_status(c) != "active" for c in range(len(env.cards))]
@@ -214,7 +231,7 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
             assert edc.last_request is not None
             unit, reply = self.last[terminal]
             self.sent.append(Sent(terminal, unit, edc.last_request, reply, card,
-                                  line.total_sen, expected == codes.APPROVED))
+                                  line.total_sen, expected == codes.APPROVED, item=line))
 
         @rule(card=st.integers(0, CARDS_IN_PLAY - 1), terminal=st.integers(0, 1),
               pin_ok=st.booleans())
@@ -233,7 +250,7 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
             order: a later one sees an earlier one's debit and PIN count, a repeat in
             the same batch replays the earlier answer, declines roll nothing back."""
             units: list[bytes] = []
-            planned: list[tuple[int, int, int, str]] = []  # terminal, card, amount, RC
+            planned: list[tuple[int, int, BasketLine, str]] = []  # terminal, card, item, RC
             for _ in range(size):
                 card = data.draw(st.integers(0, CARDS_IN_PLAY - 1))
                 terminal = data.draw(st.integers(0, 1))
@@ -242,19 +259,20 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
                 pin = env.cards[card].pin
                 units.append(self._edc(terminal, card).prepare_purchase(
                     [item], pin if pin_ok else _wrong(pin)))
-                planned.append((terminal, card, item.total_sen,
+                planned.append((terminal, card, item,
                                 self._expect(card, pin_ok, item.total_sen)))
             repeated = data.draw(st.integers(0, size - 1)) if repeat else None
             if repeated is not None:
                 units.append(units[repeated])
             answers = env.host.process_batch(units)
             assert all(answer is not None for answer in answers)
-            for unit, answer, (terminal, card, amount, rc) in zip(units, answers, planned,
-                                                                 strict=False):
+            for unit, answer, (terminal, card, item, rc) in zip(units, answers, planned,
+                                                               strict=False):
                 assert answer is not None
                 assert decode_unit(answer).message.opt_text(39) == rc
                 self.sent.append(Sent(terminal, unit, decode_unit(unit).message, answer, card,
-                                      amount, rc == codes.APPROVED))
+                                      item.total_sen, rc == codes.APPROVED,
+                                      item=item))
             if repeated is not None:
                 assert answers[-1] == answers[repeated]  # same TAK, so even the MAC
 
@@ -287,7 +305,10 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
                                      if k not in (52, 64)})
             answer = self.edcs[sent.edc].resend(reversal)
             assert answer.opt_text(39) == codes.APPROVED
-            if sent.approved and not sent.reversed:
+            if sent.reversal_used:
+                return  # a repeat: the stored answer, nothing moves
+            sent.reversal_used = True
+            if sent.approved and sent.void is None:  # a standing void paid it back already
                 self.balance[sent.card] += sent.amount_sen
                 sent.reversed = True
 
@@ -303,7 +324,71 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
             assert reply is not None
             assert decode_unit(reply).message.opt_text(39) == codes.DO_NOT_HONOUR
             self.sent.append(Sent(terminal, unit, request, reply, card, ITEMS[0].total_sen,
-                                  approved=False))
+                                  approved=False, item=ITEMS[0]))
+
+        @precondition(lambda self: self.sent)
+        @rule(data=st.data())
+        def void(self, data: st.DataObject) -> None:
+            """0200/020000 by invoice, card and PIN again (forced past the EDC's own
+            check, so the switch's 25 and 12 are met too)."""
+            # an invoice names one transaction of the open batch; a settled one's
+            # invoice may since name a new purchase (the EDC counts from 000001 again)
+            sent = data.draw(st.sampled_from([
+                s for s in self.sent if not any(
+                    o is not s and o.edc == s.edc and not o.settled
+                    and o.request.text(62) == s.request.text(62) for o in self.sent)]))
+            assert sent.item is not None
+            edc = self._edc(sent.edc, sent.card)
+            if self.blocked[sent.card]:
+                expected = codes.RESTRICTED_CARD
+            elif not sent.approved or sent.reversed or sent.settled:
+                expected = codes.ORIGINAL_NOT_FOUND
+            elif sent.void is not None:
+                expected = codes.INVALID_TRANSACTION
+            else:
+                expected = codes.APPROVED
+            before = self.balance[sent.card]
+            result = edc.void(sent.request.text(62), env.cards[sent.card].pin, force=True,
+                              basket=[sent.item])
+            assert result.rc == expected, (result, expected, sent)
+            if not self.blocked[sent.card]:
+                self.wrong_pins[sent.card] = 0
+            if expected == codes.APPROVED:
+                assert edc.last_request is not None
+                sent.void, sent.void_reversal_used = edc.last_request, False
+                self.balance[sent.card] = before + sent.amount_sen
+
+        @precondition(lambda self: any(s.void is not None for s in self.sent))
+        @rule(data=st.data(), mti=st.sampled_from(["0400", "0401"]))
+        def reverse_void(self, data: st.DataObject, mti: str) -> None:
+            """A void's reversal reinstates the debit, or (the wallet no longer covers
+            it) is answered 00 and the void stands."""
+            sent = data.draw(st.sampled_from([s for s in self.sent if s.void is not None]))
+            assert sent.void is not None
+            reversal = Message(mti, {k: v for k, v in sent.void.fields.items()
+                                     if k not in (52, 64)})
+            assert self.edcs[sent.edc].resend(reversal).opt_text(39) == codes.APPROVED
+            if sent.void_reversal_used:
+                return
+            sent.void_reversal_used = True
+            if self.balance[sent.card] >= sent.amount_sen and not sent.settled:
+                self.balance[sent.card] -= sent.amount_sen
+                sent.void = None  # the purchase stands again (and may be voided again)
+            elif self.balance[sent.card] >= sent.amount_sen:
+                self.balance[sent.card] -= sent.amount_sen  # reinstated after settling
+                sent.void = None
+
+        @rule(terminal=st.integers(0, TERMINALS_IN_PLAY - 1))
+        def settle(self, terminal: int) -> None:
+            """The EDC settles: 00 at once, or 95 -> uploads -> 960000 -> 00 when its
+            batch differs from the switch's; either way nothing moves."""
+            before = [self._db_balance(c) for c in range(len(env.cards))]
+            result = self.edcs[terminal].settle()
+            assert result.rc == codes.APPROVED, result
+            assert [self._db_balance(c) for c in range(len(env.cards))] == before
+            for sent in self.sent:
+                if sent.edc == terminal:
+                    sent.settled = True
 
         @rule(card=st.integers(0, CARDS_IN_PLAY - 1), block=st.booleans())
         def set_card_status(self, card: int, block: bool) -> None:
@@ -333,6 +418,10 @@ def make_machine(env: Engine) -> type[RuleBasedStateMachine]:
                 row, balance = self._card_row(card)
                 assert balance == self.balance[card] >= 0
                 assert (row.status != "active") == self.blocked[card]
+
+        @invariant()
+        def settled_totals_are_the_ledgers(self) -> None:
+            assert check_settlements(env.db) == []
 
         @invariant()
         def replies_are_signed_units(self) -> None:
