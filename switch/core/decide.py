@@ -14,7 +14,7 @@ an MTI no terminal signs) is answered at once, unsigned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from switch.core import effects
 from switch.core.card import decide_card_request
@@ -102,10 +102,13 @@ def signed_class(message: Message) -> bool:
     return message.mti in mac.MAC_REQUESTS and all(message.has(de) for de in (11, 41))
 
 
-def answer_at_once(message: Message, txn: TxnType) -> Decision | None:
+def answer_at_once(message: Message, txn: TxnType,
+                   missing: Sequence[int] | None = None) -> Decision | None:
     """The decision on a request that needs no facts (an echo; 12 or 30 on a message
-    that is not of a signed class), or ``None`` when it needs the batch's facts."""
-    missing = missing_des(message, txn)
+    that is not of a signed class), or ``None`` when it needs the batch's facts.
+    ``missing``: its missing DEs, when the caller has them (:func:`missing_des`)."""
+    if missing is None:
+        missing = missing_des(message, txn)
     if txn in WITHOUT_FACTS and not missing:
         return WITHOUT_FACTS[txn](Request(message, b"", txn), None)
     if signed_class(message) and txn is not TxnType.LOGON:

@@ -114,7 +114,8 @@ class HostService:
         tpdu = unit.tpdu.reply().to_bytes()
         message = unit.message
         txn = classify(message)
-        ready = answer_at_once(message, txn)
+        missing = tuple(missing_des(message, txn))
+        ready = answer_at_once(message, txn, missing)
         if ready is not None:
             _write_log(ready.effects)
             return _answer(tpdu, ready), None
@@ -122,7 +123,6 @@ class HostService:
         digest = request_hash(message, raw) if txn in _HASHED else ""
         new_keys = ((new_double_length_key(), new_double_length_key())
                     if txn is TxnType.LOGON else None)
-        missing = tuple(missing_des(message, txn)) if txn is not TxnType.UNSUPPORTED else ()
         return None, (tpdu, Request(message, raw, txn, digest, new_keys, missing))
 
     # -- stage 2: the writer -------------------------------------------------------------

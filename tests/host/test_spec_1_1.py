@@ -87,9 +87,11 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
     missing_basket = _swiped(client, chip)
     del missing_basket.fields[48]
     cases.append(("0210 missing DE 48", missing_basket, codes.FORMAT_ERROR))
+    before = balances(world)
     for what, request, rc in cases:
         got = client.send(request)
         assert (got.rc, got.message.has(37), got.signed) == (rc, True, True), what
+    assert balances(world) == before  # replays, declines, an unknown reversal: no money
     # the unsigned ones: a MAC that fails, a terminal not logged on, an unknown terminal
     unit = bytearray(client.edc.encode_unit(_swiped(client, chip)))
     unit[-1] ^= 1
@@ -97,6 +99,7 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
     assert tampered is not None
     other = DayEndClient(world, world.edc(world.terminal(index=1)))
     stranger = Message("0200", {**_swiped(client, chip).fields, 41: "EDC99999"})
+    before = balances(world)
     for what, answer_unit, rc in [
         ("bad MAC", tampered, codes.SECURITY_VIOLATION),
         ("not logged on", _raw(world, other.edc.encode_unit(
@@ -106,6 +109,7 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
     ]:
         message = decode_unit(answer_unit).message
         assert (message.text(39), message.has(37), message.has(64)) == (rc, True, False), what
+    assert balances(world) == before
 
 
 def _raw(world: HostWorld, unit: bytes) -> bytes:
