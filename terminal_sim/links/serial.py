@@ -63,22 +63,12 @@ class SerialLink:
         self.port.close()
 
 
-class NoisyPort:
-    """A serial port whose line damages each transmission (one ``write``: a frame or
-    an ACK/NAK byte) with probability ``rate``: one bit flipped or one byte dropped.
+class PortWrapper:
+    """A serial port that passes everything to ``inner``; subclasses change ``write``
+    (a noisy line, a tapped one in the tests)."""
 
-    Optionally paced at ``baud`` (10 bits a byte, 8N1) to take a real line's time.
-    """
-
-    def __init__(self, inner: SerialPort, rate: float, *, seed: int | None = None,
-                 baud: int | None = None) -> None:
-        assert 0.0 <= rate <= 1.0
+    def __init__(self, inner: SerialPort) -> None:
         self.inner = inner
-        self.rate = rate
-        self.baud = baud
-        self._rng = random.Random(seed)
-        self.damaged = 0
-        self.transmissions = 0
 
     @property
     def timeout(self) -> float | None:
@@ -96,6 +86,33 @@ class NoisyPort:
         return self.inner.read(size)
 
     def write(self, data: bytes, /) -> int | None:
+        return self.inner.write(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class NoisyPort(PortWrapper):
+    """A serial port whose line damages each transmission (one ``write``: a frame or
+    an ACK/NAK byte) with probability ``rate``: one bit flipped or one byte dropped.
+
+    Optionally paced at ``baud`` (10 bits a byte, 8N1) to take a real line's time.
+    """
+
+    def __init__(self, inner: SerialPort, rate: float, *, seed: int | None = None,
+                 baud: int | None = None) -> None:
+        assert 0.0 <= rate <= 1.0
+        super().__init__(inner)
+        self.rate = rate
+        self.baud = baud
+        self._rng = random.Random(seed)
+        self.damaged = 0
+        self.transmissions = 0
+
+    def write(self, data: bytes, /) -> int | None:
         self.transmissions += 1
         if data and self._rng.random() < self.rate:
             self.damaged += 1
@@ -111,8 +128,3 @@ class NoisyPort:
         flipped = data[pos] ^ (1 << self._rng.randrange(8))
         return data[:pos] + bytes([flipped]) + data[pos + 1 :]
 
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def close(self) -> None:
-        self.inner.close()

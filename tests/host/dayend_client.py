@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from sqlalchemy import select
 
 from switch.core.batch import Totals
@@ -62,6 +63,14 @@ class DayEndClient:
         self.held.append((request, response))
         return request, response
 
+    def swiped(self, chip: Message, **changes: str | bytes) -> Message:
+        """A magstripe copy of a chip purchase (no cryptogram to go stale: DE 22 021,
+        no DE 23/55) with a new DE 11 and invoice, and ``de<N>=`` changes."""
+        fields = {de: v for de, v in chip.fields.items() if de not in (23, 55, 64)}
+        fields.update({11: self.next_stan(), 22: "021", 62: f"{self.stan % 10**6:06d}"})
+        fields.update({int(k.removeprefix("de")): v for k, v in changes.items()})
+        return Message(chip.mti, fields)
+
     def void(self, purchase: Message, *, invoice: str | None = None,
              amount_sen: int | None = None) -> tuple[Message, Answer]:
         """0200/020000: the purchase's DEs, the card swiped again (no new cryptogram)."""
@@ -100,6 +109,20 @@ class DayEndClient:
             11: self.next_stan(), 12: request.text(12), 13: request.text(13),
             24: "001", 37: response.text(37), 38: response.text(38),
             41: request.text(41), 42: request.text(42), 60: batch, 62: request.text(62)}))
+
+
+@pytest.fixture(name="world")
+def both_engines_world(engine_world: HostWorld) -> HostWorld:
+    """The day-end tests run on both engines (``engine_world``, tests/conftest.py)."""
+    return engine_world
+
+
+@pytest.fixture(name="client")
+def logged_on_client(world: HostWorld) -> DayEndClient:
+    """A logged-on EDC of the world, with the first card inserted and its PIN."""
+    edc, card = world.edc_with_card()
+    assert edc.ensure_logged_on()
+    return DayEndClient(world, edc, pin=card.pin)
 
 
 def balances(world: HostWorld) -> dict[int, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from switch.core.batch import Totals
@@ -15,32 +14,21 @@ from switch.db.tables import Terminal as TerminalRow
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
-from tests.host.dayend_client import DayEndClient, balances, moved
+from tests.host.dayend_client import (  # noqa: F401 (the fixtures)
+    DayEndClient,
+    balances,
+    both_engines_world,
+    logged_on_client,
+    moved,
+)
 from tests.world import PERIOD_SEN, HostWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
 EGGS = BasketLine("TLR010", 1, 2_800_000)
 
 
-@pytest.fixture
-def world(engine_world: HostWorld) -> HostWorld:
-    """Every test here on both engines."""
-    return engine_world
-
-
-@pytest.fixture
-def client(world: HostWorld) -> DayEndClient:
-    edc, _card = world.edc_with_card()
-    assert edc.ensure_logged_on()
-    return DayEndClient(world, edc)
-
-
 def _pin(world: HostWorld) -> str:
     return world.card().pin
-
-
-def _amount(request: object) -> int:
-    return int(request.text(4))  # type: ignore[attr-defined]
 
 
 # -- void -------------------------------------------------------------------------------
@@ -84,7 +72,7 @@ def test_a_void_of_a_reversed_purchase_is_25(world: HostWorld, client: DayEndCli
     assert client.reversal(purchase).rc == codes.APPROVED
     before = balances(world)
     assert client.void(purchase)[1].rc == codes.ORIGINAL_NOT_FOUND
-    assert balances(world) == before == {**before}
+    assert balances(world) == before
     assert world.balance_sen(world.card()) == PERIOD_SEN
 
 
@@ -256,17 +244,10 @@ def test_the_same_key_in_another_class_is_another_request(world: HostWorld,
     assert settled.rc == codes.APPROVED
 
 
-def _swiped_purchase(client: DayEndClient, chip_purchase: Message) -> Message:
-    """A magstripe purchase (no cryptogram to go stale) with a new DE 11 and invoice."""
-    fields = {de: v for de, v in chip_purchase.fields.items() if de not in (23, 55, 64)}
-    fields.update({11: client.next_stan(), 22: "021", 62: f"{client.stan % 10**6:06d}"})
-    return Message("0200", fields)
-
-
 def test_a_repeat_within_the_window_replays_and_next_year_the_key_is_new(
         world: HostWorld, client: DayEndClient) -> None:
     chip, _ = client.purchase([RICE], _pin(world))
-    purchase = _swiped_purchase(client, chip)
+    purchase = client.swiped(chip)
     first = client.send(purchase)
     assert first.rc == codes.APPROVED
     world.clock.advance(timedelta(days=6))

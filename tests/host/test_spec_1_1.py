@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from switch.admin.records import prune_records
@@ -19,30 +18,15 @@ from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import Message
 from switch.protocol.unit import decode_unit
 from switch.security.pin import encrypt_pin_block
-from tests.host.dayend_client import DayEndClient, balances
+from tests.host.dayend_client import (  # noqa: F401 (the fixtures)
+    DayEndClient,
+    balances,
+    both_engines_world,
+    logged_on_client,
+)
 from tests.world import HostWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
-
-
-@pytest.fixture
-def world(engine_world: HostWorld) -> HostWorld:
-    """Every test here on both engines."""
-    return engine_world
-
-
-@pytest.fixture
-def client(world: HostWorld) -> DayEndClient:
-    edc, _card = world.edc_with_card()
-    assert edc.ensure_logged_on()
-    return DayEndClient(world, edc, pin=world.card().pin)
-
-
-def _swiped(client: DayEndClient, chip: Message, **changes: str | bytes) -> Message:
-    fields = {de: v for de, v in chip.fields.items() if de not in (23, 55, 64)}
-    fields.update({11: client.next_stan(), 22: "021", 62: f"{client.stan % 10**6:06d}"})
-    fields.update({int(k.removeprefix("de")): v for k, v in changes.items()})
-    return Message(chip.mti, fields)
 
 
 def test_every_response_carries_de37_and_every_signable_one_de64(
@@ -60,16 +44,16 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
     cases: list[tuple[str, Message, str]] = [
         ("0210 approved (replayed)", chip, codes.APPROVED),
         ("0110 approved (replayed)", inquiry, codes.APPROVED),
-        ("0210 insufficient", _swiped(client, chip, de4=f"{10**11:012d}",
+        ("0210 insufficient", client.swiped(chip, de4=f"{10**11:012d}",
                                       de48=f"BRS005001{10**11:012d}"), codes.INSUFFICIENT_BALANCE),
-        ("0210 wrong PIN", _swiped(client, chip, de52=wrong_pin), codes.WRONG_PIN),
-        ("0210 unsupported", _swiped(client, chip, de3="380000"), codes.INVALID_TRANSACTION),
-        ("0210 cash-out", _swiped(client, chip, de3="011000"), codes.NOT_PERMITTED_KPM),
+        ("0210 wrong PIN", client.swiped(chip, de52=wrong_pin), codes.WRONG_PIN),
+        ("0210 unsupported", client.swiped(chip, de3="380000"), codes.INVALID_TRANSACTION),
+        ("0210 cash-out", client.swiped(chip, de3="011000"), codes.NOT_PERMITTED_KPM),
         ("0210 duplicate, other content", Message("0200", {**chip.fields, 4: "000000000100"}),
          codes.DUPLICATE_DIFFERENT),
         ("0210 void unknown", client.void(chip, invoice="999998")[0],
          codes.ORIGINAL_NOT_FOUND),
-        ("0410", Message("0400", {de: v for de, v in _swiped(client, chip).fields.items()
+        ("0410", Message("0400", {de: v for de, v in client.swiped(chip).fields.items()
                                   if de != 52}), codes.APPROVED),
         ("0330", Message("0320", {3: "000001", 4: chip.text(4), 11: client.next_stan(),
                                   12: chip.text(12), 13: chip.text(13), 24: "001",
@@ -79,12 +63,12 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
         ("0510 mismatch", client.settle(Totals(9, 1))[0], codes.SETTLEMENT_MISMATCH),
         ("0510 settled", client.settle(Totals(1, RICE.total_sen))[0], codes.APPROVED),
     ]
-    cases.append(("0210 invoice not n6", _swiped(client, chip, de62="12345X"),
+    cases.append(("0210 invoice not n6", client.swiped(chip, de62="12345X"),
                   codes.FORMAT_ERROR))
     bad_totals = Message("0500", {**client.settle(Totals())[0].fields, 11: client.next_stan(),
                                   63: "X" * 30})
     cases.append(("0510 DE 63 not digits", bad_totals, codes.FORMAT_ERROR))
-    missing_basket = _swiped(client, chip)
+    missing_basket = client.swiped(chip)
     del missing_basket.fields[48]
     cases.append(("0210 missing DE 48", missing_basket, codes.FORMAT_ERROR))
     before = balances(world)
@@ -93,17 +77,17 @@ def test_every_response_carries_de37_and_every_signable_one_de64(
         assert (got.rc, got.message.has(37), got.signed) == (rc, True, True), what
     assert balances(world) == before  # replays, declines, an unknown reversal: no money
     # the unsigned ones: a MAC that fails, a terminal not logged on, an unknown terminal
-    unit = bytearray(client.edc.encode_unit(_swiped(client, chip)))
+    unit = bytearray(client.edc.encode_unit(client.swiped(chip)))
     unit[-1] ^= 1
     tampered = world.host.process_unit(bytes(unit))
     assert tampered is not None
     other = DayEndClient(world, world.edc(world.terminal(index=1)))
-    stranger = Message("0200", {**_swiped(client, chip).fields, 41: "EDC99999"})
+    stranger = Message("0200", {**client.swiped(chip).fields, 41: "EDC99999"})
     before = balances(world)
     for what, answer_unit, rc in [
         ("bad MAC", tampered, codes.SECURITY_VIOLATION),
         ("not logged on", _raw(world, other.edc.encode_unit(
-            _swiped(client, chip, de41=other.edc.config.tid))), codes.SECURITY_VIOLATION),
+            client.swiped(chip, de41=other.edc.config.tid))), codes.SECURITY_VIOLATION),
         ("unknown terminal", _raw(world, client.edc.encode_unit(stranger)),
          codes.NOT_PERMITTED_TERMINAL),
     ]:

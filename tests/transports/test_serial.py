@@ -19,7 +19,7 @@ from switch.transports.serial import SerialChannel, SerialPort, SerialTransport
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.links import make_link
-from terminal_sim.links.serial import NoisyPort, SerialLink
+from terminal_sim.links.serial import NoisyPort, PortWrapper, SerialLink
 from tests.transports.conftest import LoopThread, open_terminal_port, pty_pair
 from tests.world import PERIOD_SEN, HostWorld
 
@@ -82,30 +82,15 @@ def noisy_line(world: HostWorld, rate: float, seed: int) -> Iterator[NoisyLine]:
             loop.stop()
 
 
-class TappedPort:
+class TappedPort(PortWrapper):
     """A port that records each frame written (with when), and drops the next ACK
     written when ``drop_next_ack`` is set: an ACK lost on the line."""
 
     def __init__(self, inner: SerialPort) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.frames: list[tuple[float, bytes]] = []
         self.drop_next_ack = False
         self.acks_dropped = 0
-
-    @property
-    def timeout(self) -> float | None:
-        return self.inner.timeout
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self.inner.timeout = value
-
-    @property
-    def in_waiting(self) -> int:
-        return self.inner.in_waiting
-
-    def read(self, size: int = 1) -> bytes:
-        return self.inner.read(size)
 
     def write(self, data: bytes, /) -> int | None:
         if data == bytes([ACK]) and self.drop_next_ack:
@@ -118,12 +103,6 @@ class TappedPort:
 
     def mtis(self, since: int = 0) -> list[str]:
         return [decode_unit(frame[3:-2]).message.mti for _, frame in self.frames[since:]]
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_next_request_is_the_ack_of_a_response_whose_ack_was_lost(world: HostWorld) -> None:
