@@ -87,6 +87,34 @@ class Settings(BaseSettings):
     #: Without uvloop installed, ``serve`` says so and uses ``asyncio``.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
+    # -- programme rules (issue 14, docs/RULES.md) -----------------------------------
+    #: A card unused this many days is dormant (FAILURES F5, RC 62).
+    dormancy_days: int = Field(default=90, ge=1, le=3650)
+    #: More than ``velocity_max_cards`` distinct cards at one terminal within
+    #: ``velocity_window_minutes`` (FAILURES F9): ``decline`` (RC 65), ``flag`` (an
+    #: alert only) or ``off``.
+    velocity: Literal["decline", "flag", "off"] = "flag"
+    velocity_max_cards: int = Field(default=20, ge=1, le=10_000)
+    velocity_window_minutes: int = Field(default=10, ge=1, le=1440)
+    #: A card transaction outside the e-warong's opening hours (F9).
+    off_hours: Literal["decline", "flag", "off"] = "flag"
+    #: A purchase by a KPM outside the e-warong's zones (F11): ``strict`` declines
+    #: (RC 58), ``off`` allows it and records an alert for the reports.
+    zoning: Literal["strict", "off"] = "off"
+    #: A basket line's unit price more than ``price_cap_percent`` above the reference
+    #: price (F11): ``on`` declines (RC 13); either way the line is in the price report.
+    price_cap: Literal["on", "off"] = "off"
+    price_cap_percent: int = Field(default=10, ge=0, le=1000)
+    #: E-warong stock (F15): ``on`` declines a basket the shelf cannot cover (RC ST) and
+    #: moves stock with every purchase, void and reversal.
+    inventory: Literal["on", "off"] = "on"
+    #: A sale that leaves fewer units than this raises a ``low_stock`` alert (unless the
+    #: stock row sets its own threshold).
+    low_stock_units: int = Field(default=10, ge=0)
+    #: A debit without a goods hand-over confirmation this many hours old is listed by
+    #: ``bpnt-switch report undelivered`` (F10).
+    delivery_hours: int = Field(default=24, ge=1, le=24 * 90)
+
     @classmethod
     def settings_customise_sources(
         cls,

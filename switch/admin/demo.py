@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import psec.des
 
 from switch.admin.registry import Registry
+from switch.admin.stock import receive_stock
+from switch.clock import Clock
+from switch.db.tables import ReferencePrice
 from switch.db.engine import Database
 from switch.protocol.message import mask_pan
 from switch.security.keyring import Keyring
@@ -119,13 +122,24 @@ def build_world(kpm_count: int = 200, terminal_count: int = 8, seed: int = 8583)
     return DemoWorld(cards, terminals)
 
 
-def seed_database(db: Database, keys: Keyring, world: DemoWorld) -> None:
-    """Register the world (on an empty database; every row audited as ``demo-seed``)."""
+#: Units of every allowed item each demo e-warong receives at seeding (a receipt, so
+#: stock conservation holds from the start): enough for any bench run here.
+DEMO_STOCK_UNITS = 100_000
+
+
+def seed_database(db: Database, keys: Keyring, world: DemoWorld, *,
+                  stock_units: int = DEMO_STOCK_UNITS, clock: Clock | None = None) -> None:
+    """Register the world (on an empty database; every row audited as ``demo-seed``):
+    the catalogue with national reference prices (:data:`PRICES_SEN`), and
+    ``stock_units`` of each allowed item at every active e-warong (0: none)."""
     rng = random.Random(1)
     with db.transaction() as session:
-        reg = Registry(session, keys, actor="demo-seed")
+        reg = Registry(session, keys, actor="demo-seed", clock=clock)
         for code, name, category, allowed in CATALOG:
             reg.add_item(code=code, name=name, category=category, allowed=allowed)
+        session.flush()
+        session.add_all(ReferencePrice(item_code=code, region="", unit_price_sen=price)
+                        for code, price in PRICES_SEN.items())
         ewarongs = {}
         for term in world.terminals:
             if term.label == "unknown":
@@ -150,3 +164,12 @@ def seed_database(db: Database, keys: Keyring, world: DemoWorld) -> None:
                 else "active"
             reg.issue_card(kpm=kpm, pan=card.pan, pin=card.pin, psn=card.psn,
                            expiry_yymm=card.expiry_yymm, status=status)
+        if stock_units > 0:
+            for mid, ewarong in ewarongs.items():
+                if ewarong.status != "active":
+                    continue
+                for code, _name, _category, allowed in CATALOG:
+                    if allowed:
+                        receive_stock(session, keys, mid=mid, item_code=code,
+                                      quantity=stock_units, actor="demo-seed",
+                                      reference="demo-seed", clock=clock)

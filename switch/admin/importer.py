@@ -301,11 +301,12 @@ class _ReaderThread:
 #: The direct load's tables: COPY statement and column types, in load order.
 _DIRECT = (
     WALLET_COPY,
-    ("COPY kpm (id, nik, name, status, wallet_account_id, created_at) "
-     "FROM STDIN (FORMAT BINARY)", ("int4", "text", "text", "text", "int4", "timestamptz")),
+    ("COPY kpm (id, nik, name, status, wallet_account_id, zone, created_at) "
+     "FROM STDIN (FORMAT BINARY)",
+     ("int4", "text", "text", "text", "int4", "text", "timestamptz")),
     ("COPY cards (pan_token, pan_masked, kpm_id, psn, expiry_yymm, status, pin_offset, "
-     "wrong_pin_count) FROM STDIN (FORMAT BINARY)",
-     ("text", "text", "int4", "text", "text", "text", "text", "int4")),
+     "wrong_pin_count, issued_at) FROM STDIN (FORMAT BINARY)",
+     ("text", "text", "int4", "text", "text", "text", "text", "int4", "timestamptz")),
 )
 
 
@@ -354,8 +355,9 @@ def _direct_chunks(rows: Iterator[tuple[Any, ...]], connection: Any, now: dateti
         pairs = list(zip(take_ids(len(batch)), batch, strict=True))
         return _Chunk(
             (binary(account_types, wallet_copy_rows(((a, r[3]) for (a, _), r in pairs), now)),
-             binary(kpm_types, ((k, r[1], r[2], "active", a, now) for (a, k), r in pairs)),
-             binary(card_types, ((r[4], r[5], k, r[6], r[7], "active", r[8], 0)
+             binary(kpm_types, ((k, r[1], r[2], "active", a, r[1][:6], now)
+                                for (a, k), r in pairs)),
+             binary(card_types, ((r[4], r[5], k, r[6], r[7], "active", r[8], 0, now)
                                  for (_, k), r in pairs))),
             len(batch), pairs[0][0][1], pairs[-1][0][1])  # nextval() ascends
 
@@ -473,15 +475,17 @@ def _insert(session: Session, now: Any) -> tuple[int, int | None, int | None]:
     stamp = bindparam("now", value=now, type_=DateTime(timezone=True))
     open_wallets_from_stage(session, STAGE, "wallet_ref", now)
     session.execute(text(
-        "INSERT INTO kpm (nik, name, status, wallet_account_id, created_at) "
-        f"SELECT s.nik, s.name, 'active', a.id, :now FROM {STAGE} s JOIN accounts a "
+        "INSERT INTO kpm (nik, name, status, wallet_account_id, zone, created_at) "
+        f"SELECT s.nik, s.name, 'active', a.id, substr(s.nik, 1, 6), :now FROM {STAGE} s "
+        "JOIN accounts a "
         "ON a.kind = 'kpm_wallet' AND a.owner_ref = s.wallet_ref ORDER BY s.line"
     ).bindparams(stamp))
     session.execute(text(
         "INSERT INTO cards (pan_token, pan_masked, kpm_id, psn, expiry_yymm, status, "
-        "pin_offset, wrong_pin_count) "
+        "pin_offset, wrong_pin_count, issued_at) "
         "SELECT s.pan_token, s.pan_masked, k.id, s.psn, s.expiry_yymm, 'active', "
-        f"s.pin_offset, 0 FROM {STAGE} s JOIN kpm k ON k.nik = s.nik ORDER BY s.line"))
+        f"s.pin_offset, 0, :now FROM {STAGE} s JOIN kpm k ON k.nik = s.nik ORDER BY s.line"
+    ).bindparams(stamp))
     count, first, last = session.execute(text(
         f"SELECT count(*), min(k.id), max(k.id) FROM {STAGE} s JOIN kpm k ON k.nik = s.nik"
     )).one()

@@ -50,7 +50,8 @@ class Registry:
             raise RegistrationError(f"NIK {nik[:6]}…: {reason}")
         _check(status, PARTY_STATUSES)
         wallet = get_or_create_account(self.session, "kpm_wallet", f"NIK:{nik}")
-        kpm = Kpm(nik=nik, name=name, status=status, wallet_account_id=wallet.id)
+        kpm = Kpm(nik=nik, name=name, status=status, wallet_account_id=wallet.id,
+                  zone=nik[:6])
         self.session.add(kpm)
         self.session.flush()
         self._audit("kpm.register", f"kpm:{kpm.id}", status=status, region=nik[:6])
@@ -62,7 +63,8 @@ class Registry:
         _check(status, CARD_STATUSES)
         card = Card(pan_token=pan_token(self.keys.pan_token_key, pan), pan_masked=mask_pan(pan),
                     kpm_id=kpm.id, psn=psn, expiry_yymm=expiry_yymm, status=status,
-                    pin_offset=pin_offset(self.keys.pvk, pin, pan), wrong_pin_count=0)
+                    pin_offset=pin_offset(self.keys.pvk, pin, pan), wrong_pin_count=0,
+                    issued_at=self.clock.now())
         self.session.add(card)
         self.session.flush()
         self._audit("card.issue", card.pan_masked, kpm=kpm.id, status=status,

@@ -9,6 +9,7 @@ carry an HMAC token and an IBM 3624 PIN offset, terminals carry wrapped keys.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -106,6 +108,11 @@ class JournalEntry(Base):
     amount_sen: Mapped[int] = mapped_column(BigInteger)
 
 
+def _zone_of_nik(context: Any) -> str:
+    """A new KPM's zone when none is given: the first 6 digits of its NIK."""
+    return str(context.get_current_parameters()["nik"])[:6]
+
+
 class Kpm(Base):
     """A beneficiary family (Keluarga Penerima Manfaat)."""
 
@@ -117,6 +124,9 @@ class Kpm(Base):
     name: Mapped[str] = mapped_column(String(80))
     status: Mapped[str] = mapped_column(String(12), default="active")
     wallet_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    #: Where the KPM lives (zoning, issue 14): the NIK's province, regency and district
+    #: code (its first 6 digits) at registration; ``bpnt-switch rules kpm-zone`` changes it.
+    zone: Mapped[str] = mapped_column(String(6), default=_zone_of_nik)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -140,6 +150,10 @@ class Card(Base):
     wrong_pin_count: Mapped[int] = mapped_column(Integer, default=0)
     last_atc: Mapped[int | None] = mapped_column(Integer, default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    #: Dormancy (FAILURES F5) counts from the latest of issue, last use and reactivation.
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            default=None)
 
 
 class Ewarong(Base):
@@ -153,6 +167,24 @@ class Ewarong(Base):
     name: Mapped[str] = mapped_column(String(80))
     status: Mapped[str] = mapped_column(String(12), default="active")
     payable_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    #: Region code (2, 4 or 6 digits: province, regency, district) whose reference
+    #: prices apply; ``NULL``: the national ones.
+    region: Mapped[str | None] = mapped_column(String(6), default=None)
+    #: Opening hours in the e-warong's local time (HHMM; ``NULL``: always open) and its
+    #: offset from UTC (WIB 420, WITA 480, WIT 540).
+    open_hhmm: Mapped[str | None] = mapped_column(String(4), default=None)
+    close_hhmm: Mapped[str | None] = mapped_column(String(4), default=None)
+    utc_offset_minutes: Mapped[int] = mapped_column(Integer, default=420)
+
+
+class EwarongZone(Base):
+    """A zone an e-warong serves: KPM whose zone starts with ``zone_prefix`` (2, 4 or 6
+    digits).  An e-warong with no rows serves every zone."""
+
+    __tablename__ = "ewarong_zones"
+
+    ewarong_id: Mapped[int] = mapped_column(ForeignKey("ewarongs.id"), primary_key=True)
+    zone_prefix: Mapped[str] = mapped_column(String(6), primary_key=True)
 
 
 class Terminal(Base):
@@ -188,6 +220,100 @@ class Item(Base):
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class ReferencePrice(Base):
+    """The programme's reference unit price of an item in a region ('' national; the
+    longest region prefix of the e-warong's region applies)."""
+
+    __tablename__ = "reference_prices"
+    __table_args__ = (CheckConstraint("unit_price_sen > 0", "reference_price_positive"),)
+
+    item_code: Mapped[str] = mapped_column(ForeignKey("items.code"), primary_key=True)
+    region: Mapped[str] = mapped_column(String(6), primary_key=True, default="")
+    unit_price_sen: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Stock(Base):
+    """Units of an item on an e-warong's shelf (FAILURES F15).  Moved by receipts
+    (:class:`StockReceipt`) and by the host's purchases, voids and reversals, in the
+    same transaction as the debit; never below zero."""
+
+    __tablename__ = "stock"
+    __table_args__ = (CheckConstraint("quantity >= 0", "stock_not_negative"),)
+
+    ewarong_id: Mapped[int] = mapped_column(ForeignKey("ewarongs.id"), primary_key=True)
+    item_code: Mapped[str] = mapped_column(ForeignKey("items.code"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Below this a sale raises a ``low_stock`` alert (``NULL``: the setting's).
+    low_threshold: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+STOCK_RECEIPT_KINDS = ("receive", "adjust")
+
+
+class StockReceipt(Base):
+    """Goods delivered to (or, ``adjust``, written off at) an e-warong.  A delivery's
+    ``reference`` is unique per e-warong and item: importing a delivery note twice
+    adds nothing."""
+
+    __tablename__ = "stock_receipts"
+    __table_args__ = (
+        UniqueConstraint("ewarong_id", "item_code", "reference"),
+        _one_of("kind", STOCK_RECEIPT_KINDS, "stock_receipt_kind"),
+        CheckConstraint("quantity <> 0", "stock_receipt_not_zero"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ewarong_id: Mapped[int] = mapped_column(ForeignKey("ewarongs.id"), index=True)
+    item_code: Mapped[str] = mapped_column(ForeignKey("items.code"))
+    kind: Mapped[str] = mapped_column(String(8), default="receive")
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str | None] = mapped_column(String(40), default=None)
+    actor: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+ALERT_RULES = ("velocity", "off_hours", "zoning", "over_price", "low_stock")
+ALERT_ACTIONS = ("decline", "flag")
+
+
+class Alert(Base):
+    """A programme rule's hit (issue 14): who, where, which cards, what was done."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        _one_of("rule", ALERT_RULES, "alert_rule"),
+        _one_of("action", ALERT_ACTIONS, "alert_action"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+    rule: Mapped[str] = mapped_column(String(16))
+    #: ``decline``: the request was declined for it; ``flag``: only recorded.
+    action: Mapped[str] = mapped_column(String(8))
+    tid: Mapped[str | None] = mapped_column(String(8), default=None)
+    ewarong_id: Mapped[int | None] = mapped_column(ForeignKey("ewarongs.id"), default=None)
+    #: The request record of the transaction that hit the rule (none for low stock).
+    record_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: JSON list of the card ids involved (velocity: every card of the window).
+    card_ids: Mapped[str] = mapped_column(Text, default="[]")
+    #: JSON object: the rule's figures (e.g. cards in the window, the unit price and
+    #: the reference price, the stock left).
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Delivery(Base):
+    """The e-warong's confirmation that the goods of an approved purchase were handed
+    over (FAILURES F10)."""
+
+    __tablename__ = "deliveries"
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("request_records.id"), primary_key=True)
+    confirmed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(60))
+
+
 class Period(Base):
     """A benefit period (month) that has been allocated."""
 
@@ -210,6 +336,8 @@ class RequestRecord(Base):
     __table_args__ = (
         UniqueConstraint("tid", "key_date", "stan", "kind"),
         _one_of("kind", RECORD_KINDS, "record_kind"),
+        #: the velocity rule's window read (a terminal's recent card requests)
+        Index("ix_request_records_tid_created_at", "tid", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -241,6 +369,12 @@ class RequestRecord(Base):
     #: ``NULL``: in the terminal's open batch.
     settlement_id: Mapped[int | None] = mapped_column(
         ForeignKey("settlements.id"), default=None)
+    #: A card request's card (the velocity rule counts a terminal's distinct cards).
+    card_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: DE 48 of a purchase (the price report, and the stock a void or reversal returns).
+    basket: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The e-warong whose stock an approved purchase took (``NULL``: none, inventory off).
+    stock_ewarong_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
