@@ -88,6 +88,9 @@ class BatchEntry:
     voided_by_record_id: int | None = None
     #: A void: the purchase it cancels.
     original_record_id: int | None = None
+    #: DE 48 of the purchase and the e-warong whose stock it took (docs/RULES.md).
+    basket: str | None = None
+    stock_ewarong_id: int | None = None
 
     @property
     def rrn(self) -> str:

@@ -3,23 +3,28 @@ HOST_SPEC §4.  Pure.
 
 Gate (58/63), then the idempotency record: a repeat replays the stored response
 (different content: 94), a request whose reversal came first is 05.  Then the
-checks of :mod:`switch.core.rules` in order, the ARQC and PIN verified by
-:mod:`switch.core.verify`.  The effects: the card's chip state (PIN tries, block,
-ATC, last use), the purchase posting (wallet → e-warong payable), the idempotency
-record with the stored response, the audit entry and the log line.
+checks of :mod:`switch.core.rules` in order (the programme rules of docs/RULES.md
+among them), the ARQC and PIN verified by :mod:`switch.core.verify`.  The effects:
+the card's chip state (PIN tries, block, dormancy, ATC, last use), the purchase
+posting (wallet → e-warong payable), the basket's units off the e-warong's shelf
+(:mod:`switch.core.stock`), the rules' alerts, the idempotency record with the
+stored response, the audit entry and the log line.
 
 A void (§4, "Void") presents the card and PIN again and names the purchase by its
 invoice (DE 62) in the terminal's open batch: not there, reversed, or another card's →
 25; voided already → 12; DE 4 not the purchase's → 13.  Approved, it pays the
-purchase back from the e-warong to the wallet (exactly once: a repeat replays) and
-marks the purchase voided.
+purchase back from the e-warong to the wallet (exactly once: a repeat replays), puts
+its units back on the shelf, and marks the purchase voided.
 """
 
 from __future__ import annotations
 
-from switch.core import effects
+from dataclasses import dataclass, field
+
+from switch.core import effects, stock
 from switch.core.batch import BatchEntry, OpenBatch, parse_n6
 from switch.core.effects import (
+    AlertRaise,
     AuditEntry,
     CardChange,
     Decision,
@@ -29,14 +34,20 @@ from switch.core.effects import (
 )
 from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
 from switch.core.gate import Caller, gated
+from switch.core.policy import DECLINE, FLAG, OFF
 from switch.core.replies import approval_code_for, build_response, replay, rrn_for
 from switch.core.request import Request, RequestKey, pan_of
 from switch.core.rules import (
+    Hit,
     Verdict,
     check_balance,
     check_basket,
     check_card,
     check_pin,
+    off_hours_hit,
+    price_hits,
+    velocity_hit,
+    zoning_hit,
 )
 from switch.core.verify import Cryptogram, check_arqc
 from switch.ledger.money import Posting
@@ -49,7 +60,7 @@ from switch.security.mac import PLACEHOLDER
 
 @gated
 def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> Decision:
-    """The decision on a balance inquiry or a purchase (see the module)."""
+    """The decision on a balance inquiry, a purchase or a void (see the module)."""
     message = request.message
     key = RequestKey.of(message)
     pan = pan_of(message)  # unusable card data or basket: 30, whatever else is wrong
@@ -63,32 +74,45 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
         return replay(request, prior, caller.tak, record_id, facts.now)
     found = facts.card(pan)
     card, card_facts = found if found else (None, None)
-    cryptogram: Cryptogram | None = None
+    checked = _Checked(Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived"))
     original: BatchEntry | None = None
-    if facts.record(key, "reversal") is not None:
-        verdict = Verdict(codes.DO_NOT_HONOUR, reason="reversed before it arrived")
-    else:
-        verdict, cryptogram = _verdict(request, facts, caller, pan, card, card_facts,
-                                       purchase)
-        if request.txn is TxnType.VOID and verdict.rc == codes.APPROVED:
+    if facts.record(key, "reversal") is None:
+        checked = _check(request, facts, caller, pan, card, card_facts, purchase)
+        if request.txn is TxnType.VOID and checked.verdict.rc == codes.APPROVED:
             assert card_facts is not None and invoice is not None and purchase is not None
-            verdict, original = _void_verdict(facts.open_batch(key.tid), invoice,
-                                              purchase[0], card_facts)
+            checked.verdict, original = _void_verdict(facts.open_batch(key.tid), invoice,
+                                                      purchase[0], card_facts)
+    verdict = checked.verdict
     out: list[Effect] = []
     if card is not None:
-        out += _card_changes(facts, pan, card, verdict, cryptogram, key)
+        out += _card_changes(facts, pan, card, verdict, checked.cryptogram, key)
     posting = None
+    terminal = caller.terminal
+    basket_text = message.text(48) if purchase is not None else None
+    stock_ewarong_id = None
     if verdict.rc == codes.APPROVED and verdict.amount_sen > 0:
         assert card is not None and card_facts is not None, "an approved purchase has a card"
         if original is None:
             posting = Posting(facts.next_transfer_id(), key.transfer_key("pur", facts.now),
                               "purchase", card.wallet_account_id,
-                              caller.terminal.payable_account_id, verdict.amount_sen,
+                              terminal.payable_account_id, verdict.amount_sen,
                               f"{key.tid} {message.text(42)}")
             out.append(posting)
+            if facts.policy.inventory:
+                stock_ewarong_id = terminal.ewarong_id
+                need = stock.units_needed(basket_text)
+                out += stock.low_stock_alerts(stock_ewarong_id, need, facts.stock,
+                                              facts.policy.low_stock_units, key.tid, record_id)
+                out += stock.moves(stock_ewarong_id, need, -1)
         else:
             posting = _void_posting(facts, key, original)
             out += [posting, VoidMark(original.record_id, record_id)]
+            basket_text, stock_ewarong_id = original.basket, original.stock_ewarong_id
+            if stock_ewarong_id is not None:  # the goods go back on the shelf
+                out += stock.moves(stock_ewarong_id, stock.units_needed(basket_text), +1)
+    out += [AlertRaise(hit.rule, action, key.tid, terminal.ewarong_id, record_id,
+                       hit.card_ids or ((card.card_id,) if card else ()), hit.detail)
+            for hit, action in checked.alerts]
     approved = verdict.rc == codes.APPROVED
     balance_after = None
     if card_facts is not None and verdict.rc in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
@@ -99,8 +123,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
         message, verdict.rc, rrn=rrn_for(record_id),
         approval_code=approval_code_for(record_id) if approved else None,
         balance_sen=balance_after,
-        icc_data=(facts.checks.issuer_authentication(pan, cryptogram, verdict.rc)
-                  if cryptogram is not None else None),
+        icc_data=(facts.checks.issuer_authentication(pan, checked.cryptogram, verdict.rc)
+                  if checked.cryptogram is not None else None),
     ).with_fields(de64=PLACEHOLDER))
     out.append(RecordWrite(
         record_id, key, "request", response_mti(message.mti), message.text(3),
@@ -108,49 +132,103 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
         posting.transfer_id if posting else None,
         posting.debit_account_id if posting else None,
         posting.credit_account_id if posting else None, invoice,
-        original.record_id if original else None))
+        original.record_id if original else None, card.card_id if card else None,
+        basket_text, stock_ewarong_id))
     out.append(AuditEntry(facts.now, f"terminal:{key.tid}", request.txn.value, mask_pan(pan), {
         "rc": verdict.rc, "amount_sen": verdict.amount_sen, "stan": key.stan,
-        "local_date": key.local_date, "reason": verdict.reason}))
+        "local_date": key.local_date, "reason": verdict.reason,
+        **({"flags": [hit.rule for hit, action in checked.alerts if action == FLAG]}
+           if checked.alerts else {})}))
     out.append(effects.info("%s tid=%s stan=%s pan=%s amount_sen=%d rc=%s %s",
                             request.txn.value, key.tid, key.stan, mask_pan(pan),
                             verdict.amount_sen, verdict.rc, verdict.reason))
     return Decision(response, caller.tak, tuple(out))
 
 
-def _verdict(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: Card | None,
-             card_facts: CardFacts | None, purchase: tuple[int, list[BasketLine]] | None,
-             ) -> tuple[Verdict, Cryptogram | None]:
+@dataclass
+class _Checked:
+    """The checks' outcome: the verdict, the chip's cryptogram, the rule hits met on the
+    way with what was done (``decline`` for the one that declined, ``flag`` else)."""
+
+    verdict: Verdict
+    cryptogram: Cryptogram | None = None
+    alerts: list[tuple[Hit, str]] = field(default_factory=list)
+
+
+def _check(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: Card | None,
+           card_facts: CardFacts | None, purchase: tuple[int, list[BasketLine]] | None,
+           ) -> _Checked:
     """The checks in order, first failure wins (the gate passed already)."""
-    message = request.message
-    refused = check_card(card_facts, facts.now)
+    message, policy = request.message, facts.policy
+    refused = check_card(card_facts, facts.now, policy.dormancy_days)
     if refused:
-        return refused, None
+        return _Checked(refused)
     assert card is not None and card_facts is not None
-    cryptogram = None
+    checked = _Checked(Verdict(codes.APPROVED, PinOutcome.CORRECT))
     if message.has(55):  # magstripe (DE 22 021/801) has no cryptogram to check
-        checked = check_arqc(facts.checks, message, pan, card.psn, card.last_atc)
-        if isinstance(checked, str):
-            return Verdict(codes.SECURITY_VIOLATION, reason=checked), None
-        cryptogram = checked
+        cryptogram = check_arqc(facts.checks, message, pan, card.psn, card.last_atc)
+        if isinstance(cryptogram, str):
+            return _Checked(Verdict(codes.SECURITY_VIOLATION, reason=cryptogram))
+        checked.cryptogram = cryptogram
     tpk = caller.terminal.facts.tpk
     assert tpk is not None, "the gate admits only a terminal that has logged on"
     pin_ok = facts.checks.pin_ok(tpk, message.binary(52), pan, card.pin_offset)
     refused = check_pin(card_facts, pin_ok, facts.max_pin_tries)
+    if refused is None and not card_facts.kpm_active:
+        refused = Verdict(codes.NOT_PERMITTED_KPM, PinOutcome.CORRECT, reason="KPM inactive")
+    if refused is None and request.txn is not TxnType.VOID:
+        refused = _programme_rules(request, facts, caller, card, card_facts, purchase,
+                                   checked)
+    if refused is not None:
+        checked.verdict = refused
+    elif purchase is not None and request.txn is not TxnType.VOID:
+        checked.verdict = check_balance(purchase[0], card_facts)
+    return checked
+
+
+def _programme_rules(request: Request, facts: BatchFacts, caller: Caller, card: Card,
+                     card_facts: CardFacts, purchase: tuple[int, list[BasketLine]] | None,
+                     checked: _Checked) -> Verdict | None:
+    """Hours and velocity (65), then for a purchase zoning (58), the basket (13/57),
+    reference prices (13) and stock (ST), docs/RULES.md; hits of rules that only flag
+    are added to ``checked``."""
+    policy, terminal = facts.policy, caller.terminal
+    tid = terminal.facts.tid
+
+    def hit(found: Hit | None, mode: str) -> Verdict | None:
+        if found is None or mode == OFF:
+            return None
+        checked.alerts.append((found, DECLINE if mode == DECLINE else FLAG))
+        return (Verdict(found.rc, PinOutcome.CORRECT, reason=found.reason)
+                if mode == DECLINE else None)
+
+    refused = (hit(off_hours_hit(terminal.rules, facts.now), policy.off_hours)
+               or hit(velocity_hit(facts.recent_cards.get(tid, {}), card.card_id, facts.now,
+                                   policy.velocity_max_cards, policy.velocity_window_minutes)
+                      if policy.velocity != OFF else None, policy.velocity))
+    if refused or purchase is None:
+        return refused
+    zoning = DECLINE if policy.zoning == "strict" else FLAG
+    refused = hit(zoning_hit(card_facts.zone, terminal.rules.zones), zoning)
     if refused:
-        return refused, cryptogram
-    if not card_facts.kpm_active:
-        return Verdict(codes.NOT_PERMITTED_KPM, PinOutcome.CORRECT,
-                       reason="KPM inactive"), cryptogram
-    if purchase is None or request.txn is TxnType.VOID:
-        return Verdict(codes.APPROVED, PinOutcome.CORRECT), cryptogram
+        return refused
     amount_sen, basket = purchase
     items = {line.item_code: facts.catalogue[line.item_code] for line in basket
              if line.item_code in facts.catalogue}
     refused = check_basket(amount_sen, basket, items)
     if refused:
-        return refused, cryptogram
-    return check_balance(amount_sen, card_facts), cryptogram
+        return refused
+    for found in price_hits(basket, terminal.rules.region, facts.reference_prices,
+                            policy.price_cap_percent):
+        declined = hit(found, DECLINE if policy.price_cap else FLAG)  # every line alerts
+        refused = refused or declined
+    if refused or not policy.inventory:
+        return refused
+    short = stock.short_items(terminal.ewarong_id, stock.units_needed(basket), facts.stock)
+    if short:
+        return Verdict(codes.OUT_OF_STOCK, PinOutcome.CORRECT,
+                       reason=f"out of stock: {', '.join(short)}")
+    return None
 
 
 def _void_verdict(batch: OpenBatch, invoice: str, amount_sen: int,
@@ -183,10 +261,15 @@ def _void_posting(facts: BatchFacts, key: RequestKey, original: BatchEntry) -> P
 
 def _card_changes(facts: BatchFacts, pan: str, card: Card, verdict: Verdict,
                   cryptogram: Cryptogram | None, key: RequestKey) -> list[Effect]:
-    """PIN try counter (the third consecutive wrong PIN blocks, HOST_SPEC §5) and ATC."""
+    """PIN try counter (the third consecutive wrong PIN blocks, HOST_SPEC §5), ATC, and
+    a card found dormant (FAILURES F5)."""
     atc = cryptogram.atc if cryptogram is not None else card.last_atc
     status, wrong, used_at = card.status, card.wrong_pin_count, card.last_used_at
     out: list[Effect] = []
+    if verdict.card_status is not None:
+        status = verdict.card_status
+        out.append(AuditEntry(facts.now, "switch", f"card.{status}", card.pan_masked, {
+            "reason": verdict.reason, "tid": key.tid, "stan": key.stan}))
     if verdict.pin is PinOutcome.CORRECT:
         wrong, used_at = 0, facts.now
     elif verdict.pin is PinOutcome.WRONG:

@@ -12,7 +12,7 @@ rolled back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +83,34 @@ class RecordWrite:
     invoice: str | None = None
     #: A void: the purchase record it cancels.
     original_record_id: int | None = None
+    #: A card request's card (the velocity window).
+    card_id: int | None = None
+    #: A purchase's DE 48 (a void: its original's) and the e-warong whose stock it moved.
+    basket: str | None = None
+    stock_ewarong_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StockMove:
+    """Units of an item off (negative) or back onto an e-warong's shelf (docs/RULES.md)."""
+
+    ewarong_id: int
+    item_code: str
+    delta_units: int
+
+
+@dataclass(frozen=True)
+class AlertRaise:
+    """A programme rule's hit: ``action`` ``decline`` (the request was declined for it)
+    or ``flag`` (only recorded); ``record_id`` the request's record (low stock: the sale's)."""
+
+    rule: str
+    action: str
+    tid: str | None
+    ewarong_id: int | None
+    record_id: int | None
+    card_ids: tuple[int, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +168,7 @@ def warning(msg: str, *args: Any) -> LogLine:
 
 
 Effect = (Posting | CardChange | KeysChange | RecordWrite | RrnIssued | VoidMark
-          | UploadWrite | SettlementWrite | AuditEntry | LogLine)
+          | UploadWrite | SettlementWrite | StockMove | AlertRaise | AuditEntry | LogLine)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch
 from switch.core.effects import (
+    AlertRaise,
     AuditEntry,
     CardChange,
     Effect,
@@ -26,9 +27,11 @@ from switch.core.effects import (
     RecordWrite,
     RrnIssued,
     SettlementWrite,
+    StockMove,
     UploadWrite,
     VoidMark,
 )
+from switch.core.policy import Policy
 from switch.core.request import RequestKey
 from switch.core.verify import Checks
 from switch.ledger.money import Posting, apply_postings
@@ -51,13 +54,30 @@ class TerminalFacts:
 
 
 @dataclass(frozen=True)
+class EwarongRules:
+    """What the programme rules need of a terminal's e-warong (docs/RULES.md)."""
+
+    #: Region code for reference prices (``""``: national prices only).
+    region: str = ""
+    #: Opening hours, local HHMM (``None``: always open), and the offset from UTC.
+    open_hhmm: str | None = None
+    close_hhmm: str | None = None
+    utc_offset_minutes: int = 420
+    #: Zone prefixes it serves (empty: every zone).
+    zones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Terminal:
     """A terminal as the batch knows it: the gate's facts, where its sales are credited,
-    and (read only for a terminal logging on in the batch) its clear TMK."""
+    its e-warong's rules, and (read only for a terminal logging on in the batch) its
+    clear TMK."""
 
     facts: TerminalFacts
     payable_account_id: int
     tmk: bytes | None = None
+    ewarong_id: int = 0
+    rules: EwarongRules = EwarongRules()
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,10 @@ class CardFacts:
     kpm_active: bool
     wallet_account_id: int
     balance_sen: int
+    #: The latest of issue, last use and reactivation (dormancy counts from it).
+    active_since: datetime | None = None
+    #: The KPM's zone (zoning).
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,11 +114,30 @@ class Card:
     wrong_pin_count: int
     last_atc: int | None
     last_used_at: datetime | None
+    issued_at: datetime | None = None
+    reactivated_at: datetime | None = None
+    zone: str = ""
 
     def facts(self, balance_sen: int) -> CardFacts:
+        moments = [utc(m) for m in (self.issued_at, self.last_used_at, self.reactivated_at)
+                   if m is not None]
         return CardFacts(self.card_id, self.status, self.expiry_yymm, self.pin_offset,
                          self.wrong_pin_count, self.kpm_active, self.wallet_account_id,
-                         balance_sen)
+                         balance_sen, max(moments) if moments else None, self.zone)
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """An e-warong's units of one item, and its low-stock threshold (``None``: the
+    policy's)."""
+
+    units: int
+    low_threshold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +166,10 @@ class StoredRecord(NamedTuple):
     #: A void: the purchase it cancels; a purchase: the void that stands against it.
     original_record_id: int | None = None
     voided_by_record_id: int | None = None
+    #: A purchase's DE 48 (a void: its original's), and the e-warong whose stock it took
+    #: (a void: gave back); ``None``: no stock moved.
+    basket: str | None = None
+    stock_ewarong_id: int | None = None
 
 
 class PinOutcome(enum.Enum):
@@ -150,6 +197,13 @@ class BatchFacts:
     catalogue: dict[str, ItemFacts] = field(default_factory=dict)
     #: The open batches of the terminals that void or settle in this batch (HOST_SPEC §4).
     open_batches: dict[str, OpenBatch] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    #: Stock by (e-warong id, item code), of the e-warongs and items the batch may move.
+    stock: dict[tuple[int, str], StockLevel] = field(default_factory=dict)
+    #: Reference unit prices by (item code, region prefix; ``""`` national).
+    reference_prices: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The velocity window: by TID, the cards of its recent card requests and when.
+    recent_cards: dict[str, dict[int, datetime]] = field(default_factory=dict)
     #: Ids reserved for the batch's new idempotency records and transfers.
     record_ids: list[int] = field(default_factory=list)
     transfer_ids: list[int] = field(default_factory=list)
@@ -208,13 +262,17 @@ class BatchFacts:
                     assert effect.next_batch_number is not None
                     self.open_batches[effect.tid] = OpenBatch(effect.tid,
                                                               effect.next_batch_number)
+            elif isinstance(effect, StockMove):
+                key = (effect.ewarong_id, effect.item_code)
+                level = self.stock.get(key, StockLevel(0))
+                self.stock[key] = replace(level, units=level.units + effect.delta_units)
             elif isinstance(effect, KeysChange):
                 terminal = self.terminals[effect.tid]
                 self.terminals[effect.tid] = replace(terminal, facts=replace(
                     terminal.facts, tpk=effect.tpk, tak=effect.tak, logon_stan=effect.stan,
                     logon_at=effect.at))
             else:
-                assert isinstance(effect, AuditEntry | LogLine), effect
+                assert isinstance(effect, AuditEntry | LogLine | AlertRaise), effect
         return self
 
     def _record(self, write: RecordWrite) -> None:
@@ -222,15 +280,19 @@ class BatchFacts:
             write.kind, write.key.tid, write.key.stan, write.request_hash,
             write.response_code, write.response_unit, write.transfer_id, write.amount_sen,
             write.debit_account_id, write.credit_account_id, write.record_id,
-            write.processing_code, write.original_record_id)
+            write.processing_code, write.original_record_id, basket=write.basket,
+            stock_ewarong_id=write.stock_ewarong_id)
         self.records_used += 1
+        if write.card_id is not None:
+            self.recent_cards.setdefault(write.key.tid, {})[write.card_id] = utc(self.now)
         batch = self.open_batches.get(write.key.tid)
         if (batch is not None and write.kind == "request" and write.response_code == "00"
                 and write.processing_code in (PURCHASE_CODE, VOID_CODE)):
             batch.entries[write.record_id] = BatchEntry(
                 write.record_id, write.key, write.processing_code, write.amount_sen,
                 write.invoice, write.transfer_id, write.debit_account_id,
-                write.credit_account_id, original_record_id=write.original_record_id)
+                write.credit_account_id, original_record_id=write.original_record_id,
+                basket=write.basket, stock_ewarong_id=write.stock_ewarong_id)
 
     def _void_mark(self, mark: VoidMark) -> None:
         for kinds in self.records.values():

@@ -9,11 +9,15 @@ declined 05 if it arrives later (:mod:`switch.core.card`).
 * a void (DE 3 020000): the purchase's debit is reinstated and the purchase is no
   longer voided; if the wallet no longer covers it, the reversal is still answered
   00, the void stands, and the case is audited for the reconciliation report.
+
+Stock follows the money (docs/RULES.md): a reversed purchase's units go back on the
+shelf; a reversed void takes them again, and if the shelf no longer holds them the
+void stands, as when the wallet cannot cover it.
 """
 
 from __future__ import annotations
 
-from switch.core import effects
+from switch.core import effects, stock
 from switch.core.batch import VOID_CODE
 from switch.core.effects import AuditEntry, Decision, Effect, RecordWrite, VoidMark
 from switch.core.facts import BatchFacts, StoredRecord
@@ -40,10 +44,15 @@ def decide_reversal(request: Request, facts: BatchFacts, caller: Caller) -> Deci
     out: list[Effect] = []
     restored, state = _restore(facts, key, original)
     if restored is not None:
+        assert original is not None
         out.append(restored)
-        if original is not None and original.processing_code == VOID_CODE:
+        is_void = original.processing_code == VOID_CODE
+        if is_void:
             assert original.original_record_id is not None, "a void names its purchase"
             out.append(VoidMark(original.original_record_id, None))
+        if original.stock_ewarong_id is not None:
+            out += stock.moves(original.stock_ewarong_id, stock.units_needed(original.basket),
+                               -1 if is_void else +1)
     restored_sen = restored.amount_sen if restored else 0
     response = encode(build_response(message, codes.APPROVED, rrn=rrn_for(record_id))
                       .with_fields(de64=PLACEHOLDER))
@@ -75,6 +84,10 @@ def _restore(facts: BatchFacts, key: RequestKey,
     debited = original.credit_account_id  # what the original credited gives it back
     if facts.balances.get(debited, original.amount_sen) < original.amount_sen:
         return None, "void stands: the wallet no longer covers the purchase"
+    if (original.processing_code == VOID_CODE and original.stock_ewarong_id is not None
+            and stock.short_items(original.stock_ewarong_id,
+                                  stock.units_needed(original.basket), facts.stock)):
+        return None, "void stands: the shelf no longer holds the goods"
     prefix = "void" if original.processing_code == VOID_CODE else "pur"
     return Posting(
         facts.next_transfer_id(), key.transfer_key("rev", facts.now), "reversal",

@@ -1,8 +1,10 @@
-"""The programme's checks of a card request (HOST_SPEC §4-5), each a pure function of
-facts to a :class:`Verdict` (``None``: passed).  :mod:`switch.core.card` runs them in
-order, first failure wins: terminal and e-warong (58), logon (63), card known (14),
-card status (62), expiry (54), ARQC (63), PIN (55/75), KPM status (57), then for a
-purchase: zero amount (13), goods (57), basket sum (13), balance (51).
+"""The programme's checks of a card request (HOST_SPEC §4-5, docs/RULES.md), each a
+pure function of facts to a :class:`Verdict` (``None``: passed) or, for the rules that
+may only flag, a :class:`Hit`.  :mod:`switch.core.card` runs them in order, first
+failure wins: terminal and e-warong (58), logon (63), card known (14), card status and
+dormancy (62), expiry (54), ARQC (63), PIN (55/75), KPM status (57), opening hours and
+velocity (65), then for a purchase: zoning (58), zero amount (13), goods (57), basket
+sum (13), reference price (13), stock (ST), balance (51).
 
 >>> check_pin(_card(wrong_pin_count=1), pin_ok=False, max_pin_tries=3).rc
 '55'
@@ -10,16 +12,26 @@ purchase: zero amount (13), goods (57), basket sum (13), balance (51).
 <PinOutcome.BLOCKED: 'blocked'>
 >>> check_card(_card(expiry_yymm="2610"), datetime(2026, 11, 1)).reason
 'card expired'
+>>> now = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+>>> check_card(_card(active_since=now - timedelta(days=90)), now, 90).card_status
+'dormant'
+>>> off_hours_hit(EwarongRules(open_hhmm="0700", close_hhmm="1700"), now) is None  # 10:00
+True
+>>> off_hours_hit(EwarongRules(open_hhmm="1100", close_hhmm="1700"), now).detail
+{'local_time': '1000', 'open': '1100', 'close': '1700'}
+>>> reference_price("BRS005", "327301", {("BRS005", "32"): 7_000_000,
+...                                       ("BRS005", ""): 6_500_000})
+7000000
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from switch.core.facts import CardFacts, ItemFacts, PinOutcome, TerminalFacts
+from switch.core.facts import CardFacts, EwarongRules, ItemFacts, PinOutcome, TerminalFacts, utc
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 
@@ -36,6 +48,19 @@ class Verdict:
     pin: PinOutcome = PinOutcome.NOT_CHECKED
     amount_sen: int = 0
     reason: str = ""
+    #: The card's status the decision sets (a card found dormant: ``dormant``).
+    card_status: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A rule that matched: what it would decline with, and what the alert records."""
+
+    rule: str
+    rc: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    card_ids: tuple[int, ...] = ()
 
 
 def check_terminal(terminal: TerminalFacts | None, mid: str) -> Verdict | None:
@@ -49,11 +74,18 @@ def check_terminal(terminal: TerminalFacts | None, mid: str) -> Verdict | None:
     return None
 
 
-def check_card(card: CardFacts | None, now: datetime) -> Verdict | None:
+def check_card(card: CardFacts | None, now: datetime,
+               dormancy_days: int | None = None) -> Verdict | None:
+    """14 unknown, 62 not active or found dormant now (FAILURES F5), 54 expired."""
     if card is None:
         return Verdict(codes.UNKNOWN_CARD, reason="unknown card")
     if card.status != "active":
         return Verdict(codes.RESTRICTED_CARD, reason=f"card {card.status}")
+    if (dormancy_days is not None and card.active_since is not None
+            and utc(now) - card.active_since >= timedelta(days=dormancy_days)):
+        unused = (utc(now) - card.active_since).days
+        return Verdict(codes.RESTRICTED_CARD, reason=f"card dormant: unused {unused} days",
+                       card_status="dormant")
     if card.expiry_yymm < now.strftime("%y%m"):
         return Verdict(codes.EXPIRED_CARD, reason="card expired")
     return None
@@ -82,6 +114,73 @@ def check_basket(
     if sum(line.total_sen for line in basket) != amount_sen:
         return Verdict(codes.INVALID_AMOUNT, PinOutcome.CORRECT, reason="basket sum != DE 4")
     return None
+
+
+def off_hours_hit(ewarong: EwarongRules, now: datetime) -> Hit | None:
+    """The e-warong's local time outside ``[open, close)`` (a close before the open
+    spans midnight); no hours: always open."""
+    if ewarong.open_hhmm is None or ewarong.close_hhmm is None:
+        return None
+    local = (utc(now) + timedelta(minutes=ewarong.utc_offset_minutes)).strftime("%H%M")
+    opened, closed = ewarong.open_hhmm, ewarong.close_hhmm
+    inside = (opened <= local < closed) if opened <= closed else (
+        local >= opened or local < closed)
+    if inside:
+        return None
+    return Hit("off_hours", codes.LIMIT_EXCEEDED, f"outside opening hours {opened}-{closed}",
+               {"local_time": local, "open": opened, "close": closed})
+
+
+def velocity_hit(window: Mapping[int, datetime], card_id: int, now: datetime,
+                 max_cards: int, minutes: int) -> Hit | None:
+    """More than ``max_cards`` distinct cards at the terminal within ``minutes``, this
+    one included; a card already in the window is not a new one."""
+    since = utc(now) - timedelta(minutes=minutes)
+    cards = {card for card, at in window.items() if at >= since}
+    if card_id in cards:
+        return None
+    cards.add(card_id)
+    if len(cards) <= max_cards:
+        return None
+    return Hit("velocity", codes.LIMIT_EXCEEDED,
+               f"{len(cards)} cards in {minutes} min at one terminal",
+               {"cards": len(cards), "window_minutes": minutes, "max_cards": max_cards},
+               tuple(sorted(cards)))
+
+
+def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:
+    """A KPM whose zone starts with none of the e-warong's zones (none: all served)."""
+    if not zones or any(zone.startswith(prefix) for prefix in zones):
+        return None
+    return Hit("zoning", codes.NOT_PERMITTED_TERMINAL, f"KPM zone {zone} not served here",
+               {"zone": zone, "zones": list(zones)})
+
+
+def reference_price(item_code: str, region: str,
+                    prices: Mapping[tuple[str, str], int]) -> int | None:
+    """The reference for the longest prefix (6, 4, 2 digits, then national) of
+    ``region`` that has one."""
+    for prefix in [region[:n] for n in (6, 4, 2) if len(region) >= n] + [""]:
+        found = prices.get((item_code, prefix))
+        if found is not None:
+            return found
+    return None
+
+
+def price_hits(basket: list[BasketLine], region: str, prices: Mapping[tuple[str, str], int],
+               percent: int) -> list[Hit]:
+    """Each line priced more than ``percent`` above its reference (integer arithmetic:
+    ``unit × 100 > reference × (100 + percent)``)."""
+    hits = []
+    for line in basket:
+        reference = reference_price(line.item_code, region, prices)
+        if reference is not None and line.unit_price_sen * 100 > reference * (100 + percent):
+            over = (line.unit_price_sen - reference) * 100 // reference
+            hits.append(Hit("over_price", codes.INVALID_AMOUNT,
+                            f"{line.item_code} {over}% over the reference price",
+                            {"item": line.item_code, "unit_price_sen": line.unit_price_sen,
+                             "reference_sen": reference, "percent_over": over}))
+    return hits
 
 
 def check_balance(amount_sen: int, card: CardFacts) -> Verdict:

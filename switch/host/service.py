@@ -39,6 +39,7 @@ from switch.clock import Clock, SystemClock
 from switch.core.decide import answer_at_once, decide, format_error
 from switch.core.effects import Decision, Effect, LogLine
 from switch.core.facts import BatchFacts
+from switch.core.policy import Policy
 from switch.core.replies import build_response, request_hash
 from switch.core.request import Request
 from switch.core.verify import Checks
@@ -71,6 +72,7 @@ class HostService:
         self.db = db
         self.settings = settings
         self.keys = Keyring.from_settings(settings)
+        self.policy = Policy.of(settings)
         self.clock = clock or SystemClock()
         self.store = BatchStore(db, self.keys)
 
@@ -177,7 +179,8 @@ class HostService:
         with self.store.batch() as batch:
             facts = batch.read(requests, now=now, checks=checks,
                                max_pin_tries=self.settings.max_pin_tries,
-                               window=timedelta(days=self.settings.idempotency_window_days))
+                               window=timedelta(days=self.settings.idempotency_window_days),
+                               policy=self.policy)
             for request in requests:
                 decision = _decide_one(request, facts)
                 facts.apply(decision.effects)

@@ -33,7 +33,16 @@ from sqlalchemy.orm import aliased
 from switch.audit.chain import Head, link
 from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch, Upload
 from switch.core.effects import AuditEntry, CardChange, Effect, KeysChange, RecordWrite
-from switch.core.facts import BatchFacts, Card, ItemFacts, StoredRecord, Terminal, TerminalFacts
+from switch.core.facts import (
+    BatchFacts,
+    Card,
+    EwarongRules,
+    ItemFacts,
+    StoredRecord,
+    Terminal,
+    TerminalFacts,
+)
+from switch.core.policy import Policy
 from switch.core.precheck import warm
 from switch.core.request import Request, RequestKey, key_date, pan_of
 from switch.core.verify import Checks
@@ -57,6 +66,7 @@ from switch.db.tables import (
     Terminal as TerminalRow,
 )
 from switch.host.day_end import write_day_end
+from switch.host.rules_store import give_back_stock, submit_rule_reads, submit_rule_writes
 from switch.ledger.money import Posting
 from switch.ledger.postings import submit_postings
 from switch.protocol.errors import InvariantError, ProtocolError
@@ -81,14 +91,16 @@ _TERMINALS = Prepared(
     select(TerminalRow.tid, TerminalRow.status, TerminalRow.tpk_wrapped,
            TerminalRow.tak_wrapped, TerminalRow.tmk_wrapped, Ewarong.mid, Ewarong.status,
            Ewarong.payable_account_id, TerminalRow.batch_number, TerminalRow.logon_stan,
-           TerminalRow.logon_at)
+           TerminalRow.logon_at, Ewarong.id, Ewarong.region, Ewarong.open_hhmm,
+           Ewarong.close_hhmm, Ewarong.utc_offset_minutes)
     .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
     .where(in_json_list("tids", TerminalRow.tid)))
 _CARDS = Prepared(
     select(CardRow.pan_token, CardRow.id, CardRow.pan_masked, CardRow.psn,
            CardRow.expiry_yymm, CardRow.pin_offset, Kpm.status.label("kpm_status"),
            Account.id.label("wallet_account_id"), CardRow.status, CardRow.wrong_pin_count,
-           CardRow.last_atc, CardRow.last_used_at, Account.balance_sen)
+           CardRow.last_atc, CardRow.last_used_at, Account.balance_sen, Kpm.zone,
+           CardRow.issued_at, CardRow.reactivated_at)
     .join(Kpm, CardRow.kpm_id == Kpm.id)
     .join(Account, Kpm.wallet_account_id == Account.id)
     .where(in_json_list("tokens", CardRow.pan_token)))
@@ -99,7 +111,8 @@ _RECORDS = Prepared(
            RequestRecord.response_unit, RequestRecord.transfer_id, RequestRecord.amount_sen,
            Transfer.amount_sen, Transfer.debit_account_id, Transfer.credit_account_id,
            RequestRecord.id, RequestRecord.processing_code, RequestRecord.original_record_id,
-           RequestRecord.voided_by_record_id, _CREDITED.balance_sen)
+           RequestRecord.voided_by_record_id, _CREDITED.balance_sen, RequestRecord.basket,
+           RequestRecord.stock_ewarong_id)
     .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
     .outerjoin(_CREDITED, _CREDITED.id == Transfer.credit_account_id)
     .where(in_json_list("keys", RequestRecord.tid, RequestRecord.key_date,
@@ -110,7 +123,7 @@ _RECORDS = Prepared(
         "SELECT r.tid, r.local_date, r.stan, r.kind, r.request_hash, r.response_code, "
         "r.response_unit, r.transfer_id, r.amount_sen, t.amount_sen, t.debit_account_id, "
         "t.credit_account_id, r.id, r.processing_code, r.original_record_id, "
-        "r.voided_by_record_id, a.balance_sen "
+        "r.voided_by_record_id, a.balance_sen, r.basket, r.stock_ewarong_id "
         "FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS k CROSS JOIN LATERAL ("
         "SELECT * FROM request_records WHERE tid = k ->> 0 AND key_date = k ->> 1 "
         "AND stan = k ->> 2 AND created_at >= :cutoff OFFSET 0) AS r "
@@ -123,7 +136,8 @@ _OPEN_BATCH = Prepared(
     select(RequestRecord.tid, RequestRecord.id, RequestRecord.local_date, RequestRecord.stan,
            RequestRecord.processing_code, RequestRecord.amount_sen, RequestRecord.invoice,
            RequestRecord.transfer_id, Transfer.debit_account_id, Transfer.credit_account_id,
-           _REVERSING.id, RequestRecord.voided_by_record_id, RequestRecord.original_record_id)
+           _REVERSING.id, RequestRecord.voided_by_record_id, RequestRecord.original_record_id,
+           RequestRecord.basket, RequestRecord.stock_ewarong_id)
     .outerjoin(Transfer, Transfer.id == RequestRecord.transfer_id)
     .outerjoin(_REVERSING, _REVERSING.reverses_transfer_id == RequestRecord.transfer_id)
     .where(in_json_list("tids", RequestRecord.tid), RequestRecord.settlement_id.is_(None),
@@ -163,7 +177,7 @@ _SET_CARD_STATE = Bulk(
 _RECORD_COLUMNS = ("id", "tid", "local_date", "key_date", "stan", "kind", "mti",
                    "processing_code", "amount_sen", "request_hash", "response_code",
                    "response_unit", "transfer_id", "invoice", "original_record_id",
-                   "created_at")
+                   "card_id", "basket", "stock_ewarong_id", "created_at")
 INSERT_RECORDS = Bulk.insert(RequestRecord.__table__, _RECORD_COLUMNS,
                               Prepared(insert(RequestRecord), column_keys=_RECORD_COLUMNS))
 
@@ -213,18 +227,22 @@ class BatchStore:
             return None, pans
         return _CARDS.submit(connection, {"tokens": json_list(pans)}), pans
 
-    def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
+    def _terminals(self, read: Submitted, logging_on: set[str],
+                   zones: dict[str, tuple[str, ...]] | None = None) -> dict[str, Terminal]:
+        zones = zones or {}
         kek = self.keys.kek
         terminals = {}
         for (tid, status, tpk, tak, tmk, mid, ewarong_status, payable, _batch, logon_stan,
-             logon_at) in read.rows():
+             logon_at, ewarong_id, region, open_hhmm, close_hhmm, offset) in read.rows():
             facts = TerminalFacts(
                 tid, status == "active", mid, ewarong_status == "active",
                 _unwrap_cached(kek, bytes(tpk), f"TPK:{tid}") if tpk else None,
                 _unwrap_cached(kek, bytes(tak), f"TAK:{tid}") if tak else None,
                 logon_stan, logon_at)
-            terminals[tid] = Terminal(facts, int(payable),
-                                      _tmk(kek, tid, tmk) if tid in logging_on else None)
+            terminals[tid] = Terminal(
+                facts, int(payable), _tmk(kek, tid, tmk) if tid in logging_on else None,
+                int(ewarong_id), EwarongRules(region or "", open_hhmm, close_hhmm,
+                                              int(offset), zones.get(tid, ())))
         return terminals
 
     @staticmethod
@@ -235,13 +253,13 @@ class BatchStore:
         if read is None:
             return cards, balances
         for (token, card_id, masked, psn, expiry, offset, kpm_status, wallet, status, wrong,
-             atc, used_at, balance_sen) in read.rows():
+             atc, used_at, balance_sen, zone, issued_at, reactivated_at) in read.rows():
             if int(balance_sen) < 0:
                 raise InvariantError(f"wallet {wallet} holds {balance_sen} sen (below zero)")
             balances[int(wallet)] = int(balance_sen)
             cards[pans[token]] = Card(
                 int(card_id), masked, psn, expiry, offset, kpm_status == "active",
-                int(wallet), status, int(wrong), atc, used_at)
+                int(wallet), status, int(wrong), atc, used_at, issued_at, reactivated_at, zone)
         return cards, balances
 
 
@@ -269,10 +287,12 @@ class StoreBatch:
     _head: Head | None = None
 
     def read(self, requests: Sequence[Request], *, now: datetime, checks: Checks,
-             max_pin_tries: int, window: timedelta) -> BatchFacts:
+             max_pin_tries: int, window: timedelta, policy: Policy | None = None,
+             ) -> BatchFacts:
         """Everything the decisions on ``requests`` read, in one pipeline block; records
         only from within the idempotency ``window`` (HOST_SPEC §4)."""
         connection, store = self.connection, self.store
+        policy = policy or Policy()
         recorded = [r for r in requests if r.txn in RECORDED and not r.missing]
         postings = sum(r.txn in POSTING for r in requests)
         logging_on = {r.message.text(41) for r in requests if r.txn is TxnType.LOGON}
@@ -295,19 +315,23 @@ class StoreBatch:
             catalogue_read = (_CATALOGUE.submit(connection)
                               if any(r.txn is TxnType.PURCHASE for r in requests) else None)
             head_read = audit.submit_head(connection)
+            rules_read = submit_rule_reads(connection, requests, policy, now)
         self._head = audit.head_of(head_read)
         cards, balances = store._cards(cards_read, pans)
         records = _records(records_read, balances)
         return BatchFacts(
             now=now, checks=checks, max_pin_tries=max_pin_tries,
-            terminals=store._terminals(terminals_read, logging_on), cards=cards,
+            terminals=store._terminals(terminals_read, logging_on, rules_read.zones_by_tid()),
+            cards=cards,
             balances=balances, records=records,
             open_batches=(_open_batches(terminals_read.rows(), *batch_reads, batched)
                           if batch_reads else {}),
             catalogue={code: ItemFacts(code, category, bool(allowed))
                        for code, category, allowed in
                        (catalogue_read.rows() if catalogue_read else ())},
-            record_ids=record_ids.ids(), transfer_ids=transfer_ids.ids())
+            record_ids=record_ids.ids(), transfer_ids=transfer_ids.ids(), policy=policy,
+            stock=rules_read.stock_levels(), reference_prices=rules_read.reference_prices(),
+            recent_cards=rules_read.recent_cards())
 
     def write(self, effects: Sequence[Effect], *, now: datetime) -> None:
         """The batch's effects, in one pipeline block; then the debits are confirmed."""
@@ -340,12 +364,16 @@ class StoreBatch:
             _SET_CARD_STATE.submit(connection, [
                 {"card_id": card_id, "new_atc": change.last_atc,
                  "new_wrong_pins": change.wrong_pin_count, "new_status": change.status,
-                 "new_used_at": change.last_used_at}
+                 "new_used_at": (change.last_used_at.astimezone(UTC)
+                                 if change.last_used_at is not None else None)}
                 for card_id, change in cards.items()])
             posted = submit_postings(connection, postings, now)
             INSERT_RECORDS.submit(connection, records)
             audit.submit_rows(connection, rows, head)
+            stock_taken = submit_rule_writes(connection, effects, created_at)
         posted.confirm()
+        stock_taken.confirm()
+        give_back_stock(connection, effects)
         write_day_end(connection, effects, created_at)
         self._head = head
 
@@ -358,11 +386,12 @@ def _records(read: Submitted | None,
     if read is None:
         return records
     for (tid, date, stan, kind, digest, rc, unit, transfer_id, record_sen, transfer_sen,
-         debit, credit, record_id, code, original, voided_by, credited_sen) in read.rows():
+         debit, credit, record_id, code, original, voided_by, credited_sen, basket,
+         stock_ewarong_id) in read.rows():
         records.setdefault(RequestKey(tid, date, stan), {})[kind] = StoredRecord(
             kind, tid, stan, digest, rc, bytes(unit), transfer_id,
             int(transfer_sen if transfer_sen is not None else record_sen), debit, credit,
-            int(record_id), code, original, voided_by)
+            int(record_id), code, original, voided_by, basket, stock_ewarong_id)
         if credit is not None and credited_sen is not None:
             balances.setdefault(int(credit), int(credited_sen))
     return records
@@ -374,11 +403,12 @@ def _open_batches(terminal_rows: list[Any], entries: Submitted, uploads: Submitt
     numbers = {row[0]: row[8] for row in terminal_rows}
     batches = {tid: OpenBatch(tid, numbers[tid]) for tid in tids if tid in numbers}
     for (tid, record_id, date, stan, code, amount_sen, invoice, transfer_id, debit, credit,
-         reversing, voided_by, original) in entries.rows():
+         reversing, voided_by, original, basket, stock_ewarong_id) in entries.rows():
         if tid in batches:
             batches[tid].entries[int(record_id)] = BatchEntry(
                 int(record_id), RequestKey(tid, date, stan), code, int(amount_sen), invoice,
-                transfer_id, debit, credit, reversing is not None, voided_by, original)
+                transfer_id, debit, credit, reversing is not None, voided_by, original, basket,
+                stock_ewarong_id)
     for (upload_id, tid, number, code, amount_sen, rrn, approval, invoice) in uploads.rows():
         if tid in batches:
             batches[tid].uploads.append(Upload(int(upload_id), tid, number, code,
@@ -395,4 +425,5 @@ def _record_row(record: RecordWrite, created_at: datetime) -> dict[str, Any]:
             "request_hash": record.request_hash, "response_code": record.response_code,
             "response_unit": record.response_unit, "transfer_id": record.transfer_id,
             "invoice": record.invoice, "original_record_id": record.original_record_id,
-            "created_at": created_at}
+            "card_id": record.card_id, "basket": record.basket,
+            "stock_ewarong_id": record.stock_ewarong_id, "created_at": created_at}

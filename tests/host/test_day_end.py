@@ -255,6 +255,7 @@ def test_a_repeat_within_the_window_replays_and_next_year_the_key_is_new(
     assert client.send(purchase).message.fields == first.message.fields  # replayed
     assert balances(world) == before
     world.clock.advance(timedelta(days=365 - 6))
+    _used_recently(world)  # in use all year (else dormant, FAILURES F5)
     again = client.send(purchase)  # same TID, DE 13 and DE 11, a year on: a new request
     assert again.rc == codes.APPROVED and again.message.text(37) != first.message.text(37)
     assert sorted(moved(before, balances(world)).values()) == [-RICE.total_sen,
@@ -269,3 +270,13 @@ def test_the_batch_number_after_999999_is_000001(world: HostWorld,
         number = session.scalar(select(TerminalRow.batch_number).where(
             TerminalRow.tid == client.edc.config.tid))
     assert number == "000001"
+
+
+def _used_recently(world: HostWorld) -> None:
+    """Every card was used a moment ago (the dormancy rule leaves it active)."""
+    from sqlalchemy import update
+
+    from switch.db.tables import Card
+
+    with world.db.transaction() as session:
+        session.execute(update(Card).values(last_used_at=world.clock.now()))

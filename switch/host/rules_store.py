@@ -1,0 +1,229 @@
+"""The store's reads and writes for the programme rules and stock (docs/RULES.md).
+
+Reads, submitted in the batch's read pipeline (:meth:`StoreBatch.read`), each only
+when the batch needs it:
+
+* the zones of the e-warongs of terminals that sell in the batch;
+* the stock rows of the (terminal, item) pairs its purchases' baskets name, and of
+  every item at the e-warongs of terminals reversing (a reversed void takes stock);
+* the reference prices of those pairs, for the e-warong's region and its prefixes;
+* the velocity window: each card-requesting terminal's distinct recent cards.
+
+Writes, in the batch's write pipeline: the stock taken (one conditional UPDATE for
+all rows, refused below zero: :meth:`SubmittedStock.confirm` raises
+:class:`StockShortfall`, so the batch rolls back and is decided again request by
+request), the stock given back, and the alerts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from switch.core.effects import AlertRaise, Effect, StockMove
+from switch.core.facts import StockLevel, utc
+from switch.core.policy import OFF, Policy
+from switch.core.request import Request
+from switch.core.stock import units_needed
+from switch.db.bulk import Bulk, Written, unnest
+from switch.db.sql import Prepared, Submitted, in_json_list, json_list
+from switch.db.tables import Alert, EwarongZone, RequestRecord, Stock
+from switch.db.tables import Terminal as TerminalRow
+from switch.ledger.postings import LedgerError
+from switch.protocol.errors import ProtocolError
+from switch.protocol.routing import TxnType
+
+#: Card requests the hours and velocity rules see (a void is never refused by them).
+RULED = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
+#: The item of a (terminal, item) pair that stands for every item of its e-warong.
+EVERY_ITEM = "*"
+
+
+class StockShortfall(LedgerError):
+    """A batch's stock UPDATE found fewer units than the decisions took (another writer
+    took them meanwhile): the batch rolls back and is decided again."""
+
+
+_ZONES = Prepared(
+    select(TerminalRow.tid, EwarongZone.zone_prefix)
+    .join(EwarongZone, EwarongZone.ewarong_id == TerminalRow.ewarong_id)
+    .where(in_json_list("tids", TerminalRow.tid)))
+_STOCK = Prepared(
+    text("SELECT DISTINCT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+         "FROM json_each(:pairs) AS p "
+         "JOIN terminals t ON t.tid = json_extract(p.value, '$[0]') "
+         "JOIN stock s ON s.ewarong_id = t.ewarong_id "
+         "AND (json_extract(p.value, '$[1]') = '*' "
+         "OR s.item_code = json_extract(p.value, '$[1]'))"),
+    postgresql=text(
+        "SELECT DISTINCT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
+        "JOIN terminals t ON t.tid = p ->> 0 "
+        "JOIN stock s ON s.ewarong_id = t.ewarong_id "
+        "AND (p ->> 1 = '*' OR s.item_code = p ->> 1)"))
+_REGION_PREFIXES = ("r.region IN ('', substr(coalesce(e.region, ''), 1, 2), "
+                    "substr(coalesce(e.region, ''), 1, 4), substr(coalesce(e.region, ''), 1, 6))")
+_PRICES = Prepared(
+    text("SELECT DISTINCT r.item_code, r.region, r.unit_price_sen "
+         "FROM json_each(:pairs) AS p "
+         "JOIN terminals t ON t.tid = json_extract(p.value, '$[0]') "
+         "JOIN ewarongs e ON e.id = t.ewarong_id "
+         "JOIN reference_prices r ON r.item_code = json_extract(p.value, '$[1]') AND "
+         + _REGION_PREFIXES),
+    postgresql=text(
+        "SELECT DISTINCT r.item_code, r.region, r.unit_price_sen "
+        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
+        "JOIN terminals t ON t.tid = p ->> 0 "
+        "JOIN ewarongs e ON e.id = t.ewarong_id "
+        "JOIN reference_prices r ON r.item_code = p ->> 1 AND " + _REGION_PREFIXES))
+_WINDOW = Prepared(
+    select(RequestRecord.tid, RequestRecord.card_id, func.max(RequestRecord.created_at))
+    .where(in_json_list("tids", RequestRecord.tid),
+           RequestRecord.created_at >= bindparam("since"),
+           RequestRecord.card_id.is_not(None), RequestRecord.kind == "request")
+    .group_by(RequestRecord.tid, RequestRecord.card_id))
+
+_TAKE_PARAMS = {"stock_ewarong": "ewarong_id", "stock_item": "item_code",
+                "take_units": "quantity"}
+_TAKE_STOCK = Bulk(
+    Prepared(update(Stock).where(Stock.ewarong_id == bindparam("stock_ewarong"),
+                                 Stock.item_code == bindparam("stock_item"),
+                                 Stock.quantity >= bindparam("take_units"))
+             .values(quantity=Stock.quantity - bindparam("take_units"))),
+    "UPDATE stock SET quantity = stock.quantity - v.take_units FROM "
+    + unnest(Stock.__table__, _TAKE_PARAMS)
+    + " WHERE stock.ewarong_id = v.stock_ewarong AND stock.item_code = v.stock_item"
+    " AND stock.quantity >= v.take_units",
+    Stock.__table__, _TAKE_PARAMS, arrays=True)
+_ALERT_COLUMNS = ("created_at", "rule", "action", "tid", "ewarong_id", "record_id",
+                  "card_ids", "detail")
+_INSERT_ALERTS = Bulk.insert(Alert.__table__, _ALERT_COLUMNS,
+                             Prepared(insert(Alert), column_keys=_ALERT_COLUMNS))
+
+
+@dataclass
+class RuleReads:
+    """The rule reads of one batch, submitted; :meth:`into` once the block has ended."""
+
+    zones: Submitted | None = None
+    stock: Submitted | None = None
+    prices: Submitted | None = None
+    window: Submitted | None = None
+
+    def zones_by_tid(self) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {}
+        for tid, prefix in (self.zones.rows() if self.zones else ()):
+            found.setdefault(tid, []).append(prefix)
+        return {tid: tuple(sorted(prefixes)) for tid, prefixes in found.items()}
+
+    def stock_levels(self) -> dict[tuple[int, str], StockLevel]:
+        return {(int(ewarong), item): StockLevel(int(units), threshold)
+                for ewarong, item, units, threshold in (self.stock.rows() if self.stock else ())}
+
+    def reference_prices(self) -> dict[tuple[str, str], int]:
+        return {(item, region): int(price)
+                for item, region, price in (self.prices.rows() if self.prices else ())}
+
+    def recent_cards(self) -> dict[str, dict[int, datetime]]:
+        window: dict[str, dict[int, datetime]] = {}
+        for tid, card_id, at in (self.window.rows() if self.window else ()):
+            window.setdefault(tid, {})[int(card_id)] = utc(at)
+        return window
+
+
+def submit_rule_reads(connection: Connection, requests: Sequence[Request], policy: Policy,
+                      now: datetime) -> RuleReads:
+    """Send the reads the batch's requests need (see the module)."""
+    sold: dict[tuple[str, str], None] = {}
+    reversing: dict[str, None] = {}
+    ruled: dict[str, None] = {}
+    for request in requests:
+        if request.missing:
+            continue
+        tid = request.message.text(41)
+        if request.txn in RULED:
+            ruled[tid] = None
+        if request.txn is TxnType.REVERSAL:
+            reversing[tid] = None
+        if request.txn is TxnType.PURCHASE:
+            for item in _items(request):
+                sold[(tid, item)] = None
+    reads = RuleReads()
+    if sold:
+        pairs = json_list([list(pair) for pair in sold])
+        reads.zones = _ZONES.submit(connection, {"tids": json_list(t for t, _ in sold)})
+        reads.prices = _PRICES.submit(connection, {"pairs": pairs})
+    if policy.inventory and (sold or reversing):
+        reads.stock = _STOCK.submit(connection, {"pairs": json_list(
+            [*([t, i] for t, i in sold), *([t, EVERY_ITEM] for t in reversing)])})
+    if policy.velocity != OFF and ruled:
+        reads.window = _WINDOW.submit(connection, {
+            "tids": json_list(ruled),
+            "since": now.astimezone(UTC) - timedelta(minutes=policy.velocity_window_minutes)})
+    return reads
+
+
+def _items(request: Request) -> Iterable[str]:
+    try:
+        return units_needed(request.message.text(48)).keys()
+    except ProtocolError:
+        return ()  # its decision answers it (30)
+
+
+@dataclass
+class SubmittedStock:
+    """The batch's stock UPDATE; :meth:`confirm` after its pipeline block."""
+
+    taken: Written
+    expected: int
+
+    def confirm(self) -> None:
+        if self.taken.rowcount != self.expected:
+            raise StockShortfall("a stock row in the batch holds fewer units than its sales")
+
+
+def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
+                       created_at: datetime) -> SubmittedStock:
+    """The stock taken (one statement, net per row) and the alerts."""
+    deltas = _net_units(effects)
+    takes = [{"stock_ewarong": ewarong, "stock_item": item, "take_units": -delta}
+             for (ewarong, item), delta in sorted(deltas.items()) if delta < 0]
+    taken = _TAKE_STOCK.submit(connection, takes)
+    _INSERT_ALERTS.submit(connection, [
+        {"created_at": created_at, "rule": e.rule, "action": e.action, "tid": e.tid,
+         "ewarong_id": e.ewarong_id, "record_id": e.record_id,
+         "card_ids": json.dumps(list(e.card_ids)), "detail": json.dumps(e.detail)}
+        for e in effects if isinstance(e, AlertRaise)])
+    return SubmittedStock(taken, len(takes))
+
+
+def give_back_stock(connection: Connection, effects: Sequence[Effect]) -> None:
+    """The units voids and reversals put back, net per row (rare: an upsert each)."""
+    deltas = _net_units(effects)
+    rows: list[dict[str, Any]] = [
+        {"ewarong_id": ewarong, "item_code": item, "quantity": delta}
+        for (ewarong, item), delta in sorted(deltas.items()) if delta > 0]
+    if not rows:
+        return
+    make = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = make(Stock)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=[Stock.ewarong_id, Stock.item_code],
+        set_={"quantity": Stock.quantity + statement.excluded.quantity}), rows)
+
+
+def _net_units(effects: Sequence[Effect]) -> dict[tuple[int, str], int]:
+    """The batch's stock moves summed per (e-warong, item)."""
+    deltas: dict[tuple[int, str], int] = {}
+    for effect in effects:
+        if isinstance(effect, StockMove):
+            key = (effect.ewarong_id, effect.item_code)
+            deltas[key] = deltas.get(key, 0) + effect.delta_units
+    return deltas
