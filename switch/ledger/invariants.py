@@ -14,7 +14,9 @@ after every load or chaos run.
    money points to a reversal of its amount;
 6. every reversal mirrors a purchase or a void, at most once, for the same amount;
    every void pays back its own purchase's amount to the purchase's wallet; and no
-   purchase is paid back twice (two standing voids, or a void and a reversal).
+   purchase is paid back twice (two standing voids, or a void and a reversal);
+7. stock is conserved: every shelf holds what it received less what its standing
+   purchases took, and never below zero (:mod:`switch.ledger.stock_invariant`).
 
 The schema enforces some of these (unique keys, CHECKs); they are checked here
 anyway, because the checker must also judge a database whose schema drifted or
@@ -37,6 +39,7 @@ from switch.db.tables import (
     SettlementDifference,
     Transfer,
 )
+from switch.ledger.stock_invariant import check_stock
 from switch.money import rupiah
 
 #: Violations shown by summary(); and fetched per kind of check, so a thoroughly
@@ -93,6 +96,7 @@ def check_invariants(db: Database) -> InvariantReport:
         _check_totals(session, report)
         _check_purchases(session, report)
         _check_reversals(session, report)
+        report.violations += check_stock(session)
     return report
 
 
