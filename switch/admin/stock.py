@@ -62,7 +62,7 @@ def receive_stock(session: Session, keys: Keyring, *, mid: str, item_code: str,
         session.flush()
         try:
             _add_units(session, ewarong_id, item_code, quantity)
-        except IntegrityError as exc:
+        except IntegrityError as exc:  # the CHECK, if the shelf emptied meanwhile
             raise StockError(f"{mid} {item_code}: the shelf holds fewer than "
                              f"{-quantity} units") from exc
     after = _quantity(session, ewarong_id, item_code)
@@ -74,6 +74,16 @@ def receive_stock(session: Session, keys: Keyring, *, mid: str, item_code: str,
 
 
 def _add_units(session: Session, ewarong_id: int, item_code: str, quantity: int) -> None:
+    """Units onto the shelf (a new row if none), or off it (the row's CHECK refuses
+    below zero; an insert's row would be checked before its conflict, so a write-off
+    is a plain UPDATE)."""
+    if quantity < 0:
+        changed = session.execute(update(Stock).where(
+            Stock.ewarong_id == ewarong_id, Stock.item_code == item_code,
+            Stock.quantity >= -quantity).values(quantity=Stock.quantity + quantity))
+        if getattr(changed, "rowcount", 0) != 1:
+            raise StockError(f"the shelf holds fewer than {-quantity} units of {item_code}")
+        return
     dialect = session.get_bind().dialect.name
     make = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = make(Stock).values(ewarong_id=ewarong_id, item_code=item_code,
