@@ -15,8 +15,8 @@ import psec.des
 from switch.admin.registry import Registry
 from switch.admin.stock import receive_stock
 from switch.clock import Clock
-from switch.db.tables import ReferencePrice
 from switch.db.engine import Database
+from switch.db.tables import ReferencePrice
 from switch.protocol.message import mask_pan
 from switch.security.keyring import Keyring
 
