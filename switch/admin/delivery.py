@@ -25,6 +25,9 @@ from switch.security.keyring import Keyring
 PURCHASE_CODE = "000000"
 APPROVED = "00"
 RRN_DIGITS = 12
+#: ``request_records.id`` is an INTEGER: a larger RRN names no record (and PostgreSQL
+#: would refuse the parameter).
+MAX_RECORD_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def confirm_delivery(session: Session, keys: Keyring, rrn: str, actor: str,
     transaction with an audit record ``delivery.confirm``; a second confirmation
     writes nothing."""
     record_id = record_id_of(rrn)
-    record = session.get(RequestRecord, record_id)
+    record = session.get(RequestRecord, record_id) if record_id <= MAX_RECORD_ID else None
     if record is None:
         raise NotFound(f"no transaction with RRN {rrn}")
     if (record.kind, record.processing_code) != ("request", PURCHASE_CODE):

@@ -31,6 +31,10 @@ class StockError(AdminError):
     nothing was written."""
 
 
+class _BelowZero(Exception):
+    """A write-off of a stock row that does not exist (0 units)."""
+
+
 @dataclass(frozen=True)
 class Received:
     """The outcome of one receipt: ``added`` False when its reference was received
@@ -59,18 +63,22 @@ def receive_stock(session: Session, keys: Keyring, *, mid: str, item_code: str,
             StockReceipt.reference == reference)) is not None:
         return Received(False, _quantity(session, ewarong_id, item_code))
     now = (clock or SystemClock()).now()
-    with session.begin_nested():
-        session.add(StockReceipt(ewarong_id=ewarong_id, item_code=item_code, kind=kind,
-                                 quantity=quantity, reference=reference, actor=actor,
-                                 created_at=now))
-        session.flush()
-        try:
-            _add_units(session, ewarong_id, item_code, quantity)
-        except IntegrityError as exc:
-            held = _quantity(session, ewarong_id, item_code)
-            raise StockError(f"refused: {mid} {item_code} holds {held} units; taking "
-                             f"{-quantity} would leave {held + quantity} (below zero)"
-                             ) from exc
+    try:
+        with session.begin_nested():
+            session.add(StockReceipt(ewarong_id=ewarong_id, item_code=item_code, kind=kind,
+                                     quantity=quantity, reference=reference, actor=actor,
+                                     created_at=now))
+            session.flush()
+            if not _add_units(session, ewarong_id, item_code, quantity):
+                raise _BelowZero
+    except (IntegrityError, _BelowZero):  # the savepoint is rolled back: nothing written
+        if quantity > 0:  # only the reference's unique key can refuse a receipt
+            raise StockError(f"{mid} {item_code}: reference {reference} was received "
+                             "meanwhile; nothing added") from None
+        held = _quantity(session, ewarong_id, item_code)
+        raise StockError(f"refused: {mid} {item_code} holds {held} units; taking "
+                         f"{-quantity} would leave {held + quantity} (below zero)"
+                         ) from None
     after = _quantity(session, ewarong_id, item_code)
     chain.append(session, keys.audit_key, at=now, actor=actor, action=f"stock.{kind}",
                  subject=f"{mid}:{item_code}",
@@ -79,7 +87,16 @@ def receive_stock(session: Session, keys: Keyring, *, mid: str, item_code: str,
     return Received(True, after)
 
 
-def _add_units(session: Session, ewarong_id: int, item_code: str, quantity: int) -> None:
+def _add_units(session: Session, ewarong_id: int, item_code: str, quantity: int) -> bool:
+    """``quantity = quantity + n``; False when a write-off finds no stock row.  (A
+    write-off is an UPDATE: an upsert's proposed row of negative units would fail the
+    CHECK on both engines even when the row exists.)"""
+    if quantity < 0:
+        moved = session.execute(update(Stock).where(
+            Stock.ewarong_id == ewarong_id, Stock.item_code == item_code)
+            .values(quantity=Stock.quantity + quantity)
+            .execution_options(synchronize_session=False))
+        return bool(moved.rowcount)  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     make = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = make(Stock).values(ewarong_id=ewarong_id, item_code=item_code,
@@ -87,6 +104,7 @@ def _add_units(session: Session, ewarong_id: int, item_code: str, quantity: int)
     session.execute(statement.on_conflict_do_update(
         index_elements=[Stock.ewarong_id, Stock.item_code],
         set_={"quantity": Stock.quantity + quantity}))
+    return True
 
 
 def set_threshold(session: Session, keys: Keyring, *, mid: str, item_code: str,
