@@ -113,6 +113,8 @@ class Registry:
         card.status = status
         if status == "active":
             card.wrong_pin_count = 0
+            if before == "dormant":  # its dormancy counts again from now
+                card.reactivated_at = self.clock.now()
         self._audit("card.status", card.pan_masked, before=before, after=status, reason=reason)
         return card
 
