@@ -10,7 +10,7 @@ confirmed: not a decline, a void, an inquiry, a voided or a reversed purchase.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -82,7 +82,7 @@ def confirm_delivery(session: Session, keys: Keyring, rrn: str, actor: str,
     if existing is not None:
         return DeliveryResult(record_id, rrn, existing.confirmed_at, existing.actor, False)
     now = clock.now()
-    session.add(Delivery(record_id=record_id, confirmed_at=now, actor=actor))
+    session.add(Delivery(record_id=record_id, confirmed_at=now.astimezone(UTC), actor=actor))
     session.flush()
     chain.append(session, keys.audit_key, at=now, actor=actor, action="delivery.confirm",
                  subject=f"rrn:{rrn}",

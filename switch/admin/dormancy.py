@@ -16,7 +16,7 @@ clock's WIB time), so the cutoff is given in the clock's own zone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -52,7 +52,7 @@ def run_dormancy(db: Database, keys: Keyring, *, days: int, actor: str, clock: C
     if days < 1:
         raise ValueError("dormancy counts at least one day")
     now = clock.now()
-    cutoff = now - timedelta(days=days)
+    cutoff = now.astimezone(UTC) - timedelta(days=days)  # stored in UTC
     due = and_(Card.status == "active", Card.issued_at <= cutoff,
                or_(Card.last_used_at.is_(None), Card.last_used_at <= cutoff),
                or_(Card.reactivated_at.is_(None), Card.reactivated_at <= cutoff))
@@ -112,7 +112,7 @@ def reactivate_card(session: Session, keys: Keyring, *, pan: str, reason: str, a
                       "(a blocked, lost or stolen card goes back with card-status)")
     now = clock.now()
     card.status = "active"
-    card.reactivated_at = now
+    card.reactivated_at = now.astimezone(UTC)
     card.wrong_pin_count = 0
     session.flush()
     chain.append(session, keys.audit_key, at=now, actor=actor, action="card.reactivate",

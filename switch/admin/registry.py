@@ -8,6 +8,7 @@ block is visible in the audit trail).
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -64,7 +65,7 @@ class Registry:
         card = Card(pan_token=pan_token(self.keys.pan_token_key, pan), pan_masked=mask_pan(pan),
                     kpm_id=kpm.id, psn=psn, expiry_yymm=expiry_yymm, status=status,
                     pin_offset=pin_offset(self.keys.pvk, pin, pan), wrong_pin_count=0,
-                    issued_at=self.clock.now())
+                    issued_at=self.clock.now().astimezone(UTC))
         self.session.add(card)
         self.session.flush()
         self._audit("card.issue", card.pan_masked, kpm=kpm.id, status=status,
@@ -114,7 +115,7 @@ class Registry:
         if status == "active":
             card.wrong_pin_count = 0
             if before == "dormant":  # its dormancy counts again from now
-                card.reactivated_at = self.clock.now()
+                card.reactivated_at = self.clock.now().astimezone(UTC)
         self._audit("card.status", card.pan_masked, before=before, after=status, reason=reason)
         return card
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -67,7 +68,7 @@ def receive_stock(session: Session, keys: Keyring, *, mid: str, item_code: str,
         with session.begin_nested():
             session.add(StockReceipt(ewarong_id=ewarong_id, item_code=item_code, kind=kind,
                                      quantity=quantity, reference=reference, actor=actor,
-                                     created_at=now))
+                                     created_at=now.astimezone(UTC)))
             session.flush()
             if not _add_units(session, ewarong_id, item_code, quantity):
                 raise _BelowZero

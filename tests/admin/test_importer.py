@@ -138,6 +138,7 @@ def test_header_must_name_the_columns(db: Database, tmp_path: Path) -> None:
 def test_an_imported_card_buys_at_a_terminal(db: Database, tmp_path: Path) -> None:
     """The offsets the generator wrote verify the PIN the generator derived."""
     from switch.admin.registry import Registry
+    from switch.admin.stock import receive_stock
 
     path = tmp_path / "kpm.csv"
     write_csv(path, 3, seed=7)
@@ -149,6 +150,9 @@ def test_an_imported_card_buys_at_a_terminal(db: Database, tmp_path: Path) -> No
         ewarong = reg.register_ewarong(mid="EWARONG00000001", name="e-Warong 1")
         tmk = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
         reg.register_terminal(tid="EDC00001", ewarong=ewarong, tmk=tmk)
+        session.flush()
+        receive_stock(session, KEYS, mid="EWARONG00000001", item_code="TMP001", quantity=10,
+                      actor="admin:test")  # the shelf (inventory is on by default)
     allocate_period(db, "2026-11", 1_000_000)
     host = HostService(db, Settings(), FixedClock())
     pan = pan_for(1)
