@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+#: The database ``make serve`` seeds and serves (Makefile SERVE_DB).
+SERVE_DB = "sqlite:///var/serve.db"
+
 if TYPE_CHECKING:
     from switch.admin.demo import DemoTerminal
+    from terminal_sim.rule_scenarios import RuleScenarios
     from terminal_sim.world import SimWorld
 
 
@@ -40,20 +45,43 @@ def _terminal(sim: SimWorld, tid: str | None) -> DemoTerminal | None:
 
 
 def _cmd_scenario(args: argparse.Namespace) -> int:
-    from terminal_sim.scenarios import SCENARIOS, Scenarios
+    from terminal_sim.rule_scenarios import RULE_SCENARIOS, scenario_names
+    from terminal_sim.scenarios import SCENARIOS, Scenarios, Step
 
-    if args.name not in SCENARIOS:
-        print(f"unknown scenario {args.name}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+    if args.name not in SCENARIOS and args.name not in RULE_SCENARIOS:
+        print(f"unknown scenario {args.name}; known: {', '.join(scenario_names())}",
+              file=sys.stderr)
         return 2
     sim = _sim(args)
     try:
-        steps = SCENARIOS[args.name](Scenarios(sim))
+        steps: list[Step]
+        if args.name in RULE_SCENARIOS:
+            steps = RULE_SCENARIOS[args.name](_rule_runner(args, sim))
+        else:
+            steps = SCENARIOS[args.name](Scenarios(sim))
     finally:
         sim.close()
     for step in steps:
         print(f"[{'ok ' if step.ok else 'FAIL'}] {step.what}: expected {step.expected}, "
               f"got {step.got} | {step.display}")
     return 0 if all(s.ok for s in steps) else 1
+
+
+def _rule_runner(args: argparse.Namespace, sim: SimWorld) -> RuleScenarios:
+    """The rule scenarios set their scene on the switch's database (``--db``) and
+    expect what the rule modes of this command's ``BPNT_*`` settings decide, which must
+    be the switch's (``make serve`` passes its environment on)."""
+    from switch.db.schema import open_database
+    from switch.security.keyring import Keyring
+    from switch.settings import load_settings
+    from terminal_sim.rule_scenarios import RuleModes, RuleScenarios
+
+    settings = load_settings()
+    modes = RuleModes.of(settings)
+    print(f"rule scenario {args.name} on {args.db}, expecting a switch with "
+          f"{modes.describe()}")
+    db = open_database(args.db, create=False)
+    return RuleScenarios(sim, db, Keyring.from_settings(settings), modes)
 
 
 def _cmd_void(args: argparse.Namespace) -> int:
@@ -125,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     scen = sub.add_parser("scenario", help="run one named scenario against a running switch")
     scen.add_argument("name")
+    scen.add_argument("--db", default=os.environ.get("BPNT_DATABASE_URL", SERVE_DB),
+                      help="the switch's database, where the rule scenarios (dormant-card, "
+                           "velocity, off-hours, zoning, over-price, out-of-stock) set their "
+                           f"scene (default: BPNT_DATABASE_URL, else {SERVE_DB}, make serve's)")
     _connection(scen)
     scen.set_defaults(func=_cmd_scenario)
     void = sub.add_parser("void", help="void a purchase of the terminal's batch by invoice")

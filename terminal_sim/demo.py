@@ -5,12 +5,17 @@
 2. ``bpnt-switch serve`` as a real separate process on a free loopback port;
 3. a fleet of simulated EDCs doing some hundreds of purchases and inquiries;
 4. the named scenarios (each decline, duplicates, timeout-then-reversal, void,
-   settlement, settlement-mismatch);
+   settlement, settlement-mismatch); then the programme-rule scenarios (dormant card,
+   velocity, off-hours, zoning, over-price, out-of-stock) on a second switch process
+   with its own fresh demo database and every rule declining
+   (terminal_sim/rule_scenarios.py: RULES_SWITCH_MODES), so the fleet's hundreds of
+   purchases are not declined by velocity;
 5. the day's end: every EDC settles (one after a void, one through 95 and batch
    upload), the slips printed (terminal_sim/day_end.py);
-6. the switch stopped, then the money invariant checked on the database, the
-   terminals' approvals and voids matched one for one against ledger transfers, every
-   closed batch's settled totals against the ledger, and the reconciliation summary.
+6. the switches stopped, then the money invariant checked on each database, the
+   terminals' approvals and voids matched one for one against ledger transfers, stock
+   conservation (terminal_sim/stock_check.py), every closed batch's settled totals
+   against the ledger, and the reconciliation summary.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from switch.admin.demo import build_world, seed_database
 from switch.clock import WIB, SystemClock
+from switch.db.engine import Database
 from switch.db.schema import open_database
 from switch.ledger.invariants import (
     check_invariants,
@@ -41,7 +47,9 @@ from switch.security.keyring import Keyring
 from switch.settings import load_settings
 from terminal_sim.day_end import DayEnd, close_the_day
 from terminal_sim.fleet import FleetReport, run_fleet
+from terminal_sim.rule_scenarios import RULE_SCENARIOS, RULES_SWITCH_MODES, RuleScenarios
 from terminal_sim.scenarios import SCENARIOS, Scenarios, Step
+from terminal_sim.stock_check import stock_problems
 from terminal_sim.world import SimWorld
 
 READY_TIMEOUT_S = 20.0
@@ -96,6 +104,10 @@ def fresh_sqlite(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+#: The rule scenarios' world: enough spare cards for all six (velocity takes six).
+RULES_KPM = 40
+
+
 def run_demo(*, transactions: int = 400, kpm: int = 200, workdir: Path = Path("var"),
              out: Callable[[str], None] = print) -> int:
     settings = load_settings()
@@ -108,24 +120,83 @@ def run_demo(*, transactions: int = 400, kpm: int = 200, workdir: Path = Path("v
     alloc = allocate_period(db, period, settings.period_amount_sen)
     out(f"seeded {len(world.cards)} cards, {len(world.terminals)} terminals; "
         f"period {period}: {alloc.credited_count} KPM credited {display_amount(alloc)}")
-    port = free_port()
+    rules_url = fresh_sqlite(workdir / "rules.db")
+    rules_world = build_world(kpm_count=RULES_KPM)
+    rules_db = open_database(rules_url)
+    seed_database(rules_db, keys, rules_world)
+    allocate_period(rules_db, period, settings.period_amount_sen)
+    port, rules_port = free_port(), free_port()
     proc = start_switch(db_url, port, workdir / "switch.log")
     out(f"switch pid {proc.pid} on 127.0.0.1:{port} (log: {workdir / 'switch.log'})")
+    rules_proc: subprocess.Popen[bytes] | None = None
     sim = SimWorld(world, keys.imk_ac, "127.0.0.1", port, timeout_s=10.0)
+    rules_sim = SimWorld(rules_world, keys.imk_ac, "127.0.0.1", rules_port, timeout_s=10.0)
     try:
+        rules_proc = start_switch(rules_url, rules_port, workdir / "rules-switch.log",
+                                  RULES_SWITCH_MODES.env())
         started = time.monotonic()
         fleet = run_fleet(sim, transactions=transactions)
         elapsed_s = time.monotonic() - started
         out(f"\nfleet: {len(fleet.results)} transactions on "
             f"{sum(1 for t in world.terminals if t.label == 'ok')} terminals in {elapsed_s:.1f} s")
         scenario_steps = run_scenarios(sim, out)
+        out(f"\nrule scenarios: a second switch, pid {rules_proc.pid} on 127.0.0.1:{rules_port}, "
+            f"its own demo database {workdir / 'rules.db'} "
+            f"(log: {workdir / 'rules-switch.log'}), with {RULES_SWITCH_MODES.describe()}")
+        rule_steps = run_rule_scenarios(rules_sim, rules_db, keys, out)
         day = close_the_day(sim, out)
     finally:
         sim.close()
+        rules_sim.close()
         stop_switch(proc)
+        if rules_proc is not None:
+            stop_switch(rules_proc)
     approvals = approved_purchases(fleet, scenario_steps)
     code = verdict(db_url, fleet, scenario_steps, approvals, out)
+    code = max(code, rules_verdict(rules_url, rule_steps, out))
     return day_end_verdict(db_url, day, scenario_steps, out) if code == 0 else code
+
+
+def run_rule_scenarios(sim: SimWorld, db: Database, keys: Keyring,
+                       out: Callable[[str], None]) -> dict[str, list[Step]]:
+    """The six rule scenarios, each step with its EDC screen or after-state."""
+    runner = RuleScenarios(sim, db, keys, RULES_SWITCH_MODES)
+    results: dict[str, list[Step]] = {}
+    for name, scenario in RULE_SCENARIOS.items():
+        steps = scenario(runner)
+        results[name] = steps
+        for step in steps:
+            mark = "ok " if step.ok else "FAIL"
+            out(f"  [{mark}] {name:12} {step.what:52} expected {step.expected:4} "
+                f"got {step.got:4} | {step.display}")
+    return results
+
+
+def rules_verdict(db_url: str, steps: dict[str, list[Step]],
+                  out: Callable[[str], None]) -> int:
+    """The rules switch's database: money invariant, the approvals the EDCs saw are its
+    unreversed debits, stock conserved, and every rule step as expected."""
+    db = open_database(db_url, create=False)
+    report = check_invariants(db)
+    count, total = unreversed_purchases(db)
+    seen = [s.approved_purchase_sen for ss in steps.values() for s in ss
+            if s.approved_purchase_sen]
+    matched = (count, total) == (len(seen), sum(seen))
+    rows, stock = stock_problems(db)
+    failed = [f"{name}: {s.what}" for name, ss in steps.items() for s in ss if not s.ok]
+    out(f"\nrules switch: {count} unreversed purchase debits of {rupiah(total)}; the EDCs saw "
+        f"{len(seen)} approvals of {rupiah(sum(seen))} -> {'match' if matched else 'MISMATCH'}; "
+        f"stock conserved on {rows - len(stock)} of {rows} rows; "
+        f"invariant {'holds' if report.ok else 'BROKEN'}")
+    for problem in stock:
+        out(f"  STOCK NOT CONSERVED: {problem}")
+    if not report.ok:
+        out(report.summary())
+    if failed:
+        out("rule scenario steps that failed: " + "; ".join(failed))
+    ok = report.ok and matched and not stock and not failed
+    out(f"RULES VERDICT: {'every rule as set, money and stock invariant hold' if ok else 'FAILED'}")
+    return 0 if ok else 1
 
 
 def day_end_verdict(db_url: str, day: DayEnd, steps: dict[str, list[Step]],
@@ -210,7 +281,11 @@ def verdict(db_url: str, fleet: FleetReport, steps: dict[str, list[Step]],
         f"{approvals[0]} approvals of {rupiah(approvals[1])} -> "
         f"{'match' if matched else 'MISMATCH'}")
     out(report.summary())
-    ok = report.ok and matched and not failed
+    rows, stock = stock_problems(db)
+    out(f"stock: conserved on {rows - len(stock)} of {rows} rows (receipts - standing sales)")
+    for problem in stock:
+        out(f"  STOCK NOT CONSERVED: {problem}")
+    ok = report.ok and matched and not failed and not stock
     if failed:
         out("scenario steps that failed: " + "; ".join(failed))
     out(f"\nVERDICT: {'money invariant holds' if ok else 'FAILED'}")

@@ -20,8 +20,10 @@ def test_demo_runs_every_scenario_and_the_invariant_holds(tmp_path: Path) -> Non
     text = "\n".join(lines)
     assert code == 0, text
     assert "VERDICT: money invariant holds" in text
+    assert "RULES VERDICT: every rule as set, money and stock invariant hold" in text
     assert "[FAIL]" not in text
-    for rc in ("12", "14", "51", "54", "55", "57", "58", "62", "75", "94", "13", "05"):
+    for rc in ("12", "14", "51", "54", "55", "57", "58", "62", "75", "94", "13", "05", "65",
+               "ST"):
         assert f"expected {rc}" in text, f"no scenario shows RC {rc}"
     _assert_no_secrets(tmp_path)
 
