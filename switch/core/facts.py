@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch
@@ -202,8 +202,12 @@ class BatchFacts:
     stock: dict[tuple[int, str], StockLevel] = field(default_factory=dict)
     #: Reference unit prices by (item code, region prefix; ``""`` national).
     reference_prices: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: The velocity window: by TID, the cards of its recent card requests and when.
+    #: The velocity window: by TID, cards it saw and when (the store reads the most
+    #: recent of the window and the batch's own cards) ...
     recent_cards: dict[str, dict[int, datetime]] = field(default_factory=dict)
+    #: ... and how many distinct cards it saw within the window (absent: counted
+    #: from ``recent_cards``).
+    window_counts: dict[str, int] = field(default_factory=dict)
     #: Ids reserved for the batch's new idempotency records and transfers.
     record_ids: list[int] = field(default_factory=list)
     transfer_ids: list[int] = field(default_factory=list)
@@ -284,7 +288,12 @@ class BatchFacts:
             stock_ewarong_id=write.stock_ewarong_id)
         self.records_used += 1
         if write.card_id is not None:
-            self.recent_cards.setdefault(write.key.tid, {})[write.card_id] = utc(self.now)
+            seen = self.recent_cards.setdefault(write.key.tid, {})
+            since = utc(self.now) - timedelta(minutes=self.policy.velocity_window_minutes)
+            last = seen.get(write.card_id)
+            if write.key.tid in self.window_counts and (last is None or last < since):
+                self.window_counts[write.key.tid] += 1  # a new card in the window
+            seen[write.card_id] = utc(self.now)
         batch = self.open_batches.get(write.key.tid)
         if (batch is not None and write.kind == "request" and write.response_code == "00"
                 and write.processing_code in (PURCHASE_CODE, VOID_CODE)):

@@ -132,20 +132,22 @@ def off_hours_hit(ewarong: EwarongRules, now: datetime) -> Hit | None:
 
 
 def velocity_hit(window: Mapping[int, datetime], card_id: int, now: datetime,
-                 max_cards: int, minutes: int) -> Hit | None:
+                 max_cards: int, minutes: int, count: int | None = None) -> Hit | None:
     """More than ``max_cards`` distinct cards at the terminal within ``minutes``, this
-    one included; a card already in the window is not a new one."""
+    one included; a card already in the window is not a new one.  ``window``: cards
+    seen and when; ``count``: the distinct cards of the window when ``window`` holds
+    only some of them (the store reads the most recent ones)."""
     since = utc(now) - timedelta(minutes=minutes)
     cards = {card for card, at in window.items() if at >= since}
     if card_id in cards:
         return None
-    cards.add(card_id)
-    if len(cards) <= max_cards:
+    total = (len(cards) if count is None else count) + 1
+    if total <= max_cards:
         return None
     return Hit("velocity", codes.LIMIT_EXCEEDED,
-               f"{len(cards)} cards in {minutes} min at one terminal",
-               {"cards": len(cards), "window_minutes": minutes, "max_cards": max_cards},
-               tuple(sorted(cards)))
+               f"{total} cards in {minutes} min at one terminal",
+               {"cards": total, "window_minutes": minutes, "max_cards": max_cards},
+               tuple(sorted(cards | {card_id})))
 
 
 def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:

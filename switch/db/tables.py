@@ -303,6 +303,18 @@ class Alert(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
 
 
+class TerminalCard(Base):
+    """The velocity rule's memory (FAILURES F9): when a terminal last saw each card
+    (written with every card request's record, one row per terminal and card)."""
+
+    __tablename__ = "terminal_cards"
+    __table_args__ = (Index("ix_terminal_cards_tid_last_at", "tid", "last_at"),)
+
+    tid: Mapped[str] = mapped_column(String(8), primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Delivery(Base):
     """The e-warong's confirmation that the goods of an approved purchase were handed
     over (FAILURES F10)."""
@@ -336,8 +348,6 @@ class RequestRecord(Base):
     __table_args__ = (
         UniqueConstraint("tid", "key_date", "stan", "kind"),
         _one_of("kind", RECORD_KINDS, "record_kind"),
-        #: the velocity rule's window read (a terminal's recent card requests)
-        Index("ix_request_records_tid_created_at", "tid", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

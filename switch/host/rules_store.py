@@ -7,18 +7,20 @@ when the batch needs it:
 * the stock rows of the (terminal, item) pairs its purchases' baskets name, and of
   every item at the e-warongs of terminals reversing (a reversed void takes stock);
 * the reference prices of those pairs, for the e-warong's region and its prefixes;
-* the velocity window: each card-requesting terminal's distinct recent cards.
+* the velocity window: how many distinct cards each card-requesting terminal saw
+  within it (``terminal_cards``), the most recent of them, and when it last saw each
+  card of the batch.
 
 Writes, in the batch's write pipeline: the stock taken (one conditional UPDATE for
 all rows, refused below zero: :meth:`SubmittedStock.confirm` raises
 :class:`StockShortfall`, so the batch rolls back and is decided again request by
-request), the stock given back, and the alerts.
+request), the stock given back, the alerts, and the cards each terminal saw.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,14 +29,14 @@ from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from switch.core.effects import AlertRaise, Effect, StockMove
+from switch.core.effects import AlertRaise, Effect, RecordWrite, StockMove
 from switch.core.facts import StockLevel, utc
 from switch.core.policy import OFF, Policy
-from switch.core.request import Request
+from switch.core.request import Request, pan_of
 from switch.core.stock import units_needed
-from switch.db.bulk import Bulk, Written, unnest
+from switch.db.bulk import Bulk, Written, recordset, unnest
 from switch.db.sql import Prepared, Submitted, in_json_list, json_list
-from switch.db.tables import Alert, EwarongZone, RequestRecord, Stock
+from switch.db.tables import Alert, EwarongZone, Stock, TerminalCard
 from switch.db.tables import Terminal as TerminalRow
 from switch.ledger.postings import LedgerError
 from switch.protocol.errors import ProtocolError
@@ -83,12 +85,39 @@ _PRICES = Prepared(
         "JOIN terminals t ON t.tid = p ->> 0 "
         "JOIN ewarongs e ON e.id = t.ewarong_id "
         "JOIN reference_prices r ON r.item_code = p ->> 1 AND " + _REGION_PREFIXES))
-_WINDOW = Prepared(
-    select(RequestRecord.tid, RequestRecord.card_id, func.max(RequestRecord.created_at))
-    .where(in_json_list("tids", RequestRecord.tid),
-           RequestRecord.created_at >= bindparam("since"),
-           RequestRecord.card_id.is_not(None), RequestRecord.kind == "request")
-    .group_by(RequestRecord.tid, RequestRecord.card_id))
+_IN_WINDOW = (
+    select(TerminalCard.tid, TerminalCard.card_id, TerminalCard.last_at,
+           func.row_number().over(partition_by=TerminalCard.tid,
+                                  order_by=TerminalCard.last_at.desc()).label("recent"),
+           func.count().over(partition_by=TerminalCard.tid).label("cards"))
+    .where(in_json_list("tids", TerminalCard.tid),
+           TerminalCard.last_at >= bindparam("since"))
+    .subquery())
+#: Each terminal's distinct cards in the window (an index range of ``terminal_cards``),
+#: with the ``cap`` most recent of them.
+_WINDOW = Prepared(select(_IN_WINDOW.c.tid, _IN_WINDOW.c.card_id, _IN_WINDOW.c.last_at,
+                          _IN_WINDOW.c.cards).where(_IN_WINDOW.c.recent <= bindparam("cap")))
+#: When each terminal of the batch last saw each card of the batch (by PAN token).
+_SEEN = Prepared(
+    text("SELECT tc.tid, tc.card_id, tc.last_at FROM json_each(:pairs) AS p "
+         "JOIN cards c ON c.pan_token = json_extract(p.value, '$[1]') "
+         "JOIN terminal_cards tc ON tc.tid = json_extract(p.value, '$[0]') "
+         "AND tc.card_id = c.id"),
+    postgresql=text(
+        "SELECT tc.tid, tc.card_id, tc.last_at "
+        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
+        "JOIN cards c ON c.pan_token = p ->> 1 "
+        "JOIN terminal_cards tc ON tc.tid = p ->> 0 AND tc.card_id = c.id"))
+_SEE_COLUMNS = ("tid", "card_id", "last_at")
+_SEE_CARDS = Bulk(
+    Prepared(sqlite_insert(TerminalCard).on_conflict_do_update(
+        index_elements=[TerminalCard.tid, TerminalCard.card_id],
+        set_={"last_at": sqlite_insert(TerminalCard).excluded.last_at}),
+        column_keys=_SEE_COLUMNS),
+    "INSERT INTO terminal_cards (tid, card_id, last_at) SELECT tid, card_id, last_at FROM "
+    + recordset(TerminalCard.__table__, {c: c for c in _SEE_COLUMNS})
+    + " ON CONFLICT (tid, card_id) DO UPDATE SET last_at = excluded.last_at",
+    TerminalCard.__table__, {c: c for c in _SEE_COLUMNS}, arrays=False)
 
 _TAKE_PARAMS = {"stock_ewarong": "ewarong_id", "stock_item": "item_code",
                 "take_units": "quantity"}
@@ -116,6 +145,8 @@ class RuleReads:
     stock: Submitted | None = None
     prices: Submitted | None = None
     window: Submitted | None = None
+    seen: Submitted | None = None
+    window_tids: tuple[str, ...] = ()
 
     def zones_by_tid(self) -> dict[str, tuple[str, ...]]:
         found: dict[str, list[str]] = {}
@@ -131,16 +162,24 @@ class RuleReads:
         return {(item, region): int(price)
                 for item, region, price in (self.prices.rows() if self.prices else ())}
 
-    def recent_cards(self) -> dict[str, dict[int, datetime]]:
-        window: dict[str, dict[int, datetime]] = {}
-        for tid, card_id, at in (self.window.rows() if self.window else ()):
-            window.setdefault(tid, {})[int(card_id)] = utc(at)
-        return window
+    def recent_cards(self) -> tuple[dict[str, dict[int, datetime]], dict[str, int]]:
+        """The cards each terminal saw (the window's most recent, the batch's own) and
+        how many distinct ones within the window."""
+        seen: dict[str, dict[int, datetime]] = {}
+        counts = dict.fromkeys(self.window_tids, 0)
+        for tid, card_id, at, cards in (self.window.rows() if self.window else ()):
+            seen.setdefault(tid, {})[int(card_id)] = _moment(at)
+            counts[tid] = int(cards)
+        for tid, card_id, at in (self.seen.rows() if self.seen else ()):
+            seen.setdefault(tid, {})[int(card_id)] = _moment(at)
+        return seen, counts
 
 
 def submit_rule_reads(connection: Connection, requests: Sequence[Request], policy: Policy,
-                      now: datetime) -> RuleReads:
-    """Send the reads the batch's requests need (see the module)."""
+                      now: datetime, pan_tokens: Mapping[str, str]) -> RuleReads:
+    """Send the reads the batch's requests need (see the module); ``pan_tokens``: the
+    batch's PAN tokens by PAN."""
+    seen_pairs: dict[tuple[str, str], None] = {}
     sold: dict[tuple[str, str], None] = {}
     reversing: dict[str, None] = {}
     ruled: dict[str, None] = {}
@@ -150,6 +189,9 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         tid = request.message.text(41)
         if request.txn in RULED:
             ruled[tid] = None
+            token = _token(request, pan_tokens)
+            if token is not None:
+                seen_pairs[(tid, token)] = None
         if request.txn is TxnType.REVERSAL:
             reversing[tid] = None
         if request.txn is TxnType.PURCHASE:
@@ -164,10 +206,26 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         reads.stock = _STOCK.submit(connection, {"pairs": json_list(
             [*([t, i] for t, i in sold), *([t, EVERY_ITEM] for t in reversing)])})
     if policy.velocity != OFF and ruled:
+        reads.window_tids = tuple(ruled)
         reads.window = _WINDOW.submit(connection, {
-            "tids": json_list(ruled),
+            "tids": json_list(ruled), "cap": policy.velocity_max_cards + 1,
             "since": now.astimezone(UTC) - timedelta(minutes=policy.velocity_window_minutes)})
+        if seen_pairs:
+            reads.seen = _SEEN.submit(connection, {"pairs": json_list(
+                [list(pair) for pair in seen_pairs])})
     return reads
+
+
+def _token(request: Request, pan_tokens: Mapping[str, str]) -> str | None:
+    try:
+        return pan_tokens.get(pan_of(request.message))
+    except ProtocolError:
+        return None
+
+
+def _moment(value: Any) -> datetime:
+    """A timestamp as read (SQLite's raw text statements give strings), in UTC."""
+    return utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def _items(request: Request) -> Iterable[str]:
@@ -190,8 +248,15 @@ class SubmittedStock:
 
 
 def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
-                       created_at: datetime) -> SubmittedStock:
-    """The stock taken (one statement, net per row) and the alerts."""
+                       created_at: datetime, policy: Policy) -> SubmittedStock:
+    """The stock taken (one statement, net per row), the alerts, and (velocity on) the
+    cards each terminal saw."""
+    if policy.velocity != OFF:
+        _SEE_CARDS.submit(connection, [
+            {"tid": tid, "card_id": card_id, "last_at": created_at}
+            for tid, card_id in dict.fromkeys(
+                (e.key.tid, e.card_id) for e in effects
+                if isinstance(e, RecordWrite) and e.card_id is not None)])
     deltas = _net_units(effects)
     takes = [{"stock_ewarong": ewarong, "stock_item": item, "take_units": -delta}
              for (ewarong, item), delta in sorted(deltas.items()) if delta < 0]

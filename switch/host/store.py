@@ -285,6 +285,7 @@ class StoreBatch:
     store: BatchStore
     connection: Connection
     _head: Head | None = None
+    _policy: Policy = Policy()
 
     def read(self, requests: Sequence[Request], *, now: datetime, checks: Checks,
              max_pin_tries: int, window: timedelta, policy: Policy | None = None,
@@ -315,10 +316,13 @@ class StoreBatch:
             catalogue_read = (_CATALOGUE.submit(connection)
                               if any(r.txn is TxnType.PURCHASE for r in requests) else None)
             head_read = audit.submit_head(connection)
-            rules_read = submit_rule_reads(connection, requests, policy, now)
+            rules_read = submit_rule_reads(connection, requests, policy, now,
+                                           {pan: token for token, pan in pans.items()})
         self._head = audit.head_of(head_read)
         cards, balances = store._cards(cards_read, pans)
         records = _records(records_read, balances)
+        recent_cards, window_counts = rules_read.recent_cards()
+        self._policy = policy
         return BatchFacts(
             now=now, checks=checks, max_pin_tries=max_pin_tries,
             terminals=store._terminals(terminals_read, logging_on, rules_read.zones_by_tid()),
@@ -331,7 +335,7 @@ class StoreBatch:
                        (catalogue_read.rows() if catalogue_read else ())},
             record_ids=record_ids.ids(), transfer_ids=transfer_ids.ids(), policy=policy,
             stock=rules_read.stock_levels(), reference_prices=rules_read.reference_prices(),
-            recent_cards=rules_read.recent_cards())
+            recent_cards=recent_cards, window_counts=window_counts)
 
     def write(self, effects: Sequence[Effect], *, now: datetime) -> None:
         """The batch's effects, in one pipeline block; then the debits are confirmed."""
@@ -370,7 +374,7 @@ class StoreBatch:
             posted = submit_postings(connection, postings, now)
             INSERT_RECORDS.submit(connection, records)
             audit.submit_rows(connection, rows, head)
-            stock_taken = submit_rule_writes(connection, effects, created_at)
+            stock_taken = submit_rule_writes(connection, effects, created_at, self._policy)
         posted.confirm()
         stock_taken.confirm()
         give_back_stock(connection, effects)

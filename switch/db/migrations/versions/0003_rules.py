@@ -12,7 +12,8 @@ Create Date: 2026-12-02
 * ``ewarong_zones``, ``reference_prices``, ``stock``, ``stock_receipts``, ``alerts``,
   ``deliveries``.
 * ``request_records``: the card, the basket (DE 48), the e-warong whose stock a
-  purchase took; an index on (tid, created_at) for the velocity rule's window.
+  purchase took.
+* ``terminal_cards``: when each terminal last saw each card (the velocity rule).
 """
 
 from collections.abc import Sequence
@@ -128,12 +129,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("card_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("basket", sa.Text(), nullable=True))
         batch.add_column(sa.Column("stock_ewarong_id", sa.Integer(), nullable=True))
-    op.create_index("ix_request_records_tid_created_at", "request_records",
-                    ["tid", "created_at"], unique=False)
+    op.create_table(
+        "terminal_cards",
+        sa.Column("tid", sa.String(length=8), nullable=False),
+        sa.Column("card_id", sa.Integer(), nullable=False),
+        sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["card_id"], ["cards.id"]),
+        sa.PrimaryKeyConstraint("tid", "card_id"),
+    )
+    op.create_index("ix_terminal_cards_tid_last_at", "terminal_cards", ["tid", "last_at"],
+                    unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_request_records_tid_created_at", table_name="request_records")
+    op.drop_index("ix_terminal_cards_tid_last_at", table_name="terminal_cards")
+    op.drop_table("terminal_cards")
     with op.batch_alter_table("request_records") as batch:
         for column in ("stock_ewarong_id", "basket", "card_id"):
             batch.drop_column(column)
