@@ -21,6 +21,14 @@ repeats of each.  The terminal's open batch is an :class:`OpenBatch` the facts k
 from step to step, as the store would read it.  Every answer to a signed MTI carries
 DE 37 and a DE 64 that verifies under the EDC's TAK (HOST_SPEC §3, §6).
 
+The e-warong's shelf of tempe (docs/RULES.md, issue 14) is in it too: a stock row
+drawn at the start (or none), deliveries between batches, a purchase the shelf cannot
+cover is ST before the balance is looked at (51), an approved one takes its units, a
+void and a reversal give them back, a reversal of a void takes them again or the void
+stands; after every step the shelf is the model's, never negative, and conserved
+(initial + received - the units of the standing purchases), and a ``low_stock`` alert
+is raised exactly by the sales that cross the threshold.
+
 The database state machine (tests/ledger/test_stateful.py) stays the integration
 check of the same rules through the store.
 """
@@ -49,14 +57,21 @@ from switch.admin.demo import luhn_complete
 from switch.clock import FixedClock
 from switch.core.batch import VOID_CODE, OpenBatch, Totals
 from switch.core.decide import answer_at_once, decide
-from switch.core.effects import Decision, Effect, SettlementWrite
-from switch.core.facts import BatchFacts, Card, ItemFacts, Terminal, TerminalFacts
+from switch.core.effects import AlertRaise, Decision, Effect, SettlementWrite, StockMove
+from switch.core.facts import (
+    BatchFacts,
+    Card,
+    ItemFacts,
+    StockLevel,
+    Terminal,
+    TerminalFacts,
+)
 from switch.core.replies import request_hash
 from switch.core.request import Request
 from switch.core.verify import Checks
 from switch.ledger.money import Posting
 from switch.protocol import codes
-from switch.protocol.bpnt import BasketLine, decode_balance
+from switch.protocol.bpnt import BasketLine, decode_balance, decode_basket
 from switch.protocol.message import Message, encode
 from switch.protocol.routing import TxnType, classify
 from switch.protocol.unit import TPDU_LEN, decode_unit
@@ -77,6 +92,11 @@ START_SEN = 2_000_000
 #: balance is a constant.
 PROGRAM_START_SEN = 10**12
 TEMPE = BasketLine("TMP001", 1, 500_000)
+#: The terminal's e-warong, and its shelf of tempe in the facts.
+EWARONG = 7
+SHELF = (EWARONG, TEMPE.item_code)
+#: Policy().low_stock_units: the threshold of a stock row that sets none.
+DEFAULT_LOW_STOCK = 10
 MAX_PIN_TRIES = 3
 #: As switch.host.service hashes them (HOST_SPEC §4 content).
 _GATED = frozenset({TxnType.BALANCE, TxnType.PURCHASE, TxnType.VOID, TxnType.REVERSAL,
@@ -121,6 +141,11 @@ class Sent:
     voided_by: Sent | None = None
     #: An approved void: the purchase it cancels.
     voids: Sent | None = None
+
+    @property
+    def units(self) -> int:
+        """The tempe in its basket (a void carries its purchase's DE 48)."""
+        return sum(line.quantity for line in decode_basket(self.request.text(48)))
 
     @property
     def is_void(self) -> bool:
@@ -236,10 +261,21 @@ def _next_batch_number(number: str) -> str:
 
 class CoreMachine(RuleBasedStateMachine):
     @initialize(first_batch=st.sampled_from(["000001", "999998", "999999"]),
-                opening=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4)), max_size=3))
-    def start(self, first_batch: str, opening: list[tuple[int, int]]) -> None:
+                opening=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4)), max_size=3),
+                shelf=st.tuples(st.integers(0, 30), st.one_of(st.none(), st.integers(0, 15))),
+                stock_row=st.sampled_from([True, True, True, False]))
+    def start(self, first_batch: str, opening: list[tuple[int, int]],
+              shelf: tuple[int, int | None], stock_row: bool) -> None:
         """The terminal logged on, its batch numbered ``first_batch`` (the two last ones
-        wrap), and the day's first sales (``opening``: card, tempe; right PINs) made."""
+        wrap), its e-warong's shelf (``shelf``: units and the row's own low-stock
+        threshold, ``None``: the policy's; no ``stock_row``: none at all), and the day's
+        first sales (``opening``: card, tempe; right PINs) made."""
+        units, own_threshold = shelf if stock_row else (0, None)
+        self.initial_units = self.units = units
+        self.threshold = DEFAULT_LOW_STOCK if own_threshold is None else own_threshold
+        self.received = 0
+        #: (record id, units left, threshold) of every low-stock alert the model expects.
+        self.low_stock: list[tuple[int, int, int]] = []
         self.cards = _cards()
         self.balances = {101: START_SEN, 102: START_SEN, PAYABLE: 0,
                          PROGRAM: PROGRAM_START_SEN}
@@ -247,13 +283,14 @@ class CoreMachine(RuleBasedStateMachine):
         facts = BatchFacts(
             now=FixedClock().now(), checks=Checks(KEYS), max_pin_tries=MAX_PIN_TRIES,
             terminals={TID: Terminal(TerminalFacts(TID, True, MID, True, None, None),
-                                     PAYABLE, TMK)},
+                                     PAYABLE, TMK, EWARONG)},
             cards={c.pan: Card(n + 1, c.pan[:6] + "******" + c.pan[-4:], "00", "2812",
                                pin_offset(KEYS.pvk, c.pin, c.pan), True, c.wallet, "active",
                                0, None, None) for n, c in enumerate(self.cards)},
             balances=dict(self.balances),
             catalogue={"TMP001": ItemFacts("TMP001", "protein", True)},
             open_batches={TID: OpenBatch(TID, first_batch)},
+            stock={SHELF: StockLevel(units, own_threshold)} if stock_row else {},
             record_ids=list(range(1, 5_000)), transfer_ids=list(range(1, 5_000)))
         self.host = PureHost(facts, on_answer=self._check_answer)
         self.reader = EmulatedReader()
@@ -283,9 +320,21 @@ class CoreMachine(RuleBasedStateMachine):
         amount_sen = tempe * TEMPE.unit_price_sen
         unit = self.edc.prepare_purchase(basket, model.pin if right_pin else "000000")
         response = self._exchange(unit)
-        expected = self._expect_card_request(model, right_pin, amount_sen)
+        expected = self._expect_card_request(model, right_pin, amount_sen, tempe)
         assert response.opt_text(39) == expected, (response.opt_text(39), expected)
         debited = amount_sen if expected == codes.APPROVED else 0
+        moved = [e for e in self._last_effects() if isinstance(e, Posting | StockMove)]
+        if expected == codes.APPROVED:
+            assert isinstance(moved[0], Posting) and moved[0].amount_sen == amount_sen
+            assert moved[1:] == [StockMove(EWARONG, TEMPE.item_code, -tempe)], moved
+            if self.units >= self.threshold > self.units - tempe:
+                event("purchase: low stock")
+                self.low_stock.append((int(response.text(37)), self.units - tempe,
+                                       self.threshold))
+            self.units -= tempe
+        else:
+            assert moved == [], moved  # ST, 51, a PIN refusal: no money, no goods
+        event(f"purchase: rc {expected}")
         self.balances[model.wallet] -= debited
         self.balances[PAYABLE] += debited
         if expected in (codes.APPROVED, codes.INSUFFICIENT_BALANCE):
@@ -317,7 +366,11 @@ class CoreMachine(RuleBasedStateMachine):
         in_batch = [s for s in self._batch() if not s.is_void]
         target = data.draw(st.sampled_from((in_batch if held and in_batch else purchases)[::-1]),
                            label="purchase")
-        presenter = target.card if card is None else card
+        self._void(target, target.card if card is None else card, right_pin, unknown_invoice,
+                   amount_delta)
+
+    def _void(self, target: Sent, presenter: int, right_pin: bool, unknown_invoice: bool,
+              amount_delta: int) -> Sent:
         model = self.cards[presenter]
         tpk = self.edc._tpk  # the terminal's: the PIN is entered again under it
         assert tpk is not None
@@ -340,9 +393,11 @@ class CoreMachine(RuleBasedStateMachine):
             void.debited_sen, void.voids, original.voided_by = original.amount_sen, original, void
             self.balances[model.wallet] += original.amount_sen
             self.balances[PAYABLE] -= original.amount_sen
+            self.units += original.units
             assert decode_balance(response.text(54)) == self.balances[model.wallet]
             assert response.has(38)
         self.sent.append(void)
+        return void
 
     @precondition(lambda self: any(s.is_void and s.approved and not s.reversal_sent
                                    for s in self.sent))
@@ -357,6 +412,31 @@ class CoreMachine(RuleBasedStateMachine):
         if tempe:
             self.purchase(void.card, tempe, True)
         self._reverse(void, 0)
+
+    @rule(card=st.integers(0, 2), tempe=st.integers(1, 4))
+    def reverse_void_after_selling_out(self, card: int, tempe: int) -> None:
+        """Cover: ``card`` buys ``tempe`` (delivered first if the shelf is short, its
+        wallet topped up if it is) and voids it, another family's card (topped up) buys
+        the whole shelf, and the void is reversed: 00, and the void stands, money and
+        goods, because the shelf no longer holds its tempe (docs/RULES.md).  A blocked
+        card on the way just gets its refusals."""
+        model = self.cards[card]
+        if self.units < tempe:
+            self.receive_stock(tempe - self.units)
+        if self.balances[model.wallet] < tempe * TEMPE.unit_price_sen:
+            self.allocate(model.wallet, tempe * TEMPE.unit_price_sen)
+        self.purchase(card, tempe, True)
+        bought = self.sent[-1]
+        if not bought.approved:
+            return
+        void = self._void(bought, card, True, False, 0)
+        buyers = [n for n, c in enumerate(self.cards) if c.wallet != model.wallet
+                  and not c.blocked]
+        if buyers and void.approved:
+            buyer = self.cards[buyers[0]]
+            self.allocate(buyer.wallet, self.units * TEMPE.unit_price_sen)
+            self.purchase(buyers[0], self.units, True)
+            self._reverse(void, 0)
 
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
@@ -418,6 +498,15 @@ class CoreMachine(RuleBasedStateMachine):
         self.host.effects.append(posting)
         self.balances[wallet] += amount_sen
         self.balances[PROGRAM] -= amount_sen
+
+    @rule(units=st.integers(1, 20))
+    def receive_stock(self, units: int) -> None:
+        """A delivery between batches, as the store would add it: the shelf refills."""
+        facts = self.host.facts
+        level = facts.stock.get(SHELF, StockLevel(0))
+        facts.stock[SHELF] = StockLevel(level.units + units, level.low_threshold)
+        self.units += units
+        self.received += units
 
     @rule(wrong=st.sampled_from([None, None, 0, 1, 2, 3]), delta=st.integers(1, 2))
     def settle(self, wrong: int | None, delta: int) -> None:
@@ -513,6 +602,35 @@ class CoreMachine(RuleBasedStateMachine):
                 model.wrong_pins, "blocked" if model.blocked else "active")
 
     @invariant()
+    def shelf_matches_the_model_and_is_conserved(self) -> None:
+        """The facts' stock is the model's, never negative, and every unit is accounted
+        for: initial + received - the tempe of the standing purchases (approved, their
+        money not undone by a reversal, no void standing against them)."""
+        if not hasattr(self, "host"):
+            return
+        stock = self.host.facts.stock
+        assert set(stock) <= {SHELF}, stock
+        units = stock.get(SHELF, StockLevel(0)).units
+        assert units == self.units >= 0, (units, self.units)
+        sold = sum(s.units for s in self.sent if not s.is_void and s.approved
+                   and not s.reversed and s.voided_by is None)
+        assert units == self.initial_units + self.received - sold
+
+    @invariant()
+    def low_stock_alerts_exactly_at_the_crossings(self) -> None:
+        """A ``low_stock`` alert for each sale that took the shelf from at least its
+        threshold to below it, and no other alert (no hours, no zones, no prices and
+        three cards: no other rule can hit)."""
+        if not hasattr(self, "host"):
+            return
+        alerts = [e for e in self.host.effects if isinstance(e, AlertRaise)]
+        assert all(a.rule == "low_stock" and a.action == "flag" and a.tid == TID
+                   and a.ewarong_id == EWARONG and a.detail["item"] == TEMPE.item_code
+                   for a in alerts), alerts
+        got = [(a.record_id, a.detail["quantity"], a.detail["threshold"]) for a in alerts]
+        assert got == self.low_stock, (got, self.low_stock)
+
+    @invariant()
     def no_key_moves_money_twice(self) -> None:
         if not hasattr(self, "host"):
             return
@@ -591,6 +709,9 @@ class CoreMachine(RuleBasedStateMachine):
         unless a void stands against it (the void paid it back: nothing twice); a void's
         payback is taken again and the purchase is no longer voided, unless the wallet no
         longer covers it (the void stands).  Whatever was not approved moved nothing.
+        The goods follow the money (docs/RULES.md): a reversed purchase's tempe goes
+        back on the shelf, a reversed void's is taken again, and a void whose tempe the
+        shelf no longer holds stands as well.
 
         As the switch does it (HOST_SPEC §4 does not say): a voided purchase's reversal
         leaves it standing in the batch (its void reversed later reinstates its debit),
@@ -604,15 +725,20 @@ class CoreMachine(RuleBasedStateMachine):
                 return
             self.balances[wallet] += original.debited_sen
             self.balances[PAYABLE] -= original.debited_sen
+            self.units += original.units  # the goods back on the shelf
         else:
             if self.balances[wallet] < original.debited_sen:
                 event("reversal of a void: the void stands")
+                return
+            if self.units < original.units:
+                event("reversal of a void: the void stands (shelf)")
                 return
             event("reversal of a void: debit reinstated")
             assert original.voids is not None and original.voids.voided_by is original
             original.voids.voided_by = None
             self.balances[wallet] -= original.debited_sen
             self.balances[PAYABLE] += original.debited_sen
+            self.units -= original.units  # the goods taken again
         original.reversed = True
 
     def _expect_void(self, model: CardModel, right_pin: bool,
@@ -653,6 +779,10 @@ class CoreMachine(RuleBasedStateMachine):
             tak = self.edc._tak
             assert tak is not None and mac.verify(tak, raw), "a DE 64 that does not verify"
 
+    def _last_effects(self) -> tuple[Effect, ...]:
+        assert self.host.last is not None
+        return self.host.last.effects
+
     def _settle(self, code: str, totals: Totals) -> Message:
         request = Message("0500", {3: code, 11: self.edc._next_stan(), 24: "001", 41: TID,
                                    42: MID, 60: self.batch_number, 63: totals.encode()})
@@ -672,8 +802,10 @@ class CoreMachine(RuleBasedStateMachine):
         fields = {k: v for k, v in request.fields.items() if k not in (52, 64)}
         return self.edc.encode_unit(Message(mti, fields))
 
-    def _expect_card_request(self, model: CardModel, right_pin: bool, amount_sen: int) -> str:
-        """The model's answer, and its PIN counter moved as the host must move it."""
+    def _expect_card_request(self, model: CardModel, right_pin: bool, amount_sen: int,
+                             tempe: int = 0) -> str:
+        """The model's answer, and its PIN counter moved as the host must move it; a
+        purchase of ``tempe`` the shelf cannot cover is ST, before the balance (51)."""
         if model.blocked:
             return codes.RESTRICTED_CARD
         if not right_pin:
@@ -683,6 +815,8 @@ class CoreMachine(RuleBasedStateMachine):
                 return codes.PIN_TRIES_EXCEEDED
             return codes.WRONG_PIN
         model.wrong_pins = 0
+        if tempe > self.units:
+            return codes.OUT_OF_STOCK
         if amount_sen > self.balances[model.wallet]:
             return codes.INSUFFICIENT_BALANCE
         return codes.APPROVED
