@@ -12,6 +12,7 @@ sum (13), reference price (13), stock (ST), balance (51).
 <PinOutcome.BLOCKED: 'blocked'>
 >>> check_card(_card(expiry_yymm="2610"), datetime(2026, 11, 1)).reason
 'card expired'
+>>> from datetime import UTC
 >>> now = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 >>> check_card(_card(active_since=now - timedelta(days=90)), now, 90).card_status
 'dormant'

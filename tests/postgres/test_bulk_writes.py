@@ -71,7 +71,8 @@ def _post_with_records(db: Database, postings: list[Posting]) -> None:
         ids = reserve_ids(connection, "request_records", len(postings))
         INSERT_RECORDS.submit(connection, [
             {"id": rid, "tid": "EDC00001", "local_date": "1201", "key_date": "20261201",
-             "invoice": None, "original_record_id": None, "stan": p.idempotency_key[-6:],
+             "invoice": None, "original_record_id": None, "card_id": None, "basket": None,
+             "stock_ewarong_id": None, "stan": p.idempotency_key[-6:],
              "kind": "request", "mti": "0210",
              "processing_code": "000000", "amount_sen": p.amount_sen, "request_hash": "0" * 64,
              "response_code": "00", "response_unit": b"\x02\x10", "transfer_id": p.transfer_id,
@@ -150,7 +151,8 @@ def test_a_pipelined_run_writes_every_value_as_given(
             purchases = submit_postings(connection, postings, utcnow())
             INSERT_RECORDS.submit(connection, [
                 {"id": rid, "tid": "EDC00001", "local_date": "1201", "key_date": "20261201",
-                 "invoice": None, "original_record_id": None, "stan": "000001",
+                 "invoice": None, "original_record_id": None, "card_id": None, "basket": None,
+             "stock_ewarong_id": None, "stan": "000001",
                  "kind": "request", "mti": "0210", "processing_code": "000000",
                  "amount_sen": 250, "request_hash": "f" * 64, "response_code": "00",
                  "response_unit": unit, "transfer_id": postings[0].transfer_id,
