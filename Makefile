@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint fuzz fuzz-atheris bench load lock clean help
+.PHONY: run serve test lint fuzz fuzz-atheris bench stock-bench load lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -14,6 +14,8 @@ help:
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
+	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
+	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
 	@echo "make lock   - refresh requirements/*.lock (hashed pins) to the newest releases pyproject.toml allows;"
 	@echo "              make lock KEEP=1 keeps today's pins and only re-resolves what pyproject.toml changed"
 
@@ -72,6 +74,14 @@ bench: $(STAMP)
 		$(PY) -m loadtest.bench --engine postgresql --switches 2 --kpm 20000 --connections 768 \
 			--sweep 600,1000,1600,2200,2600,2800 --duration-s 60 --pgbench --out var/bench/postgresql; \
 	else echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL bench skipped"; fi
+
+# Issue 14's acceptance point: one e-warong's 32 terminals buy one item open-loop at 500/s
+# for 30 s against 10,000 units received (the shelf runs out mid-run: ST under load too);
+# stock = received - sold exactly, and the money invariant.  ENGINE=postgresql for the other.
+ENGINE ?= sqlite
+stock-bench: $(STAMP)
+	$(PY) -m loadtest.stock_bench --engine $(ENGINE) --terminals 32 --rate 500 --duration-s 30 \
+		--item BRS005 --units-per-purchase 1 --received 10000
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict
 # (about 75 s; reports in var/load/).  docs/LOAD.md.

@@ -61,7 +61,7 @@ from loadtest.bench_load import (
     run_point,
 )
 from loadtest.make_kpm_csv import pin_for, write_csv
-from switch.admin.demo import build_world, seed_database
+from switch.admin.demo import DEMO_STOCK_UNITS, DemoWorld, build_world, seed_database
 from switch.admin.importer import import_kpm
 from switch.clock import SystemClock
 from switch.db.schema import open_database
@@ -153,13 +153,19 @@ class BenchCard:
     psn: str = "01"
 
 
-def seed(url: str, args: Args, workdir: Path, out: Callable[[str], None]) -> list[BenchCard]:
-    """Terminals through the registry, KPM through the importer, then the allocation."""
+def seed(url: str, args: Args, workdir: Path, out: Callable[[str], None], *,
+         world: DemoWorld | None = None, stock_units: int = DEMO_STOCK_UNITS
+         ) -> list[BenchCard]:
+    """Terminals through the registry, KPM through the importer, then the allocation.
+    ``world``: the terminals (default: the demo world's ``args.terminals``);
+    ``stock_units``: of every allowed item at every e-warong (0: no stock rows)."""
     settings = load_settings(database_url=url)
     keys = Keyring.from_settings(settings)
     started = time.monotonic()
     db = open_database(url)
-    seed_database(db, keys, build_world(kpm_count=0, terminal_count=args.terminals))
+    if world is None:
+        world = build_world(kpm_count=0, terminal_count=args.terminals)
+    seed_database(db, keys, world, stock_units=stock_units)
     csv_path = workdir / f"kpm-{args.kpm}.csv"
     write_csv(csv_path, args.kpm, seed=KPM_SEED)
     report = import_kpm(db, keys, csv_path, actor="bench")
@@ -180,10 +186,14 @@ def seed(url: str, args: Args, workdir: Path, out: Callable[[str], None]) -> lis
 
 # -- requests ---------------------------------------------------------------------------
 
-def logged_on_edcs(args: Args, ports: list[int]) -> list[tuple[Edc, EmulatedReader]]:
-    """One real EDC per terminal, logged on over TCP (working keys from the switch)."""
+def logged_on_edcs(args: Args, ports: list[int], world: DemoWorld | None = None
+                   ) -> list[tuple[Edc, EmulatedReader]]:
+    """One real EDC per terminal, logged on over TCP (working keys from the switch);
+    ``world``: the one :func:`seed` registered (default: the demo world's)."""
+    if world is None:
+        world = build_world(kpm_count=0, terminal_count=args.terminals)
     edcs: list[tuple[Edc, EmulatedReader]] = []
-    for term in build_world(kpm_count=0, terminal_count=args.terminals).terminals:
+    for term in world.terminals:
         if term.label != "ok":
             continue
         reader = EmulatedReader()
@@ -197,10 +207,13 @@ def logged_on_edcs(args: Args, ports: list[int]) -> list[tuple[Edc, EmulatedRead
 
 
 def build_requests(edcs: list[tuple[Edc, EmulatedReader]], cards: list[BenchCard],
-                   imk_ac: bytes, counts: list[int]) -> list[list[bytes]]:
-    """``counts[j]`` signed purchase units for point j; terminals and cards round-robin."""
+                   imk_ac: bytes, counts: list[int], basket: list[BasketLine] | None = None
+                   ) -> list[list[bytes]]:
+    """``counts[j]`` signed purchase units of ``basket`` (default :data:`BASKET`) for
+    point j; terminals and cards round-robin."""
+    basket = BASKET if basket is None else basket
     per_card = math.ceil(sum(counts) / len(cards))
-    budget = load_settings().period_amount_sen // sum(line.total_sen for line in BASKET)
+    budget = load_settings().period_amount_sen // sum(line.total_sen for line in basket)
     if per_card > budget:
         raise SystemExit(f"{sum(counts)} purchases need {per_card} per card but a wallet "
                          f"pays for {budget}: raise --kpm to {math.ceil(sum(counts) / budget)}")
@@ -216,7 +229,7 @@ def build_requests(edcs: list[tuple[Edc, EmulatedReader]], cards: list[BenchCard
                 emulated[card.pan] = KksCard(
                     profile_for(card.pan, card.psn, card.expiry_yymm, imk_ac))
             reader.swap(emulated[card.pan])
-            batch.append(edc.prepare_purchase(BASKET, card.pin))
+            batch.append(edc.prepare_purchase(basket, card.pin))
             k += 1
         batches.append(batch)
     return batches
