@@ -28,9 +28,8 @@ from switch.db.tables import (
     Ewarong,
     EwarongZone,
     Kpm,
-    RequestRecord,
     Stock,
-    StockReceipt,
+    TerminalCard,
 )
 from switch.security.keyring import Keyring
 from switch.security.keys import pan_token
@@ -114,34 +113,10 @@ def set_stock(db: Database, keys: Keyring, mid: str, item_code: str, units: int,
         current = int(session.scalar(select(Stock.quantity).where(
             Stock.ewarong_id == ewarong_id, Stock.item_code == item_code)) or 0)
         delta = units - current
-        if delta > 0:
+        if delta:
             receive_stock(session, keys, mid=mid, item_code=item_code, quantity=delta,
                           actor=ACTOR, kind="adjust", reason=reason)
-        elif delta < 0:
-            _write_off(session, keys, mid, ewarong_id, item_code, -delta, reason)
     return units
-
-
-def _write_off(session: Any, keys: Keyring, mid: str, ewarong_id: int, item_code: str,
-               units: int, reason: str) -> None:
-    """What ``receive_stock(kind="adjust", quantity=-units)`` records, written here:
-    that call's upsert offers a negative row to the INSERT, which the stock CHECK
-    refuses before the conflict turns it into an UPDATE (reported; switch/admin is not
-    this module's to change)."""
-    now = _now()
-    session.add(StockReceipt(ewarong_id=ewarong_id, item_code=item_code, kind="adjust",
-                             quantity=-units, reference=None, actor=ACTOR, created_at=now))
-    changed = session.execute(update(Stock).where(
-        Stock.ewarong_id == ewarong_id, Stock.item_code == item_code,
-        Stock.quantity >= units).values(quantity=Stock.quantity - units)).rowcount
-    if changed != 1:
-        raise ValueError(f"{mid} {item_code}: the shelf holds fewer than {units} units")
-    after = session.scalar(select(Stock.quantity).where(
-        Stock.ewarong_id == ewarong_id, Stock.item_code == item_code))
-    chain.append(session, keys.audit_key, at=now, actor=ACTOR, action="stock.adjust",
-                 subject=f"{mid}:{item_code}",
-                 detail={"quantity": -units, "after": after, "reference": None,
-                         "reason": reason})
 
 
 def receive(db: Database, keys: Keyring, mid: str, item_code: str, units: int,
@@ -186,15 +161,13 @@ def age_card(db: Database, keys: Keyring, pan: str, days: int) -> None:
 
 
 def distinct_cards_since(db: Database, tid: str, minutes: int) -> set[int]:
-    """The cards of the terminal's card requests in the last ``minutes`` (the velocity
-    window as the switch counts it)."""
+    """The cards the terminal saw in the last ``minutes`` (the velocity window as the
+    switch counts it: ``terminal_cards``)."""
     since = _now() - timedelta(minutes=minutes)
     with db.transaction(exclusive=False) as session:
         return {int(c) for c in session.scalars(
-            select(RequestRecord.card_id).where(RequestRecord.tid == tid,
-                                                RequestRecord.card_id.is_not(None),
-                                                RequestRecord.created_at >= since))
-                if c is not None}
+            select(TerminalCard.card_id).where(TerminalCard.tid == tid,
+                                               TerminalCard.last_at >= since))}
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
             out.append(posting)
             if facts.policy.inventory:
                 stock_ewarong_id = terminal.ewarong_id
-                need = stock.units_needed(basket_text)
+                assert purchase is not None
+                need = stock.units_needed(purchase[1])
                 out += stock.low_stock_alerts(stock_ewarong_id, need, facts.stock,
                                               facts.policy.low_stock_units, key.tid, record_id)
                 out += stock.moves(stock_ewarong_id, need, -1)

@@ -31,7 +31,7 @@ from switch.core.effects import (
     UploadWrite,
     VoidMark,
 )
-from switch.core.policy import Policy
+from switch.core.policy import OFF, Policy
 from switch.core.request import RequestKey
 from switch.core.verify import Checks
 from switch.ledger.money import Posting, apply_postings
@@ -119,11 +119,20 @@ class Card:
     zone: str = ""
 
     def facts(self, balance_sen: int) -> CardFacts:
-        moments = [utc(m) for m in (self.issued_at, self.last_used_at, self.reactivated_at)
-                   if m is not None]
         return CardFacts(self.card_id, self.status, self.expiry_yymm, self.pin_offset,
                          self.wrong_pin_count, self.kpm_active, self.wallet_account_id,
-                         balance_sen, max(moments) if moments else None, self.zone)
+                         balance_sen, self.active_since, self.zone)
+
+    @property
+    def active_since(self) -> datetime | None:
+        """The latest of issue, last use and reactivation, in UTC."""
+        latest = None
+        for moment in (self.issued_at, self.last_used_at, self.reactivated_at):
+            if moment is not None:
+                at = utc(moment)
+                if latest is None or at > latest:
+                    latest = at
+        return latest
 
 
 def utc(moment: datetime) -> datetime:
@@ -268,8 +277,10 @@ class BatchFacts:
                                                               effect.next_batch_number)
             elif isinstance(effect, StockMove):
                 key = (effect.ewarong_id, effect.item_code)
-                level = self.stock.get(key, StockLevel(0))
-                self.stock[key] = replace(level, units=level.units + effect.delta_units)
+                level = self.stock.get(key)
+                self.stock[key] = (StockLevel(effect.delta_units) if level is None else
+                                   StockLevel(level.units + effect.delta_units,
+                                              level.low_threshold))
             elif isinstance(effect, KeysChange):
                 terminal = self.terminals[effect.tid]
                 self.terminals[effect.tid] = replace(terminal, facts=replace(
@@ -287,7 +298,7 @@ class BatchFacts:
             write.processing_code, write.original_record_id, basket=write.basket,
             stock_ewarong_id=write.stock_ewarong_id)
         self.records_used += 1
-        if write.card_id is not None:
+        if write.card_id is not None and self.policy.velocity != OFF:
             seen = self.recent_cards.setdefault(write.key.tid, {})
             since = utc(self.now) - timedelta(minutes=self.policy.velocity_window_minutes)
             last = seen.get(write.card_id)
