@@ -188,7 +188,11 @@ def _facts(scene: Scene, policy: Policy, *, rules: bool = True) -> BatchFacts:
         terminals={TID: replace(terminal, rules=EwarongRules(
             scene.region if rules else "", hours[0], hours[1], scene.utc_offset,
             scene.zones if rules else ()))},
-        cards={pan: replace(card, zone=scene.zone) for pan, card in base.cards.items()},
+        # used a moment before the scene's clock: never dormant here, whatever earlier
+        # examples left in the shared world's facts
+        cards={pan: replace(card, zone=scene.zone, last_used_at=scene.now - timedelta(days=1),
+                            issued_at=None, reactivated_at=None)
+               for pan, card in base.cards.items()},
         balances={**base.balances, WALLET: scene.balance_sen},
         stock={(EWARONG, item): StockLevel(units) for item, units in scene.stock.items()},
         reference_prices=scene.prices if rules else {},
@@ -230,7 +234,8 @@ def _velocity(scene: Scene) -> bool:
     limit = scene.window_minutes * 60
     if scene.own_age_s is not None and scene.own_age_s <= limit:
         return False
-    others = {card for card, age in scene.window if age <= limit and card != CARD_ID}
+    last_age = dict(scene.window)  # a card listed twice: its last entry (as the facts)
+    others = {card for card, age in last_age.items() if age <= limit and card != CARD_ID}
     return len(others) + 1 > scene.max_cards
 
 
