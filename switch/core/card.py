@@ -101,7 +101,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
             if facts.policy.inventory:
                 stock_ewarong_id = terminal.ewarong_id
                 assert purchase is not None
-                need = stock.units_needed(purchase[1])
+                need = checked.need if checked.need is not None else stock.units_needed(
+                    purchase[1])
                 out += stock.low_stock_alerts(stock_ewarong_id, need, facts.stock,
                                               facts.policy.low_stock_units, key.tid, record_id)
                 out += stock.moves(stock_ewarong_id, need, -1)
@@ -154,6 +155,8 @@ class _Checked:
     verdict: Verdict
     cryptogram: Cryptogram | None = None
     alerts: list[tuple[Hit, str]] = field(default_factory=list)
+    #: A purchase's units per item, once the stock check has counted them.
+    need: dict[str, int] | None = None
 
 
 def _check(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: Card | None,
@@ -226,7 +229,8 @@ def _programme_rules(request: Request, facts: BatchFacts, caller: Caller, card: 
         refused = refused or declined
     if refused or not policy.inventory:
         return refused
-    short = stock.short_items(terminal.ewarong_id, stock.units_needed(basket), facts.stock)
+    checked.need = stock.units_needed(basket)
+    short = stock.short_items(terminal.ewarong_id, checked.need, facts.stock)
     if short:
         return Verdict(codes.OUT_OF_STOCK, PinOutcome.CORRECT,
                        reason=f"out of stock: {', '.join(short)}")

@@ -163,18 +163,21 @@ def reference_price(item_code: str, region: str,
                     prices: Mapping[tuple[str, str], int]) -> int | None:
     """The reference for the longest prefix (6, 4, 2 digits, then national) of
     ``region`` that has one."""
-    for prefix in [region[:n] for n in (6, 4, 2) if len(region) >= n] + [""]:
-        found = prices.get((item_code, prefix))
-        if found is not None:
-            return found
-    return None
+    for digits in (6, 4, 2):
+        if len(region) >= digits:
+            found = prices.get((item_code, region[:digits]))
+            if found is not None:
+                return found
+    return prices.get((item_code, ""))
 
 
 def price_hits(basket: list[BasketLine], region: str, prices: Mapping[tuple[str, str], int],
                percent: int) -> list[Hit]:
     """Each line priced more than ``percent`` above its reference (integer arithmetic:
     ``unit × 100 > reference × (100 + percent)``)."""
-    hits = []
+    hits: list[Hit] = []
+    if not prices:
+        return hits
     for line in basket:
         reference = reference_price(line.item_code, region, prices)
         if reference is not None and line.unit_price_sen * 100 > reference * (100 + percent):

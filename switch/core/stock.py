@@ -22,6 +22,8 @@ from switch.core.effects import AlertRaise, Effect, StockMove
 from switch.core.facts import StockLevel
 from switch.protocol.bpnt import BasketLine, decode_basket
 
+_EMPTY = StockLevel(0)
+
 
 def units_needed(basket: str | list[BasketLine] | None) -> dict[str, int]:
     """Units per item of a basket (DE 48 text or lines), every line of an item summed."""
@@ -37,14 +39,18 @@ def units_needed(basket: str | list[BasketLine] | None) -> dict[str, int]:
 def short_items(ewarong_id: int, need: Mapping[str, int],
                 stock: Mapping[tuple[int, str], StockLevel]) -> list[str]:
     """The items the shelf holds fewer units of than ``need`` (no row: none at all)."""
-    return sorted(item for item, units in need.items()
-                  if stock.get((ewarong_id, item), StockLevel(0)).units < units)
+    short = []
+    for item, units in need.items():
+        level = stock.get((ewarong_id, item))
+        if (0 if level is None else level.units) < units:
+            short.append(item)
+    return sorted(short) if len(short) > 1 else short
 
 
 def moves(ewarong_id: int, need: Mapping[str, int], sign: int) -> list[StockMove]:
     """``need``'s units off (``sign`` −1) or back onto (+1) the e-warong's shelf."""
-    return [StockMove(ewarong_id, item, sign * units) for item, units in sorted(need.items())
-            if units > 0]
+    items = sorted(need) if len(need) > 1 else need
+    return [StockMove(ewarong_id, item, sign * need[item]) for item in items if need[item] > 0]
 
 
 def low_stock_alerts(ewarong_id: int, need: Mapping[str, int],
@@ -53,8 +59,8 @@ def low_stock_alerts(ewarong_id: int, need: Mapping[str, int],
     """A ``low_stock`` alert for each item this sale takes from at least its threshold
     to below it (once per crossing, not on every later sale)."""
     out: list[Effect] = []
-    for item, units in sorted(need.items()):
-        level = stock.get((ewarong_id, item), StockLevel(0))
+    for item, units in need.items():
+        level = stock.get((ewarong_id, item), _EMPTY)
         threshold = (level.low_threshold if level.low_threshold is not None
                      else default_threshold)
         after = level.units - units

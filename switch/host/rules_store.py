@@ -44,8 +44,6 @@ from switch.protocol.routing import TxnType
 
 #: Card requests the hours and velocity rules see (a void is never refused by them).
 RULED = frozenset({TxnType.BALANCE, TxnType.PURCHASE})
-#: The item of a (terminal, item) pair that stands for every item of its e-warong.
-EVERY_ITEM = "*"
 
 
 class StockShortfall(LedgerError):
@@ -57,19 +55,25 @@ _ZONES = Prepared(
     select(TerminalRow.tid, EwarongZone.zone_prefix)
     .join(EwarongZone, EwarongZone.ewarong_id == TerminalRow.ewarong_id)
     .where(in_json_list("tids", TerminalRow.tid)))
+#: The shelves of the (terminal, item) pairs the batch's purchases name (primary key
+#: probes) ...
 _STOCK = Prepared(
-    text("SELECT DISTINCT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+    text("SELECT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
          "FROM json_each(:pairs) AS p "
          "JOIN terminals t ON t.tid = json_extract(p.value, '$[0]') "
          "JOIN stock s ON s.ewarong_id = t.ewarong_id "
-         "AND (json_extract(p.value, '$[1]') = '*' "
-         "OR s.item_code = json_extract(p.value, '$[1]'))"),
+         "AND s.item_code = json_extract(p.value, '$[1]')"),
     postgresql=text(
-        "SELECT DISTINCT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+        "SELECT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
         "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
         "JOIN terminals t ON t.tid = p ->> 0 "
-        "JOIN stock s ON s.ewarong_id = t.ewarong_id "
-        "AND (p ->> 1 = '*' OR s.item_code = p ->> 1)"))
+        "JOIN stock s ON s.ewarong_id = t.ewarong_id AND s.item_code = p ->> 1"))
+#: ... and every shelf of the e-warongs of terminals reversing (a reversed void takes
+#: stock again).
+_EWARONG_STOCK = Prepared(
+    select(Stock.ewarong_id, Stock.item_code, Stock.quantity, Stock.low_threshold)
+    .join(TerminalRow, TerminalRow.ewarong_id == Stock.ewarong_id)
+    .where(in_json_list("tids", TerminalRow.tid)))
 _REGION_PREFIXES = ("r.region IN ('', substr(coalesce(e.region, ''), 1, 2), "
                     "substr(coalesce(e.region, ''), 1, 4), substr(coalesce(e.region, ''), 1, 6))")
 _PRICES = Prepared(
@@ -143,6 +147,7 @@ class RuleReads:
 
     zones: Submitted | None = None
     stock: Submitted | None = None
+    ewarong_stock: Submitted | None = None
     prices: Submitted | None = None
     window: Submitted | None = None
     seen: Submitted | None = None
@@ -155,8 +160,10 @@ class RuleReads:
         return {tid: tuple(sorted(prefixes)) for tid, prefixes in found.items()}
 
     def stock_levels(self) -> dict[tuple[int, str], StockLevel]:
+        rows = [*(self.stock.rows() if self.stock else ()),
+                *(self.ewarong_stock.rows() if self.ewarong_stock else ())]
         return {(int(ewarong), item): StockLevel(int(units), threshold)
-                for ewarong, item, units, threshold in (self.stock.rows() if self.stock else ())}
+                for ewarong, item, units, threshold in rows}
 
     def reference_prices(self) -> dict[tuple[str, str], int]:
         return {(item, region): int(price)
@@ -202,9 +209,12 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         pairs = json_list([list(pair) for pair in sold])
         reads.zones = _ZONES.submit(connection, {"tids": json_list(t for t, _ in sold)})
         reads.prices = _PRICES.submit(connection, {"pairs": pairs})
-    if policy.inventory and (sold or reversing):
+    if policy.inventory and sold:
         reads.stock = _STOCK.submit(connection, {"pairs": json_list(
-            [*([t, i] for t, i in sold), *([t, EVERY_ITEM] for t in reversing)])})
+            [list(pair) for pair in sold])})
+    if policy.inventory and reversing:
+        reads.ewarong_stock = _EWARONG_STOCK.submit(connection,
+                                                    {"tids": json_list(reversing)})
     if policy.velocity != OFF and ruled:
         reads.window_tids = tuple(ruled)
         reads.window = _WINDOW.submit(connection, {
