@@ -3,7 +3,6 @@
 Reads, submitted in the batch's read pipeline (:meth:`StoreBatch.read`), each only
 when the batch needs it:
 
-* the zones of the e-warongs of terminals that sell in the batch;
 * the stock rows of the (terminal, item) pairs its purchases' baskets name, and of
   every item at the e-warongs of terminals reversing (a reversed void takes stock);
 * the reference prices of those pairs, for the e-warong's region and its prefixes;
@@ -36,7 +35,7 @@ from switch.core.request import Request, pan_of
 from switch.core.stock import units_needed
 from switch.db.bulk import Bulk, Written, recordset, unnest
 from switch.db.sql import Prepared, Submitted, in_json_list, json_list
-from switch.db.tables import Alert, EwarongZone, Stock, TerminalCard
+from switch.db.tables import Alert, Stock, TerminalCard
 from switch.db.tables import Terminal as TerminalRow
 from switch.ledger.postings import LedgerError
 from switch.protocol.errors import ProtocolError
@@ -51,10 +50,6 @@ class StockShortfall(LedgerError):
     took them meanwhile): the batch rolls back and is decided again."""
 
 
-_ZONES = Prepared(
-    select(TerminalRow.tid, EwarongZone.zone_prefix)
-    .join(EwarongZone, EwarongZone.ewarong_id == TerminalRow.ewarong_id)
-    .where(in_json_list("tids", TerminalRow.tid)))
 #: The shelves of the (terminal, item) pairs the batch's purchases name (primary key
 #: probes) ...
 _STOCK = Prepared(
@@ -145,19 +140,12 @@ _INSERT_ALERTS = Bulk.insert(Alert.__table__, _ALERT_COLUMNS,
 class RuleReads:
     """The rule reads of one batch, submitted; :meth:`into` once the block has ended."""
 
-    zones: Submitted | None = None
     stock: Submitted | None = None
     ewarong_stock: Submitted | None = None
     prices: Submitted | None = None
     window: Submitted | None = None
     seen: Submitted | None = None
     window_tids: tuple[str, ...] = ()
-
-    def zones_by_tid(self) -> dict[str, tuple[str, ...]]:
-        found: dict[str, list[str]] = {}
-        for tid, prefix in (self.zones.rows() if self.zones else ()):
-            found.setdefault(tid, []).append(prefix)
-        return {tid: tuple(sorted(prefixes)) for tid, prefixes in found.items()}
 
     def stock_levels(self) -> dict[tuple[int, str], StockLevel]:
         rows = [*(self.stock.rows() if self.stock else ()),
@@ -207,7 +195,6 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
     reads = RuleReads()
     if sold:
         pairs = json_list([list(pair) for pair in sold])
-        reads.zones = _ZONES.submit(connection, {"tids": json_list(t for t, _ in sold)})
         reads.prices = _PRICES.submit(connection, {"pairs": pairs})
     if policy.inventory and sold:
         reads.stock = _STOCK.submit(connection, {"pairs": json_list(

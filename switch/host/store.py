@@ -27,7 +27,17 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from switch.audit.chain import Head, link
@@ -54,6 +64,7 @@ from switch.db.tables import (
     Account,
     BatchUpload,
     Ewarong,
+    EwarongZone,
     Item,
     Kpm,
     RequestRecord,
@@ -87,12 +98,18 @@ BATCHED = frozenset({TxnType.VOID, TxnType.BATCH_UPLOAD, TxnType.SETTLEMENT})
 #: no state, only spares the AES-GCM unwrap (DESIGN.md: stateless instances).
 KEY_CACHE_SIZE = 65_536
 
+#: The zones an e-warong serves, comma-separated (a primary-key range; ``NULL``: all).
+_ZONES_OF_EWARONG = (select(func.aggregate_strings(
+                         EwarongZone.zone_prefix,
+                         literal_column("','")))  # type: ignore[arg-type]  # Prepared takes no post-compile bind
+                     .where(EwarongZone.ewarong_id == Ewarong.id)
+                     .correlate(Ewarong).scalar_subquery())
 _TERMINALS = Prepared(
     select(TerminalRow.tid, TerminalRow.status, TerminalRow.tpk_wrapped,
            TerminalRow.tak_wrapped, TerminalRow.tmk_wrapped, Ewarong.mid, Ewarong.status,
            Ewarong.payable_account_id, TerminalRow.batch_number, TerminalRow.logon_stan,
            TerminalRow.logon_at, Ewarong.id, Ewarong.region, Ewarong.open_hhmm,
-           Ewarong.close_hhmm, Ewarong.utc_offset_minutes)
+           Ewarong.close_hhmm, Ewarong.utc_offset_minutes, _ZONES_OF_EWARONG)
     .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
     .where(in_json_list("tids", TerminalRow.tid)))
 _CARDS = Prepared(
@@ -227,13 +244,12 @@ class BatchStore:
             return None, pans
         return _CARDS.submit(connection, {"tokens": json_list(pans)}), pans
 
-    def _terminals(self, read: Submitted, logging_on: set[str],
-                   zones: dict[str, tuple[str, ...]] | None = None) -> dict[str, Terminal]:
-        zones = zones or {}
+    def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
         kek = self.keys.kek
         terminals = {}
         for (tid, status, tpk, tak, tmk, mid, ewarong_status, payable, _batch, logon_stan,
-             logon_at, ewarong_id, region, open_hhmm, close_hhmm, offset) in read.rows():
+             logon_at, ewarong_id, region, open_hhmm, close_hhmm, offset,
+             zones) in read.rows():
             facts = TerminalFacts(
                 tid, status == "active", mid, ewarong_status == "active",
                 _unwrap_cached(kek, bytes(tpk), f"TPK:{tid}") if tpk else None,
@@ -241,8 +257,9 @@ class BatchStore:
                 logon_stan, logon_at)
             terminals[tid] = Terminal(
                 facts, int(payable), _tmk(kek, tid, tmk) if tid in logging_on else None,
-                int(ewarong_id), EwarongRules(region or "", open_hhmm, close_hhmm,
-                                              int(offset), zones.get(tid, ())))
+                int(ewarong_id), EwarongRules(region or "", open_hhmm, close_hhmm, int(offset),
+                                              tuple(sorted(zones.split(","))) if zones
+                                              else ()))
         return terminals
 
     @staticmethod
@@ -325,7 +342,7 @@ class StoreBatch:
         self._policy = policy
         return BatchFacts(
             now=now, checks=checks, max_pin_tries=max_pin_tries,
-            terminals=store._terminals(terminals_read, logging_on, rules_read.zones_by_tid()),
+            terminals=store._terminals(terminals_read, logging_on),
             cards=cards,
             balances=balances, records=records,
             open_batches=(_open_batches(terminals_read.rows(), *batch_reads, batched)
