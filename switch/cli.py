@@ -218,29 +218,11 @@ def _day(text: str) -> date:
 
 
 def _cmd_report_reconciliation(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    from switch.reports.cli_rules import run_report
+    from switch.reports.reconciliation import reconciliation, render_csv, render_md
 
-    from switch.db.schema import open_database
-    from switch.reports.reconciliation import (
-        UnknownEwarong,
-        reconciliation,
-        render_csv,
-        render_md,
-    )
-
-    db = open_database(_settings(args).database_url, create=False)
-    try:
-        report = reconciliation(db, args.date, args.ewarong)
-    except UnknownEwarong as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SQLAlchemyError as exc:
-        print(f"error: cannot read the database: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    finally:
-        db.dispose()
-    sys.stdout.write(render_csv(report) if args.format == "csv" else render_md(report))
-    return report.exit_code
+    return run_report(args, lambda db, _settings: reconciliation(db, args.date, args.ewarong),
+                      render_md, render_csv)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,8 +48,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**({"database_url": args.db} if getattr(args, "db", None) else {}))
 
 
-def _run(args: argparse.Namespace, build: Callable[[Any, Settings], Any],
-         md: Callable[[Any], str], csv: Callable[[Any], str]) -> int:
+def run_report(args: argparse.Namespace, build: Callable[[Any, Settings], Any],
+               md: Callable[[Any], str], csv: Callable[[Any], str]) -> int:
+    """Build a report on one read-only snapshot and print it (``--format``); the
+    report's exit code, or 2 for an unknown MID or an unreadable database.  Shared
+    by every ``bpnt-switch report``."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from switch.db.schema import open_database
@@ -75,14 +78,14 @@ def _run(args: argparse.Namespace, build: Callable[[Any, Settings], Any],
 def _cmd_alerts(args: argparse.Namespace) -> int:
     from switch.reports import rules, rules_render
 
-    return _run(args, lambda db, _s: rules.alerts(db, args.date, args.ewarong),
+    return run_report(args, lambda db, _s: rules.alerts(db, args.date, args.ewarong),
                 rules_render.alerts_md, rules_render.alerts_csv)
 
 
 def _cmd_prices(args: argparse.Namespace) -> int:
     from switch.reports import rules, rules_render
 
-    return _run(args, lambda db, s: rules.prices(
+    return run_report(args, lambda db, s: rules.prices(
         db, args.date, args.ewarong, bundle_share=args.bundle_share,
         bundle_min_kpm=args.bundle_min_kpm, cap_percent=s.price_cap_percent),
         rules_render.prices_md, rules_render.prices_csv)
@@ -91,7 +94,7 @@ def _cmd_prices(args: argparse.Namespace) -> int:
 def _cmd_undelivered(args: argparse.Namespace) -> int:
     from switch.reports import rules, rules_render
 
-    return _run(args, lambda db, s: rules.undelivered(
+    return run_report(args, lambda db, s: rules.undelivered(
         db, args.date, args.ewarong, as_of=args.as_of or SystemClock().now().astimezone(UTC),
         hours=args.hours if args.hours is not None else s.delivery_hours),
         rules_render.undelivered_md, rules_render.undelivered_csv)
@@ -100,7 +103,7 @@ def _cmd_undelivered(args: argparse.Namespace) -> int:
 def _cmd_stock(args: argparse.Namespace) -> int:
     from switch.reports import rules, rules_render
 
-    return _run(args, lambda db, s: rules.stock(
+    return run_report(args, lambda db, s: rules.stock(
         db, args.date, args.ewarong, low_stock_units=s.low_stock_units),
         rules_render.stock_md, rules_render.stock_csv)
 
