@@ -3,12 +3,11 @@
 Reads, submitted in the batch's read pipeline (:meth:`StoreBatch.read`), each only
 when the batch needs it:
 
-* the stock rows of the (terminal, item) pairs its purchases' baskets name, and of
-  every item at the e-warongs of terminals reversing (a reversed void takes stock);
-* the reference prices of those pairs, for the e-warong's region and its prefixes;
-* the velocity window: how many distinct cards each card-requesting terminal saw
-  within it (``terminal_cards``), the most recent of them, and when it last saw each
-  card of the batch.
+* for the (terminal, item) pairs its purchases' baskets name, in one statement: the
+  e-warong's shelf and the reference price of the longest prefix of its region; and
+  every shelf of the e-warongs of terminals reversing (a reversed void takes stock);
+* the velocity window: each card-requesting terminal's most recent cards within it
+  (``terminal_cards``), as many as the rule's limit + 1.
 
 Writes, in the batch's write pipeline: the stock taken (one conditional UPDATE for
 all rows, refused below zero: :meth:`SubmittedStock.confirm` raises
@@ -19,7 +18,7 @@ request), the stock given back, the alerts, and the cards each terminal saw.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from switch.core.effects import AlertRaise, Effect, RecordWrite, StockMove
 from switch.core.facts import StockLevel, utc
 from switch.core.policy import OFF, Policy
-from switch.core.request import Request, pan_of
+from switch.core.request import Request
 from switch.core.stock import units_needed
 from switch.db.bulk import Bulk, Written, recordset, unnest
 from switch.db.sql import Prepared, Submitted, in_json_list, json_list
@@ -50,40 +49,36 @@ class StockShortfall(LedgerError):
     took them meanwhile): the batch rolls back and is decided again."""
 
 
-#: The shelves of the (terminal, item) pairs the batch's purchases name (primary key
-#: probes) ...
-_STOCK = Prepared(
-    text("SELECT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+_REGION_PREFIXES = ("r.region IN ('', substr(coalesce(e.region, ''), 1, 2), "
+                    "substr(coalesce(e.region, ''), 1, 4), substr(coalesce(e.region, ''), 1, 6))")
+#: For each (terminal, item) pair the batch's purchases name: the e-warong's shelf of
+#: the item (primary-key probe; NULL: none) and the reference price of the longest
+#: prefix of its region that has one (``region:price``; NULL: none), in one statement.
+_SHELVES = Prepared(
+    text("SELECT t.ewarong_id, json_extract(p.value, '$[1]'), s.quantity, s.low_threshold, "
+         "(SELECT r.region || ':' || r.unit_price_sen FROM reference_prices r "
+         "WHERE r.item_code = json_extract(p.value, '$[1]') AND " + _REGION_PREFIXES
+         + " ORDER BY length(r.region) DESC LIMIT 1) "
          "FROM json_each(:pairs) AS p "
          "JOIN terminals t ON t.tid = json_extract(p.value, '$[0]') "
-         "JOIN stock s ON s.ewarong_id = t.ewarong_id "
+         "JOIN ewarongs e ON e.id = t.ewarong_id "
+         "LEFT JOIN stock s ON s.ewarong_id = t.ewarong_id "
          "AND s.item_code = json_extract(p.value, '$[1]')"),
     postgresql=text(
-        "SELECT s.ewarong_id, s.item_code, s.quantity, s.low_threshold "
+        "SELECT t.ewarong_id, p ->> 1, s.quantity, s.low_threshold, "
+        "(SELECT r.region || ':' || r.unit_price_sen FROM reference_prices r "
+        "WHERE r.item_code = p ->> 1 AND " + _REGION_PREFIXES
+        + " ORDER BY length(r.region) DESC LIMIT 1) "
         "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
         "JOIN terminals t ON t.tid = p ->> 0 "
-        "JOIN stock s ON s.ewarong_id = t.ewarong_id AND s.item_code = p ->> 1"))
+        "JOIN ewarongs e ON e.id = t.ewarong_id "
+        "LEFT JOIN stock s ON s.ewarong_id = t.ewarong_id AND s.item_code = p ->> 1"))
 #: ... and every shelf of the e-warongs of terminals reversing (a reversed void takes
 #: stock again).
 _EWARONG_STOCK = Prepared(
     select(Stock.ewarong_id, Stock.item_code, Stock.quantity, Stock.low_threshold)
     .join(TerminalRow, TerminalRow.ewarong_id == Stock.ewarong_id)
     .where(in_json_list("tids", TerminalRow.tid)))
-_REGION_PREFIXES = ("r.region IN ('', substr(coalesce(e.region, ''), 1, 2), "
-                    "substr(coalesce(e.region, ''), 1, 4), substr(coalesce(e.region, ''), 1, 6))")
-_PRICES = Prepared(
-    text("SELECT DISTINCT r.item_code, r.region, r.unit_price_sen "
-         "FROM json_each(:pairs) AS p "
-         "JOIN terminals t ON t.tid = json_extract(p.value, '$[0]') "
-         "JOIN ewarongs e ON e.id = t.ewarong_id "
-         "JOIN reference_prices r ON r.item_code = json_extract(p.value, '$[1]') AND "
-         + _REGION_PREFIXES),
-    postgresql=text(
-        "SELECT DISTINCT r.item_code, r.region, r.unit_price_sen "
-        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
-        "JOIN terminals t ON t.tid = p ->> 0 "
-        "JOIN ewarongs e ON e.id = t.ewarong_id "
-        "JOIN reference_prices r ON r.item_code = p ->> 1 AND " + _REGION_PREFIXES))
 #: A terminal's most recent cards within the window, at most ``cap`` of them: a backward
 #: range of the (tid, last_at) index that stops after ``cap`` rows, so the read costs
 #: the rule's limit, not the window's traffic.  SQLite: once per terminal (a statement
@@ -97,17 +92,6 @@ _WINDOWS = Prepared(
          "FROM jsonb_array_elements_text(CAST(:tids AS jsonb)) AS k(tid) "
          "CROSS JOIN LATERAL (SELECT tid, card_id, last_at FROM terminal_cards "
          "WHERE tid = k.tid AND last_at >= :since ORDER BY last_at DESC LIMIT :cap) AS w"))
-#: When each terminal of the batch last saw each card of the batch (by PAN token).
-_SEEN = Prepared(
-    text("SELECT tc.tid, tc.card_id, tc.last_at FROM json_each(:pairs) AS p "
-         "JOIN cards c ON c.pan_token = json_extract(p.value, '$[1]') "
-         "JOIN terminal_cards tc ON tc.tid = json_extract(p.value, '$[0]') "
-         "AND tc.card_id = c.id"),
-    postgresql=text(
-        "SELECT tc.tid, tc.card_id, tc.last_at "
-        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
-        "JOIN cards c ON c.pan_token = p ->> 1 "
-        "JOIN terminal_cards tc ON tc.tid = p ->> 0 AND tc.card_id = c.id"))
 _SEE_COLUMNS = ("tid", "card_id", "last_at")
 _SEE_CARDS = Bulk(
     Prepared(sqlite_insert(TerminalCard).on_conflict_do_update(
@@ -141,43 +125,44 @@ _INSERT_ALERTS = Bulk.insert(Alert.__table__, _ALERT_COLUMNS,
 class RuleReads:
     """The rule reads of one batch, submitted; :meth:`into` once the block has ended."""
 
-    stock: Submitted | None = None
+    shelves: Submitted | None = None
     ewarong_stock: Submitted | None = None
-    prices: Submitted | None = None
     window: list[Submitted] = field(default_factory=list)
-    seen: Submitted | None = None
     window_tids: tuple[str, ...] = ()
 
-    def stock_levels(self) -> dict[tuple[int, str], StockLevel]:
-        rows = [*(self.stock.rows() if self.stock else ()),
-                *(self.ewarong_stock.rows() if self.ewarong_stock else ())]
-        return {(int(ewarong), item): StockLevel(int(units), threshold)
-                for ewarong, item, units, threshold in rows}
-
-    def reference_prices(self) -> dict[tuple[str, str], int]:
-        return {(item, region): int(price)
-                for item, region, price in (self.prices.rows() if self.prices else ())}
+    def shelves_and_prices(self) -> tuple[dict[tuple[int, str], StockLevel],
+                                          dict[tuple[str, str], int]]:
+        """The shelves the batch may move and the reference prices its baskets need
+        (keyed by the region prefix that has one: ``reference_price`` finds it)."""
+        levels: dict[tuple[int, str], StockLevel] = {}
+        prices: dict[tuple[str, str], int] = {}
+        for ewarong, item, units, threshold, reference in (
+                self.shelves.rows() if self.shelves else ()):
+            if units is not None:
+                levels[(int(ewarong), item)] = StockLevel(int(units), threshold)
+            if reference is not None:
+                region, _, price = str(reference).rpartition(":")
+                prices[(item, region)] = int(price)
+        for ewarong, item, units, threshold in (
+                self.ewarong_stock.rows() if self.ewarong_stock else ()):
+            levels[(int(ewarong), item)] = StockLevel(int(units), threshold)
+        return levels, prices
 
     def recent_cards(self) -> tuple[dict[str, dict[int, datetime]], dict[str, int]]:
-        """The cards each terminal saw (the window's most recent, the batch's own) and
-        how many distinct ones within the window, counted up to the rule's limit + 1
-        (enough to know a new card is over it)."""
+        """The cards each terminal saw most recently within the window, and how many,
+        up to the rule's limit + 1 (enough to know a new card is over it)."""
         seen: dict[str, dict[int, datetime]] = {}
         counts = dict.fromkeys(self.window_tids, 0)
         for read in self.window:
             for tid, card_id, at in read.rows():
                 seen.setdefault(tid, {})[int(card_id)] = _moment(at)
                 counts[tid] += 1
-        for tid, card_id, at in (self.seen.rows() if self.seen else ()):
-            seen.setdefault(tid, {})[int(card_id)] = _moment(at)
         return seen, counts
 
 
 def submit_rule_reads(connection: Connection, requests: Sequence[Request], policy: Policy,
-                      now: datetime, pan_tokens: Mapping[str, str]) -> RuleReads:
-    """Send the reads the batch's requests need (see the module); ``pan_tokens``: the
-    batch's PAN tokens by PAN."""
-    seen_pairs: dict[tuple[str, str], None] = {}
+                      now: datetime) -> RuleReads:
+    """Send the reads the batch's requests need (see the module)."""
     sold: dict[tuple[str, str], None] = {}
     reversing: dict[str, None] = {}
     ruled: dict[str, None] = {}
@@ -187,9 +172,6 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         tid = request.message.text(41)
         if request.txn in RULED:
             ruled[tid] = None
-            token = _token(request, pan_tokens)
-            if token is not None:
-                seen_pairs[(tid, token)] = None
         if request.txn is TxnType.REVERSAL:
             reversing[tid] = None
         if request.txn is TxnType.PURCHASE:
@@ -197,10 +179,7 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
                 sold[(tid, item)] = None
     reads = RuleReads()
     if sold:
-        pairs = json_list([list(pair) for pair in sold])
-        reads.prices = _PRICES.submit(connection, {"pairs": pairs})
-    if policy.inventory and sold:
-        reads.stock = _STOCK.submit(connection, {"pairs": json_list(
+        reads.shelves = _SHELVES.submit(connection, {"pairs": json_list(
             [list(pair) for pair in sold])})
     if policy.inventory and reversing:
         reads.ewarong_stock = _EWARONG_STOCK.submit(connection,
@@ -213,17 +192,7 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
             reads.window = [_WINDOWS.submit(connection, {"tids": json_list(ruled), **window})]
         else:
             reads.window = [_WINDOW.submit(connection, {"tid": tid, **window}) for tid in ruled]
-        if seen_pairs:
-            reads.seen = _SEEN.submit(connection, {"pairs": json_list(
-                [list(pair) for pair in seen_pairs])})
     return reads
-
-
-def _token(request: Request, pan_tokens: Mapping[str, str]) -> str | None:
-    try:
-        return pan_tokens.get(pan_of(request.message))
-    except ProtocolError:
-        return None
 
 
 def _moment(value: Any) -> datetime:

@@ -333,12 +333,12 @@ class StoreBatch:
             catalogue_read = (_CATALOGUE.submit(connection)
                               if any(r.txn is TxnType.PURCHASE for r in requests) else None)
             head_read = audit.submit_head(connection)
-            rules_read = submit_rule_reads(connection, requests, policy, now,
-                                           {pan: token for token, pan in pans.items()})
+            rules_read = submit_rule_reads(connection, requests, policy, now)
         self._head = audit.head_of(head_read)
         cards, balances = store._cards(cards_read, pans)
         records = _records(records_read, balances)
         recent_cards, window_counts = rules_read.recent_cards()
+        stock, reference_prices = rules_read.shelves_and_prices()
         self._policy = policy
         return BatchFacts(
             now=now, checks=checks, max_pin_tries=max_pin_tries,
@@ -351,7 +351,7 @@ class StoreBatch:
                        for code, category, allowed in
                        (catalogue_read.rows() if catalogue_read else ())},
             record_ids=record_ids.ids(), transfer_ids=transfer_ids.ids(), policy=policy,
-            stock=rules_read.stock_levels(), reference_prices=rules_read.reference_prices(),
+            stock=stock, reference_prices=reference_prices,
             recent_cards=recent_cards, window_counts=window_counts)
 
     def write(self, effects: Sequence[Effect], *, now: datetime) -> None:
