@@ -123,7 +123,7 @@ _INSERT_ALERTS = Bulk.insert(Alert.__table__, _ALERT_COLUMNS,
 
 @dataclass
 class RuleReads:
-    """The rule reads of one batch, submitted; :meth:`into` once the block has ended."""
+    """The rule reads of one batch, submitted; their rows once the block has ended."""
 
     shelves: Submitted | None = None
     ewarong_stock: Submitted | None = None
