@@ -159,16 +159,26 @@ def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:
                {"zone": zone, "zones": list(zones)})
 
 
+def region_prefixes(region: str | None) -> list[str]:
+    """The regions whose reference price applies, longest first (6, 4, 2 digits, then
+    ``""`` national).
+
+    >>> region_prefixes("327301"), region_prefixes("32"), region_prefixes(None)
+    (['327301', '3273', '32', ''], ['32', ''], [''])
+    """
+    region = region or ""
+    return [region[:n] for n in (6, 4, 2) if len(region) >= n] + [""]
+
+
 def reference_price(item_code: str, region: str,
                     prices: Mapping[tuple[str, str], int]) -> int | None:
     """The reference for the longest prefix (6, 4, 2 digits, then national) of
     ``region`` that has one."""
-    for digits in (6, 4, 2):
-        if len(region) >= digits:
-            found = prices.get((item_code, region[:digits]))
-            if found is not None:
-                return found
-    return prices.get((item_code, ""))
+    for prefix in region_prefixes(region):
+        found = prices.get((item_code, prefix))
+        if found is not None:
+            return found
+    return None
 
 
 def price_hits(basket: list[BasketLine], region: str, prices: Mapping[tuple[str, str], int],

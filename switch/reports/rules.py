@@ -16,6 +16,7 @@ from datetime import date, datetime
 
 from sqlalchemy import func, select
 
+from switch.core.rules import region_prefixes
 from switch.db.engine import Database
 from switch.protocol.bpnt import BasketLine
 from switch.reports.recon_model import day_window
@@ -41,7 +42,6 @@ from switch.reports.rules_queries import (
     RulesReader,
     basket_of,
     card_ids_of,
-    region_prefixes,
     snapshot,
     utc,
 )

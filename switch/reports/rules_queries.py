@@ -74,16 +74,6 @@ def basket_of(text: str | None) -> list[BasketLine] | None:
         return None
 
 
-def region_prefixes(region: str | None) -> list[str]:
-    """The reference regions to try, longest first.
-
-    >>> region_prefixes("327301"), region_prefixes("32"), region_prefixes(None)
-    (['327301', '3273', '32', ''], ['32', ''], [''])
-    """
-    region = region or ""
-    return [region[:n] for n in (6, 4, 2) if len(region) >= n] + [""]
-
-
 class RulesReader:
     """The scope of a report (the WIB day ``window``; the e-warong ``mid`` if asked for:
     :class:`UnknownEwarong` if it is not registered) and its reads."""
