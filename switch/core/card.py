@@ -164,7 +164,7 @@ def _check(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: 
            ) -> _Checked:
     """The checks in order, first failure wins (the gate passed already)."""
     message, policy = request.message, facts.policy
-    refused = check_card(card_facts, facts.now, policy.dormancy_days)
+    refused = check_card(card_facts, facts.now_utc, policy.dormancy_days)
     if refused:
         return _Checked(refused)
     assert card is not None and card_facts is not None
@@ -207,7 +207,7 @@ def _programme_rules(request: Request, facts: BatchFacts, caller: Caller, card: 
                 if mode == DECLINE else None)
 
     refused = (hit(off_hours_hit(terminal.rules, facts.now), policy.off_hours)
-               or hit(velocity_hit(facts.recent_cards.get(tid, {}), card.card_id, facts.now,
+               or hit(velocity_hit(facts.recent_cards.get(tid, {}), card.card_id, facts.now_utc,
                                    policy.velocity_max_cards, policy.velocity_window_minutes,
                                    facts.window_counts.get(tid))
                       if policy.velocity != OFF else None, policy.velocity))

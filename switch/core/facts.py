@@ -137,7 +137,10 @@ class Card:
 
 def utc(moment: datetime) -> datetime:
     """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    zone = moment.tzinfo
+    if zone is UTC:  # the common case, on every rule's path: no conversion
+        return moment
+    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ class BatchFacts:
     stock: dict[tuple[int, str], StockLevel] = field(default_factory=dict)
     #: Reference unit prices by (item code, region prefix; ``""`` national).
     reference_prices: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: The velocity window: by TID, cards it saw and when (the store reads the most
-    #: recent of the window and the batch's own cards) ...
+    #: The velocity window: by TID, cards it saw and when, oldest first (the store
+    #: reads the most recent of the window; the batch's own cards follow) ...
     recent_cards: dict[str, dict[int, datetime]] = field(default_factory=dict)
     #: ... and how many distinct cards it saw within the window (absent: counted
     #: from ``recent_cards``).
@@ -222,6 +225,11 @@ class BatchFacts:
     transfer_ids: list[int] = field(default_factory=list)
     records_used: int = 0
     transfers_used: int = 0
+    #: ``now`` in UTC (the rules compare stored UTC moments with it).
+    now_utc: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.now_utc = utc(self.now)
 
     def terminal(self, tid: str) -> Terminal | None:
         return self.terminals.get(tid)
@@ -300,11 +308,12 @@ class BatchFacts:
         self.records_used += 1
         if write.card_id is not None and self.policy.velocity != OFF:
             seen = self.recent_cards.setdefault(write.key.tid, {})
-            since = utc(self.now) - timedelta(minutes=self.policy.velocity_window_minutes)
+            since = self.now_utc - timedelta(minutes=self.policy.velocity_window_minutes)
             last = seen.get(write.card_id)
             if write.key.tid in self.window_counts and (last is None or last < since):
                 self.window_counts[write.key.tid] += 1  # a new card in the window
-            seen[write.card_id] = utc(self.now)
+            seen.pop(write.card_id, None)  # the window stays oldest first
+            seen[write.card_id] = self.now_utc
         batch = self.open_batches.get(write.key.tid)
         if (batch is not None and write.kind == "request" and write.response_code == "00"
                 and write.processing_code in (PURCHASE_CODE, VOID_CODE)):

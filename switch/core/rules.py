@@ -132,23 +132,33 @@ def off_hours_hit(ewarong: EwarongRules, now: datetime) -> Hit | None:
                {"local_time": local, "open": opened, "close": closed})
 
 
-def velocity_hit(window: Mapping[int, datetime], card_id: int, now: datetime,
+def velocity_hit(window: dict[int, datetime], card_id: int, now: datetime,
                  max_cards: int, minutes: int, count: int | None = None) -> Hit | None:
     """More than ``max_cards`` distinct cards at the terminal within ``minutes``, this
     one included; a card already in the window is not a new one.  ``window``: cards
-    seen and when; ``count``: the distinct cards of the window when ``window`` holds
-    only some of them (the store reads the most recent ones)."""
+    seen and when, oldest first (the store and :class:`BatchFacts` keep that order);
+    ``count``: the distinct cards of the window when ``window`` holds only some of
+    them (the store reads the most recent ones).  A hit names the cards that make it:
+    this one and the ``max_cards`` most recent others of the window."""
     since = utc(now) - timedelta(minutes=minutes)
-    cards = {card for card, at in window.items() if at >= since}
-    if card_id in cards:
+    last = window.get(card_id)
+    if last is not None and last >= since:
         return None
-    total = (len(cards) if count is None else count) + 1
+    if count is None:
+        count = sum(1 for at in window.values() if at >= since)
+    total = count + 1
     if total <= max_cards:
         return None
+    named = [card_id]
+    for card, at in reversed(window.items()):
+        if len(named) > max_cards:
+            break
+        if at >= since:
+            named.append(card)
     return Hit("velocity", codes.LIMIT_EXCEEDED,
                f"{total} cards in {minutes} min at one terminal",
                {"cards": total, "window_minutes": minutes, "max_cards": max_cards},
-               tuple(sorted(cards | {card_id})))
+               tuple(sorted(named)))
 
 
 def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:

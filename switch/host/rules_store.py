@@ -18,7 +18,7 @@ request), the stock given back, the alerts, and the cards each terminal saw.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,12 +151,13 @@ class RuleReads:
     def recent_cards(self) -> tuple[dict[str, dict[int, datetime]], dict[str, int]]:
         """The cards each terminal saw most recently within the window, and how many,
         up to the rule's limit + 1 (enough to know a new card is over it)."""
-        seen: dict[str, dict[int, datetime]] = {}
-        counts = dict.fromkeys(self.window_tids, 0)
+        newest_first: dict[str, list[tuple[datetime, int]]] = {}
         for read in self.window:
             for tid, card_id, at in read.rows():
-                seen.setdefault(tid, {})[int(card_id)] = _moment(at)
-                counts[tid] += 1
+                newest_first.setdefault(tid, []).append((_moment(at), int(card_id)))
+        seen = {tid: {card_id: at for at, card_id in sorted(cards)}  # oldest first
+                for tid, cards in newest_first.items()}
+        counts = {tid: len(seen.get(tid, ())) for tid in self.window_tids}
         return seen, counts
 
 
@@ -222,10 +223,16 @@ class SubmittedStock:
 def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
                        created_at: datetime, policy: Policy) -> SubmittedStock:
     """The stock taken (one statement, net per row), the alerts, and (velocity on) the
-    cards each terminal saw."""
+    cards each terminal saw.  On PostgreSQL the rows go as one JSON parameter
+    (:class:`~switch.db.bulk.Bulk`): the moment is formatted once for the batch, and an
+    alert's card list and figures are nested in it as they are (``json_to_recordset``
+    gives a ``TEXT`` field a nested value's JSON text), not encoded once more per row."""
+    postgresql = connection.dialect.name == "postgresql"
+    moment: datetime | str = created_at.isoformat() if postgresql else created_at
+    nested: Callable[[Any], Any] = _as_is if postgresql else _compact_json
     if policy.velocity != OFF:
         _SEE_CARDS.submit(connection, [
-            {"tid": tid, "card_id": card_id, "last_at": created_at}
+            {"tid": tid, "card_id": card_id, "last_at": moment}
             for tid, card_id in dict.fromkeys(
                 (e.key.tid, e.card_id) for e in effects
                 if isinstance(e, RecordWrite) and e.card_id is not None)])
@@ -234,11 +241,20 @@ def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
              for (ewarong, item), delta in sorted(deltas.items()) if delta < 0]
     taken = _TAKE_STOCK.submit(connection, takes)
     _INSERT_ALERTS.submit(connection, [
-        {"created_at": created_at, "rule": e.rule, "action": e.action, "tid": e.tid,
+        {"created_at": moment, "rule": e.rule, "action": e.action, "tid": e.tid,
          "ewarong_id": e.ewarong_id, "record_id": e.record_id,
-         "card_ids": json.dumps(list(e.card_ids)), "detail": json.dumps(e.detail)}
+         "card_ids": nested(list(e.card_ids)), "detail": nested(e.detail)}
         for e in effects if isinstance(e, AlertRaise)])
     return SubmittedStock(taken, len(takes))
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _compact_json(value: Any) -> str:
+    """As PostgreSQL stores a nested value (both engines hold the same text)."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def give_back_stock(connection: Connection, effects: Sequence[Effect]) -> None:
