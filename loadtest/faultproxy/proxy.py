@@ -9,7 +9,7 @@ from typing import Any
 
 from loadtest.faultproxy.addresses import join, split_loopback
 from loadtest.faultproxy.errors import ApiError, toxic_exists, toxic_not_found
-from loadtest.faultproxy.link import Connection
+from loadtest.faultproxy.link import CLOSE_GRACE_S, Connection
 from loadtest.faultproxy.toxics import STREAMS, Toxic, new_toxic, updated_toxic
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class Proxy:
         self._rng = rng
         self._server: asyncio.Server | None = None
         self._generation = 0
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def listen_port(self) -> int:
@@ -75,8 +76,8 @@ class Proxy:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for connection in list(self.connections):
-            await connection.close()
+        await asyncio.gather(*(c.close() for c in list(self.connections)))
+        await finish(self._handlers)
         log.info("proxy %s stopped", self.name)
 
     async def add_toxic(self, body: Any) -> Toxic:
@@ -108,6 +109,18 @@ class Proxy:
 
     async def _accept(self, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(client_reader, client_writer)
+        except asyncio.CancelledError:
+            client_writer.transport.abort()  # stop() gave up waiting for it
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, client_reader: asyncio.StreamReader,
+                     client_writer: asyncio.StreamWriter) -> None:
         generation = self._generation
         host, port = split_loopback(self.upstream, "upstream", allow_port_zero=False)
         try:
@@ -132,3 +145,14 @@ class Proxy:
             self.connections.discard(connection)
             await connection.close()
             log.debug("proxy %s: connection from %s closed", self.name, connection.peer)
+
+
+async def finish(tasks: set[asyncio.Task[None]], grace_s: float = CLOSE_GRACE_S) -> None:
+    """Wait for connection handlers to end by themselves, then cancel the stragglers."""
+    pending = {t for t in tasks if not t.done()}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=grace_s)

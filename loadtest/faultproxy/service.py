@@ -21,7 +21,7 @@ from loadtest.faultproxy.errors import (
     proxy_exists,
     proxy_not_found,
 )
-from loadtest.faultproxy.proxy import Proxy
+from loadtest.faultproxy.proxy import Proxy, finish
 from loadtest.faultproxy.toxics import Toxic
 
 DEFAULT_API = "127.0.0.1:8474"
@@ -51,6 +51,8 @@ class FaultProxy:
         self._proxies: dict[str, Proxy] = {}
         self._lock = asyncio.Lock()
         self._api: asyncio.Server | None = None
+        self._api_handlers: set[asyncio.Task[None]] = set()
+        self._api_writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> FaultProxy:
         return self
@@ -192,22 +194,38 @@ class FaultProxy:
 
     async def start_api(self, address: str = DEFAULT_API) -> str:
         """Serve the HTTP API on a loopback ``address`` (port 0: any); the address bound."""
-        from loadtest.faultproxy.http_api import serve_connection
-
         host, port = split_loopback(address, "API address", allow_port_zero=True)
         try:
-            self._api = await asyncio.start_server(
-                lambda r, w: serve_connection(self, r, w), host, port)
+            self._api = await asyncio.start_server(self._serve_api, host, port)
         except OSError as exc:
             raise ApiError(f"API listen tcp {address}: {exc.strerror or exc}", 500) from exc
         bound_port = self._api.sockets[0].getsockname()[1]
         return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
 
+    async def _serve_api(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        from loadtest.faultproxy.http_api import serve_connection
+
+        task = asyncio.current_task()
+        assert task is not None
+        self._api_handlers.add(task)
+        self._api_writers.add(writer)
+        try:
+            await serve_connection(self, reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()  # close() gave up waiting for it
+        finally:
+            self._api_handlers.discard(task)
+            self._api_writers.discard(writer)
+
     async def close(self) -> None:
-        """Stop the API and every proxy."""
+        """Stop the API (closing its connections) and every proxy."""
         if self._api is not None:
             self._api.close()
             self._api = None
+        for writer in list(self._api_writers):
+            writer.close()
+        await finish(self._api_handlers)
         async with self._lock:
             for proxy in self._proxies.values():
                 await proxy.stop()
