@@ -164,7 +164,7 @@ def _check(request: Request, facts: BatchFacts, caller: Caller, pan: str, card: 
            ) -> _Checked:
     """The checks in order, first failure wins (the gate passed already)."""
     message, policy = request.message, facts.policy
-    refused = check_card(card_facts, facts.now_utc, policy.dormancy_days)
+    refused = check_card(card_facts, facts.now, policy.dormancy_days)
     if refused:
         return _Checked(refused)
     assert card is not None and card_facts is not None

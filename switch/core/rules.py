@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from switch.core.facts import CardFacts, EwarongRules, ItemFacts, PinOutcome, TerminalFacts, utc
@@ -82,12 +83,15 @@ def check_card(card: CardFacts | None, now: datetime,
         return Verdict(codes.UNKNOWN_CARD, reason="unknown card")
     if card.status != "active":
         return Verdict(codes.RESTRICTED_CARD, reason=f"card {card.status}")
-    if (dormancy_days is not None and card.active_since is not None
-            and utc(now) - card.active_since >= timedelta(days=dormancy_days)):
-        unused = (utc(now) - card.active_since).days
-        return Verdict(codes.RESTRICTED_CARD, reason=f"card dormant: unused {unused} days",
-                       card_status="dormant")
-    if card.expiry_yymm < now.strftime("%y%m"):
+    if dormancy_days is not None:
+        active_since = card.active_since
+        # whole days unused (``timedelta.days`` floors: the same as >= N days)
+        unused_days = (utc(now) - active_since).days if active_since is not None else -1
+        if unused_days >= dormancy_days:
+            return Verdict(codes.RESTRICTED_CARD,
+                           reason=f"card dormant: unused {unused_days} days",
+                           card_status="dormant")
+    if card.expiry_yymm < now.strftime("%y%m"):  # the local month (WIB)
         return Verdict(codes.EXPIRED_CARD, reason="card expired")
     return None
 
@@ -150,11 +154,11 @@ def velocity_hit(window: dict[int, datetime], card_id: int, now: datetime,
     if total <= max_cards:
         return None
     named = [card_id]
-    for card, at in reversed(window.items()):
-        if len(named) > max_cards:
-            break
+    for card, at in reversed(window.items()):  # newest first
         if at >= since:
             named.append(card)
+            if len(named) > max_cards:
+                break
     return Hit("velocity", codes.LIMIT_EXCEEDED,
                f"{total} cards in {minutes} min at one terminal",
                {"cards": total, "window_minutes": minutes, "max_cards": max_cards},
@@ -169,15 +173,16 @@ def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:
                {"zone": zone, "zones": list(zones)})
 
 
-def region_prefixes(region: str | None) -> list[str]:
+@lru_cache(maxsize=4096)  # one entry per e-warong region: asked on every purchase
+def region_prefixes(region: str | None) -> tuple[str, ...]:
     """The regions whose reference price applies, longest first (6, 4, 2 digits, then
     ``""`` national).
 
     >>> region_prefixes("327301"), region_prefixes("32"), region_prefixes(None)
-    (['327301', '3273', '32', ''], ['32', ''], [''])
+    (('327301', '3273', '32', ''), ('32', ''), ('',))
     """
     region = region or ""
-    return [region[:n] for n in (6, 4, 2) if len(region) >= n] + [""]
+    return (*(region[:n] for n in (6, 4, 2) if len(region) >= n), "")
 
 
 def reference_price(item_code: str, region: str,
