@@ -291,7 +291,8 @@ def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 def stop_locust(run: LocustRun, args: argparse.Namespace, out: Callable[[str], None]) -> bool:
     """Stop the test over the web API (the terminals deliver what they owe), wait for
     the terminals' final summary, then SIGINT the master (HTML report, a last CSV
-    pass) and wait for it, then end the workers; any process that overruns is forced.  True if every step finished in time."""
+    pass) and wait for it, then end the workers; any process that overruns is forced.
+    True if every step finished in time."""
     clean = True
     if run.master.poll() is None:
         request = urllib.request.Request(run.web_url + "/stop", data=b"", method="POST")
@@ -471,6 +472,9 @@ def verdict(db_url: str, workdir: Path, run_problems: list[str], max_failure_pct
         f"{seen.get('interrupted', 0)} transactions interrupted by a user stop; "
         f"{seen.get('processes_reported', 0)} of {seen.get('processes', 1)} load "
         f"process(es) reported")
+    if total is not None and approvals[0] != purchases:
+        out(f"  (Locust's stats hold the last test only, {purchases} approved purchases; the "
+            f"terminals count every test of the run, {approvals[0]}: a re-run from the UI)")
     if seen.get("undelivered_reversals", 0):
         problems.append("reversals left undelivered")
     if not seen or seen.get("in_progress") \
