@@ -20,26 +20,30 @@ Every exchange is one Locust request event of type ``ISO8583``:
 Terminal state (STAN, keys, pending reversal, cards and what each KPM has left)
 belongs to the TID and outlives a Locust user: a ramp-down stops users, a later
 spike starts new ones on the same terminals.  At the end every pending reversal
-is delivered and what the terminals saw approved is written to
-``BPNT_LOAD_SUMMARY`` for ``loadtest.load`` to match against the ledger.
+is delivered (:meth:`LoadWorld.finish`); ``loadtest/locustfile.py`` writes what
+the terminals saw approved to ``BPNT_LOAD_SUMMARY`` for ``loadtest.load`` to match
+against the ledger.
+
+With Locust workers (``BPNT_LOAD_WORKERS`` > 1) each worker process builds the
+same world but drives only its share of the terminals (every N-th, by Locust's
+worker index), so no TID is ever used by two processes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gevent
-from locust import User, between, events, task
-from locust import stats as locust_stats
+from gevent.lock import BoundedSemaphore
+from locust import User, between, task
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
 from switch.admin.demo import PRICES_SEN, DemoCard, DemoTerminal, build_world
 from switch.protocol import codes
@@ -144,11 +148,29 @@ class Tally:
     def add(self, name: str) -> None:
         self.outcomes[name] = self.outcomes.get(name, 0) + 1
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def total(cls, parts: list[dict[str, Any]]) -> Tally:
+        """The sum of several processes' tallies (:meth:`as_dict` form)."""
+        total = cls()
+        for part in parts:
+            total.approved_purchases += part["approved_purchases"]
+            total.approved_purchase_sen += part["approved_purchase_sen"]
+            total.undelivered_reversals += part["undelivered_reversals"]
+            total.reversals_at_end += part["reversals_at_end"]
+            total.interrupted += part["interrupted"]
+            for name, count in part["outcomes"].items():
+                total.outcomes[name] = total.outcomes.get(name, 0) + count
+        return total
+
 
 class LoadWorld:
-    """The demo world as the load generator sees it: one per Locust process."""
+    """The demo world as the load generator sees it: one per Locust process, which
+    drives the active terminals ``share``, ``share + shares``, ... of the world."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, share: int = 0, shares: int = 1) -> None:
         settings = load_settings()
         kpm = int(os.environ.get("BPNT_LOAD_KPM", "4000"))
         terminal_count = int(os.environ.get("BPNT_LOAD_TERMINALS", "40"))
@@ -162,6 +184,8 @@ class LoadWorld:
         active = [t for t in world.terminals if t.label == "ok"]
         cards = world.cards_labelled("ok")
         for i, demo in enumerate(active):
+            if i % shares != share:
+                continue
             edc = self.sim.edc(demo)
             assert isinstance(edc.link, FaultyLink)
             meter = MeteredLink(edc.link.inner)
@@ -171,6 +195,8 @@ class LoadWorld:
                 demo, edc, self.sim.faults(demo), meter, list(mine), random.Random(i),
                 {c.pan: settings.period_amount_sen for c in mine})
         self.free = list(self.terminals)
+        #: Test stop can come twice at once (the shape ending while a stop is asked for).
+        self._finishing = BoundedSemaphore()
 
     def acquire(self) -> Terminal | None:
         deadline = time.monotonic() + ACQUIRE_TIMEOUT_S
@@ -196,59 +222,56 @@ class LoadWorld:
     def release(self, terminal: Terminal) -> None:
         self.free.append(terminal.demo.tid)
 
-    def finish(self, report: Callable[[str, float, Exception | None], None]) -> None:
-        """Deliver every pending reversal, close the links, write the summary."""
-        for terminal in self.terminals.values():
-            self.recover(terminal)
-            if terminal.edc.pending_reversal is not None:
-                started = time.perf_counter()
-                self.tally.reversals_at_end += 1
-                ok = terminal.edc.send_pending_reversal()
-                self.tally.add("reversal" if ok else "reversal undelivered")
-                self.tally.undelivered_reversals += not ok
-                report("reversal", started, None if ok else TransactionFailed(
-                    "reversal not delivered"))
-        self.sim.close()
-        path = os.environ.get("BPNT_LOAD_SUMMARY")
-        if path:
-            Path(path).write_text(json.dumps(vars(self.tally), indent=1, sort_keys=True))
+    def finish(self, report: Callable[[str, float, Exception | None], None]) -> Tally:
+        """Deliver every pending reversal and close the links; one caller at a time,
+        and again is harmless (nothing is left owed)."""
+        with self._finishing:
+            for terminal in self.terminals.values():
+                self.recover(terminal)
+                if terminal.edc.pending_reversal is not None:
+                    started = time.perf_counter()
+                    self.tally.reversals_at_end += 1
+                    ok = terminal.edc.send_pending_reversal()
+                    self.tally.add("reversal" if ok else "reversal undelivered")
+                    self.tally.undelivered_reversals += not ok
+                    report("reversal", started, None if ok else TransactionFailed(
+                        "reversal not delivered"))
+            self.sim.close()
+        return self.tally
 
 
 _WORLD: LoadWorld | None = None
 
 
-def load_world(host: str) -> LoadWorld:
+def current_world() -> LoadWorld | None:
+    """This process's world, once its first user made it."""
+    return _WORLD
+
+
+def worker_share(environment: Environment) -> tuple[int, int]:
+    """(this process's share, number of shares): Locust's worker index among
+    ``BPNT_LOAD_WORKERS`` on a worker, (0, 1) in a lone Locust process."""
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        return 0, 1
+    shares = int(os.environ.get("BPNT_LOAD_WORKERS", "1"))
+    if not 0 <= runner.worker_index < shares:
+        raise RuntimeError(f"worker index {runner.worker_index} outside 0..{shares - 1} "
+                           "(BPNT_LOAD_WORKERS must be the number of workers)")
+    return runner.worker_index, shares
+
+
+def load_world(environment: Environment, host: str) -> LoadWorld:
     """The process's one world, made by the first user (the host is known by then)."""
     global _WORLD
     if _WORLD is None:
         address = host.removeprefix("tcp://").rstrip("/")
         name, _, port = address.rpartition(":")
-        _WORLD = LoadWorld(name or "127.0.0.1", int(port or os.environ["BPNT_LOAD_PORT"]))
+        share, shares = worker_share(environment)
+        _WORLD = LoadWorld(name or "127.0.0.1", int(port or os.environ["BPNT_LOAD_PORT"]),
+                           share, shares)
+        log.info("world: %d terminals of share %d/%d", len(_WORLD.terminals), share, shares)
     return _WORLD
-
-
-def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
-    if _WORLD is None:
-        return
-
-    def report(name: str, started: float, exc: Exception | None) -> None:
-        environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=name, response_length=0, exception=exc,
-            response_time=(time.perf_counter() - started) * 1e3, context={})
-
-    _WORLD.finish(report)
-
-
-def _on_quitting(**_kwargs: Any) -> None:
-    """Locust rewrites ``--csv`` files every ``CSV_STATS_INTERVAL_SEC`` and never once
-    more at the end: give its writer one more pass, so the reversals delivered at
-    test stop are in the CSV as they are in the HTML report."""
-    if _WORLD is not None:
-        gevent.sleep(locust_stats.CSV_STATS_INTERVAL_SEC * 1.5)
-
-
-events.test_stop.add_listener(_on_test_stop)
-events.quitting.add_listener(_on_quitting)
 
 
 class EdcUser(User):
@@ -261,7 +284,7 @@ class EdcUser(User):
     terminal: Terminal | None = None
 
     def on_start(self) -> None:
-        self.world = load_world(self.host or "")
+        self.world = load_world(self.environment, self.host or "")
         self.terminal = self.world.acquire()
         if self.terminal is None:
             log.warning("no free terminal for a new user after %.0f s", ACQUIRE_TIMEOUT_S)
