@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint fuzz fuzz-atheris bench stock-bench load lock clean help
+.PHONY: run serve test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -13,6 +13,8 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
+	@echo "              (ENGINE=postgresql: a fresh PostgreSQL database; WORKERS=N: N Locust workers)"
+	@echo "make load-ui - the same with Locust's web UI on 127.0.0.1 until Ctrl-C, then the verdict"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
 	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
@@ -84,9 +86,17 @@ stock-bench: $(STAMP)
 		--item BRS005 --units-per-purchase 1 --received 10000
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict
-# (about 75 s; reports in var/load/).  docs/LOAD.md.
+# (about 75 s; reports in var/load/).  ENGINE=postgresql: a fresh database on 127.0.0.1:5432,
+# dropped afterwards; WORKERS=N: a Locust master and N worker processes.  docs/LOAD.md.
+WORKERS ?= 0
+LOAD_ARGS = --engine $(ENGINE) --workers $(WORKERS)
 load: $(STAMP)
-	$(PY) -m loadtest.load
+	$(PY) -m loadtest.load $(LOAD_ARGS)
+
+# The same with Locust's web UI on 127.0.0.1 (URL printed), up until Ctrl-C (at most 2 h),
+# then the verdict.
+load-ui: $(STAMP)
+	$(PY) -m loadtest.load --ui $(LOAD_ARGS)
 
 # Regenerate the lock files from pyproject.toml with uv (pinned and hash-checked itself, in a
 # venv of its own): every release that the ranges allow, newest first, for CPython 3.11 on
