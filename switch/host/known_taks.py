@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from switch.core.effects import Decision, KeysChange
 from switch.core.request import Request
+from switch.protocol.routing import TxnType
 
 #: Terminals remembered (least recently answered forgotten first).
 KNOWN_TAKS_CAPACITY = 65_536
@@ -40,9 +41,10 @@ class KnownTaks:
         for request, decision in zip(requests, decisions, strict=True):
             if decision.sign_with is not None:
                 self._put(request.message.text(41), decision.sign_with)
-            for effect in decision.effects:
-                if isinstance(effect, KeysChange):
-                    self._put(effect.tid, effect.tak)
+            if request.txn is TxnType.LOGON:
+                for effect in decision.effects:
+                    if isinstance(effect, KeysChange):
+                        self._put(effect.tid, effect.tak)
 
     def _put(self, tid: str, tak: bytes) -> None:
         self._taks[tid] = tak

@@ -171,16 +171,19 @@ def _assert_invariants(world: HostWorld) -> None:
 
 def test_a_91_in_an_outage_carries_de37_and_a_mac_and_the_edc_takes_it_as_a_decline(
         engine_world: HostWorld) -> None:
+    """The switch process knows the TAK from one answer it signed since it started."""
     world = engine_world
     edc, link = _edc(world)
     assert edc.ensure_logged_on()
     card = world.card()
+    link.host = HostService(world.db, world.host.settings, world.clock)  # restarted
+    assert edc.balance_inquiry(card.pin).approved  # signed: now it knows the TAK
 
     with _database_down(world):
         declined = edc.purchase([TEMPE], card.pin)
         purchase, raw = link.last("0200")
         # Not the terminal's (DE 4 changed under the old MAC): never signed for it.
-        forged = world.host.process_unit(
+        forged = link.host.process_unit(
             edc.encode_unit(purchase.with_fields(de4=f"{1:012d}"), sign=False))
 
     assert (declined.rc, declined.display, declined.timed_out) == (
