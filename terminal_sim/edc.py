@@ -1,9 +1,10 @@
 """The e-warong EDC as a state machine (HOST_SPEC §4-6).
 
 idle → card inserted → application selected → card read → amount → PIN →
-online → receipt → idle.  A request that gets no response leaves a pending
-reversal that is sent before the next transaction (HOST_SPEC §5); it is
-repeated (0401) until the host answers.
+online → receipt → idle.  A request that gets no response (or an unsigned 91,
+HOST_SPEC §6) leaves a pending reversal that is sent before the next transaction
+(HOST_SPEC §5); it is repeated (0401) until the host answers it other than 91
+(a 91 committed nothing: the reversal stays pending for later).
 
 The day end: a void (idle → original selected → card … PIN → online → receipt)
 cancels a purchase of the open batch (:mod:`terminal_sim.batch`); a settlement
@@ -222,13 +223,16 @@ class Edc:
         return Tpdu(self.config.nii, "0000").to_bytes() + raw
 
     def _check_response_mac(self, response: Message, raw: bytes) -> None:
-        """A response MAC that fails, or an approval without one, is no answer at all:
-        the EDC treats it like a time-out (and reverses a purchase)."""
+        """A response MAC that fails, an approval without one, or an unsigned 91
+        (HOST_SPEC §6) is no answer at all: the EDC treats it like a time-out (and
+        reverses a purchase).  A signed 91 is a decline: nothing was committed."""
         if response.has(64):
             if self._tak is None or not mac.verify(self._tak, raw):
                 raise LinkError("response MAC does not verify")
         elif response.opt_text(39) == codes.APPROVED:
             raise LinkError("approval without a MAC")
+        elif response.opt_text(39) == codes.HOST_UNAVAILABLE:
+            raise LinkError("unsigned 91: taken as no answer")
 
     # -- administrative -----------------------------------------------------------
 
@@ -273,7 +277,8 @@ class Edc:
         return TxnResult("echo", rc, codes.display_for(rc), request.text(11))
 
     def send_pending_reversal(self) -> bool:
-        """Deliver the pending reversal (0400, then 0401 repeats); True when none is left."""
+        """Deliver the pending reversal (0400, then 0401 repeats); True when none is left.
+        A 91 to it (nothing committed, HOST_SPEC §5) leaves it pending, tried no more now."""
         for _ in range(REVERSAL_ATTEMPTS):
             if self.pending_reversal is None:
                 return True
@@ -291,6 +296,9 @@ class Edc:
                 self._forget_keys()
                 self.ensure_logged_on()
                 continue
+            if response.opt_text(39) == codes.HOST_UNAVAILABLE:
+                # HOST_SPEC §5: nothing of it was committed; it stays pending (later).
+                break
             # Answered: the request it undoes counts as never approved.
             self.batch.reversed(self.pending_reversal.text(11),
                                 self.pending_reversal.text(13))

@@ -6,7 +6,8 @@ facts it reads in :class:`~switch.core.facts.BatchFacts` (and their read in
 their write in the store).
 
 HOST_SPEC §6: every response to 0100, 0200, 0320, 0400, 0401 and 0500 is signed but
-58 to an unknown terminal and 63, and carries DE 37 (§3); so an unknown transaction
+58 to an unknown terminal, 63, and a 91 whose terminal's keys the switch cannot read
+(:func:`decide_unavailable`), and carries DE 37 (§3); so an unknown transaction
 (12) or a missing DE (30) on those MTIs is decided with the facts too (by
 :func:`decide_invalid`, behind the gate).  Only what cannot be told apart (no DE 41,
 an MTI no terminal signs) is answered at once, unsigned.
@@ -23,9 +24,10 @@ from switch.core.facts import BatchFacts
 from switch.core.gate import Caller, gated
 from switch.core.logon import decide_logon
 from switch.core.replies import build_response
-from switch.core.request import Request, rrn_for
+from switch.core.request import Request, rrn_for, unrecorded_rrn
 from switch.core.reversal import decide_reversal
 from switch.core.settlement import decide_batch_upload, decide_settlement
+from switch.core.verify import Checks
 from switch.protocol import codes
 from switch.protocol.message import Message, encode
 from switch.protocol.routing import TxnType, missing_des
@@ -121,6 +123,28 @@ def answer_at_once(message: Message, txn: TxnType,
         return Decision(encode(build_response(message, codes.FORMAT_ERROR)), effects=(
             effects.info("format error: %s missing DEs %s", message.mti, missing),))
     return None
+
+
+def decide_unavailable(request: Request, known_tak: bytes | None, checks: Checks,
+                       draw: int) -> Decision:
+    """HOST_SPEC §5: RC 91, for a request of a batch whose transaction failed before its
+    commit (nothing of it was committed), decided without the facts.
+
+    A request of a signed class (§3, §6) gets DE 37 (:func:`unrecorded_rrn` of ``draw``:
+    no record id can be reserved) and is signed with ``known_tak``, the terminal's TAK
+    as the host last knew it, when its own MAC verifies under that key.  Unsigned only
+    when the switch cannot read the terminal's keys: none known, or the request's MAC
+    fails under them (the key went stale: a logon through another switch process; or
+    the request is not the terminal's), so the host is never a MAC oracle.  A terminal
+    takes an unsigned 91 as no answer and keeps its reversal pending (§6).  A logon's
+    0810 is never signed and takes no RRN."""
+    message = request.message
+    if not signed_class(message) or request.txn is TxnType.LOGON:
+        return Decision(encode(build_response(message, codes.HOST_UNAVAILABLE)))
+    response = build_response(message, codes.HOST_UNAVAILABLE, rrn=unrecorded_rrn(draw))
+    if known_tak is None or not message.has(64) or not checks.mac_ok(known_tak, request.raw):
+        return Decision(encode(response))
+    return Decision(encode(response.with_fields(de64=PLACEHOLDER)), known_tak)
 
 
 def format_error(request: Request, facts: BatchFacts, problem: Exception) -> Decision:

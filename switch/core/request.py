@@ -109,5 +109,24 @@ def rrn_for(record_id: int) -> str:
     return f"{record_id:012d}"
 
 
+#: How many RRNs :func:`unrecorded_rrn` can give: 900000000000-999999999999, above
+#: every record id (9 x 10^11 records: centuries at thousands a second).
+UNRECORDED_RRNS = 10**11
+_UNRECORDED_RRN_BASE = 900_000_000_000
+
+
+def unrecorded_rrn(draw: int) -> str:
+    """DE 37 of an answer no record id could be reserved for (a 91: the database cannot
+    be reached, HOST_SPEC §3, §5): ``draw`` (random, below :data:`UNRECORDED_RRNS`) drawn
+    by the caller.  Never a record's RRN (:func:`rrn_for` stays below this range), so it
+    names nothing the switch holds; two 91s may, rarely, share one.
+
+    >>> unrecorded_rrn(42)
+    '900000000042'
+    """
+    assert 0 <= draw < UNRECORDED_RRNS, f"draw {draw} out of range"
+    return f"{_UNRECORDED_RRN_BASE + draw:012d}"
+
+
 def approval_code_for(record_id: int) -> str:
     return f"{record_id % 1_000_000:06d}"

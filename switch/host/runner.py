@@ -21,7 +21,10 @@ purchases/s the writer was found idle a third of the time; taking the hop out
 changed no throughput figure measurably, the GIL being the limit of a process).
 Batches reach the writer in the order they were taken.  Answers are delivered
 only after the batch's commit (``commit_batch`` returns after it), so a crash can
-never take back an approval a terminal has seen.
+never take back an approval a terminal has seen.  A batch whose commit itself fails
+gets ``None`` for each request (it may have landed, HOST_SPEC §5): every transport
+takes ``None`` as "no answer" (TCP closes the connection, MQTT and serial send
+nothing), so the terminal times out and reverses.
 
 A broken invariant (an ``InvariantError``, or any ``AssertionError``: our bug) in
 either stage is never answered: that batch and every later request are closed

@@ -17,18 +17,31 @@ No answer leaves before the commit, so no terminal is told "approved" about a de
 that a crash could still take back.  A request the decision cannot use
 (``ProtocolError``) is answered 30 and changes nothing; one that hits our bug in a
 decider is closed without an answer (the terminal reverses), and its neighbours go
-on.  If the database fails (begin, a statement, the commit), the transaction rolled
-back whole and every request of the batch gets RC 91 (§5).  A lost race with another
-switch process (a unique key, a serialization failure, a deadlock) decides the
-batch again once; a write that fails otherwise (no single request to blame) is
-decided again a request at a time, so only the one whose write fails loses its
-answer.  A broken invariant (:class:`InvariantError`) is never answered: it goes up
-to the runner, which stops the process.
+on.
+
+The database failing (§5):
+
+* before the commit (begin, a read, a write): the transaction rolled back whole, so
+  nothing of the batch was committed and every request gets RC 91
+  (:func:`~switch.core.decide.decide_unavailable`): with DE 37, and signed with the
+  TAK this process last answered the terminal under (:class:`KnownTaks`) when the
+  request's MAC verifies under it; unsigned only when the keys cannot be read;
+* in the commit itself (the connection broke, the disk failed): the batch may have
+  landed or not, and the switch cannot know, so no request of it is answered (the
+  connection is closed, ``None``) and each terminal's reversal settles the outcome.
+  Nothing is retried: a 91 then could deny a debit that landed.
+
+A lost race with another switch process (a unique key, a serialization failure, a
+deadlock) decides the batch again once; a write that fails otherwise (no single
+request to blame) is decided again a request at a time, so only the one whose write
+fails loses its answer.  A broken invariant (:class:`InvariantError`) is never
+answered: it goes up to the runner, which stops the process.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,14 +49,15 @@ from datetime import timedelta
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from switch.clock import Clock, SystemClock
-from switch.core.decide import answer_at_once, decide, format_error
+from switch.core.decide import answer_at_once, decide, decide_unavailable, format_error
 from switch.core.effects import Decision, Effect, LogLine
 from switch.core.facts import BatchFacts
 from switch.core.policy import Policy
-from switch.core.replies import build_response, request_hash
-from switch.core.request import Request
+from switch.core.replies import request_hash
+from switch.core.request import UNRECORDED_RRNS, Request
 from switch.core.verify import Checks
 from switch.db.engine import Database
+from switch.host.known_taks import KnownTaks
 from switch.host.store import BatchStore
 from switch.ledger.postings import LedgerError
 from switch.protocol import codes
@@ -75,6 +89,8 @@ class HostService:
         self.policy = Policy.of(settings)
         self.clock = clock or SystemClock()
         self.store = BatchStore(db, self.keys)
+        #: Each terminal's TAK as of its last committed answer (signs a 91, §6).
+        self.known_taks = KnownTaks()
 
     def process_unit(self, data: bytes) -> bytes | None:
         """A response unit, or ``None`` when the connection must be closed."""
@@ -143,6 +159,11 @@ class HostService:
         for attempt in (1, 2):
             try:
                 return self._decide_and_write(jobs, checks)
+            except _CommitFailed as failed:
+                log.error("the commit of a batch of %d failed (%s): it may have landed; "
+                          "closing without an answer, the terminals' reversals settle it",
+                          len(jobs), type(failed.error.orig).__name__)
+                return [CLOSE] * len(jobs)
             except DBAPIError as exc:
                 if _lost_a_race(exc) and attempt == 1:
                     log.info("a batch of %d lost a race with another writer (%s): deciding "
@@ -151,7 +172,7 @@ class HostService:
                 if _lost_a_race(exc) or isinstance(exc, OperationalError):
                     log.error("ledger unavailable for a batch of %d: %s", len(jobs),
                               type(exc.orig).__name__)
-                    return [_unavailable(job) for job in jobs]
+                    return [self._unavailable(job, checks) for job in jobs]
                 return self._one_by_one(jobs, checks, exc)
             except LedgerError as exc:
                 return self._one_by_one(jobs, checks, exc)
@@ -171,24 +192,40 @@ class HostService:
         return [self._decide_with_retries([job], checks)[0] for job in jobs]
 
     def _decide_and_write(self, jobs: Sequence[_Job], checks: Checks) -> list[Decision]:
-        """One transaction: read the facts, decide in order, write the effects, commit."""
+        """One transaction: read the facts, decide in order, write the effects, commit.
+        A database error in the commit raises :class:`_CommitFailed`."""
         now = self.clock.now()
         requests = [job.request for job in jobs]
         decisions: list[Decision] = []
         effects: list[Effect] = []
-        with self.store.batch() as batch:
-            facts = batch.read(requests, now=now, checks=checks,
-                               max_pin_tries=self.settings.max_pin_tries,
-                               window=timedelta(days=self.settings.idempotency_window_days),
-                               policy=self.policy)
-            for request in requests:
-                decision = _decide_one(request, facts)
-                facts.apply(decision.effects)
-                effects.extend(decision.effects)
-                decisions.append(decision)
-            batch.write(effects, now=now)
+        written = False
+        try:
+            with self.store.batch() as batch:
+                facts = batch.read(requests, now=now, checks=checks,
+                                   max_pin_tries=self.settings.max_pin_tries,
+                                   window=timedelta(days=self.settings.idempotency_window_days),
+                                   policy=self.policy)
+                for request in requests:
+                    decision = _decide_one(request, facts)
+                    facts.apply(decision.effects)
+                    effects.extend(decision.effects)
+                    decisions.append(decision)
+                batch.write(effects, now=now)
+                written = True  # all that is left is the commit, as the block ends
+        except DBAPIError as exc:
+            if written:
+                raise _CommitFailed(exc) from exc
+            raise
         _write_log(effects)  # committed: now the lines are true
+        self.known_taks.remember_committed(requests, decisions)
         return decisions
+
+    def _unavailable(self, job: _Job, checks: Checks) -> Decision:
+        """HOST_SPEC §5: RC 91, nothing of the batch committed (it rolled back whole)."""
+        message = job.request.message
+        tid = message.opt_text(41)
+        return decide_unavailable(job.request, self.known_taks.tak(tid) if tid else None,
+                                  checks, secrets.randbelow(UNRECORDED_RRNS))
 
 
 def _decide_one(request: Request, facts: BatchFacts) -> Decision:
@@ -214,11 +251,6 @@ def _answer(tpdu: bytes, decision: Decision) -> bytes | None:
     if decision.sign_with is None:
         return tpdu + decision.response
     return tpdu + mac.sign(decision.sign_with, decision.response)
-
-
-def _unavailable(job: _Job) -> Decision:
-    """HOST_SPEC §5: RC 91, nothing moved (the transaction rolled back whole)."""
-    return Decision(encode(build_response(job.request.message, codes.HOST_UNAVAILABLE)))
 
 
 def _undecodable(data: bytes, exc: ProtocolError) -> bytes | None:
@@ -251,6 +283,15 @@ def _lost_a_race(exc: Exception) -> bool:
         return False
     return (getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES
             or getattr(exc.orig, "sqlite_errorname", None) in _RACE_SQLITE_ERRORS)
+
+
+class _CommitFailed(Exception):
+    """The database raised in the commit of a batch that had written everything: it may
+    have landed (HOST_SPEC §5: then no answer)."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(f"commit failed: {type(error.orig).__name__}")
+        self.error = error
 
 
 @dataclass(frozen=True)
