@@ -149,8 +149,9 @@ def summary(result: RunResult) -> str:
     fig, verdict = result.figures, result.verdict
     lines = [f"{result.scenario}: {fig.purchases} purchases, {fig.approved} approved, "
              f"RCs {dict(sorted(fig.by_rc.items()))}, not answered "
-             f"{dict(sorted(fig.by_outcome.items()))}, {fig.reversals_answered_00} reversals "
-             "answered 00"]
+             f"{dict(sorted(fig.by_outcome.items()))}; reversals "
+             f"{dict(sorted(fig.reversals_by_result.items()))}, {fig.reversals_pending} "
+             "still pending"]
     for w in fig.windows:
         lines.append(f"  {w.window.label}: {w.window.start_s:.1f}-{w.window.end_s:.1f} s, "
                      f"first 91 {'-' if w.first_91_s is None else f'{w.first_91_s:.2f} s'}, "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from switch.protocol import codes
 
+from .checker import terminal_views
 from .history import ANSWERED, NOT_SENT, PURCHASE, REVERSAL, Exchange, Window
 
 BUCKET_S = 1.0
@@ -57,7 +58,11 @@ class Figures:
     skipped: int = 0
     reversals_sent: int = 0
     reversals_answered_00: int = 0
+    #: reversals by RC (``91 unsigned`` as for purchases) or, unanswered, by outcome
+    reversals_by_result: Counter[str] = field(default_factory=Counter)
     keys_reversed: int = 0
+    #: purchases whose reversal was still owed at the end (the checker fails them)
+    reversals_pending: int = 0
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     max_ms: float = math.nan
@@ -85,19 +90,28 @@ def figures(exchanges: Sequence[Exchange], windows: Sequence[Window], skipped: i
     fig.approved = sum(e.approved for e in purchases)
     for e in purchases:
         if e.outcome == ANSWERED:
-            rc = e.rc or "none"
-            fig.by_rc[rc if e.signed else f"{rc} unsigned"] += 1
+            fig.by_rc[_result(e)] += 1
         else:
             fig.by_outcome[e.outcome] += 1
     fig.reversals_sent = sum(e.outcome != NOT_SENT for e in reversals)
     fig.reversals_answered_00 = sum(e.approved for e in reversals)
+    fig.reversals_by_result.update(_result(e) for e in reversals)
     fig.keys_reversed = len({e.key for e in reversals if e.approved})
+    fig.reversals_pending = sum(v.reversal_pending for v in terminal_views(exchanges).values())
     answered = sorted(e.latency_ms for e in purchases if e.outcome == ANSWERED)
     fig.p50_ms, fig.p99_ms = percentile(answered, 0.50), percentile(answered, 0.99)
     fig.max_ms = answered[-1] if answered else math.nan
     fig.windows = [_window(w, purchases, exchanges) for w in windows]
     fig.series = _series(exchanges)
     return fig
+
+
+def _result(e: Exchange) -> str:
+    """An answer's RC (``91 unsigned`` when it carried no MAC), else the outcome."""
+    if e.outcome != ANSWERED:
+        return e.outcome
+    rc = e.rc or "none"
+    return rc if e.signed else f"{rc} unsigned"
 
 
 def _window(window: Window, purchases: Sequence[Exchange],

@@ -5,6 +5,7 @@ fault windows shaded) and ``history.jsonl`` (every exchange, skip, mark and wind
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,10 @@ def write_report(result: RunResult, history: History) -> None:
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
+
+
+def _counts(counts: Counter[str]) -> str:
+    return ", ".join(f"{name}: {n}" for name, n in sorted(counts.items())) or "-"
 
 
 def _ms(value: float) -> str:
@@ -57,6 +62,8 @@ def markdown(result: RunResult, history: History) -> list[str]:
               f"| reversals sent (0400 + 0401) | {fig.reversals_sent} |",
               f"| reversals answered 00 | {fig.reversals_answered_00} "
               f"({fig.keys_reversed} purchases) |",
+              f"| reversals by answer | {_counts(fig.reversals_by_result)} |",
+              f"| reversals still pending at the end | {fig.reversals_pending} |",
               f"| latency of answered purchases p50 / p99 / max, ms | {_ms(fig.p50_ms)} / "
               f"{_ms(fig.p99_ms)} / {_ms(fig.max_ms)} |",
               f"| time to first 91 after the fault | {', '.join(map(_s, first_91)) or '-'} |",
