@@ -4,7 +4,8 @@
    harness's own PostgreSQL cluster (:mod:`.postgres`); seeded as the bench seeds
    (:func:`loadtest.bench.seed`: the demo catalogue and terminals, KPM through the
    importer, this period's allocation);
-2. ``--switches`` switch processes (:mod:`.switches`); every terminal logs on
+2. the scenario's ``before_switches`` (what the switches need: a broker, settings),
+   ``--switches`` switch processes (:mod:`.switches`); every terminal logs on
    (:func:`loadtest.bench.logged_on_edcs`); the scenario's ``setup``;
 3. the fleet's load (:mod:`.load`) from run second ``load_start_s`` for
    ``duration_s``; meanwhile, on this thread, the scenario's ``inject`` (the fault);
@@ -80,6 +81,7 @@ class _Environment:
     ctx: FaultContext
     cards: list[BenchCard]
     bench_args: BenchArgs
+    run_dir: Path
 
 
 def kpm_needed(cfg: RunConfig) -> int:
@@ -98,7 +100,6 @@ def run(cfg: RunConfig, scenario: Scenario, out: Callable[[str], None] = print) 
         with ExitStack() as stack:
             env = _environment(cfg, scenario, run_dir, history, stack, out)
             result = _load_and_fault(cfg, scenario, env, stack, out)
-            result.run_dir = run_dir
             ctx = env.ctx
             if ctx.volume is not None and ctx.sqlite_path is not None:
                 _keep_sqlite(ctx.sqlite_path, run_dir / "chaos.db")
@@ -132,21 +133,22 @@ def _environment(cfg: RunConfig, scenario: Scenario, run_dir: Path, history: His
     bench_args = parse_args(["--terminals", str(cfg.terminals), "--kpm", str(kpm_needed(cfg))])
     with tempfile.TemporaryDirectory(prefix="bpnt-chaos-seed-") as seed_dir:
         cards = seed(url, bench_args, Path(seed_dir), out)  # its KPM file holds PANs
-    switches = SwitchFleet(url, run_dir, cfg.switch_module, scenario.switch_env(cfg))
+    switches = SwitchFleet(url, run_dir, cfg.switch_module)
+    ctx = FaultContext(cfg, history, switches, url, postgres, volume, sqlite_path)
+    stack.callback(ctx.abort.set)
+    stack.enter_context(ctx.stack)  # closed after the switches stop (a broker they use)
+    scenario.before_switches(ctx)
     stack.callback(switches.stop_all)
     switches.start_all(cfg.switches)
     out(f"switch pid(s) {', '.join(str(s.pid) for s in switches.slots)} on port(s) "
         f"{', '.join(map(str, switches.ports))} ({cfg.switch_module})")
-    ctx = FaultContext(cfg, history, switches, url, postgres, volume, sqlite_path)
-    stack.callback(ctx.abort.set)
-    return _Environment(ctx, cards, bench_args)
+    return _Environment(ctx, cards, bench_args, run_dir)
 
 
 def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack: ExitStack,
                     out: Callable[[str], None]) -> RunResult:
     ctx, history = env.ctx, env.ctx.history
     edcs = logged_on_edcs(env.bench_args, ctx.switches.ports)
-    stack.enter_context(ctx.stack)
     scenario.setup(ctx)
     keys = Keyring.from_settings(load_settings())
     fleet = build_fleet(edcs, env.cards, keys.imk_ac, BASKET, history,
@@ -160,7 +162,8 @@ def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack
     out(f"{scenario.name}: {len(fleet)} terminals, {cfg.rate_per_s:g} purchases/s for "
         f"{cfg.duration_s:g} s, EDC time-out {cfg.timeout_s:g} s")
     load.start()
-    history.mark("load begins")
+    history.mark("load begins", f"purchases offered from {plan.start_s:.2f} s to "
+                                f"{plan.end_s:.2f} s")
     scenario.inject(ctx)
     history.mark("fault injection over")
     ctx.wait_until(plan.end_s)
@@ -180,7 +183,7 @@ def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack
     verdict = check(exchanges, rows)
     fig = figures(exchanges, history.windows, len(history.skips))
     acceptance = scenario.acceptance(cfg, fig)
-    return RunResult(scenario.name, cfg, verdict, fig, acceptance, Path(), ctx.notes)
+    return RunResult(scenario.name, cfg, verdict, fig, acceptance, env.run_dir, ctx.notes)
 
 
 def _keep_sqlite(path: Path, target: Path) -> None:

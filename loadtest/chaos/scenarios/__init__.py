@@ -4,8 +4,9 @@ A scenario is a :class:`Scenario` subclass decorated with :func:`register` in a 
 of this package; :func:`load_all` imports every module here, so adding a scenario is
 adding a file (the harness never names one).  A scenario says which engines it runs
 on, what the short CI version changes (``ci_params``), what it needs before the
-load (``setup``: e.g. a fault proxy, with ``ctx.connect`` routing the terminals
-through it and ``ctx.stack`` for its clean-up), what it does while the load runs
+switches start (``before_switches``: a broker, switch settings) and before the load
+(``setup``: e.g. a fault proxy, with ``ctx.connect`` routing the terminals through it
+and ``ctx.stack`` for its clean-up), what it does while the load runs
 (``inject``, on the harness's main thread, on the run clock), and what it promises
 (``acceptance``, judged from the figures; the checker's verdict is separate).
 """
@@ -41,12 +42,15 @@ class Scenario:
             return f"{self.name} runs on {', '.join(self.engines)}, not {cfg.engine}"
         return None
 
-    def switch_env(self, cfg: RunConfig) -> dict[str, str]:
-        """Extra ``BPNT_*`` settings for the switch processes."""
-        return {}
+    def before_switches(self, ctx: FaultContext) -> None:
+        """Before the switches start: start what they need (a broker, with its clean-up
+        on ``ctx.stack``: it runs after the switches stop) and put their extra
+        ``BPNT_*`` settings in ``ctx.switches.extra_env``."""
 
     def setup(self, ctx: FaultContext) -> None:
-        """After the switches are up and the terminals logged on, before the load."""
+        """After the switches are up and the terminals logged on (over TCP), before the
+        load: e.g. start a fault proxy (clean-up on ``ctx.stack``) and route the
+        terminals through it (``ctx.connect``)."""
 
     def inject(self, ctx: FaultContext) -> None:
         raise NotImplementedError
