@@ -181,7 +181,7 @@ def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack
         db.dispose()
     exchanges = history.snapshot()
     verdict = check(exchanges, rows)
-    fig = figures(exchanges, history.windows, len(history.skips))
+    fig = figures(exchanges, history.windows, history.skips)
     acceptance = scenario.acceptance(cfg, fig)
     return RunResult(scenario.name, cfg, verdict, fig, acceptance, env.run_dir, ctx.notes)
 

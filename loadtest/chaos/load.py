@@ -4,8 +4,9 @@ bounded time, then their pending reversals delivered once the fault is gone.
 Each terminal is one thread (an EDC does one thing at a time, over a blocking link)
 with its own cards.  Terminal ``i`` of ``n`` is due a purchase every ``n / rate``
 seconds, the fleet's ticks spread evenly; a terminal held up past its next tick (a
-time-out) starts at once, and ticks it missed entirely are dropped, not fired in a
-burst (a queue of KPM does not all swipe at once when the host comes back).
+time-out) starts at once, and ticks it missed entirely are dropped (recorded as
+skips), not fired in a burst (a queue of KPM does not all swipe at once when the host
+comes back).
 
 How a terminal reaches the host is the caller's: a :data:`Connect` factory gives
 each terminal its link (TCP to a switch, through a fault proxy, MQTT, serial).
@@ -129,7 +130,10 @@ class FleetLoad:
             due_s += period_s
             now_s = clock.now_s()
             if now_s - due_s > period_s:  # held up past more than one tick: drop those
-                due_s += period_s * int((now_s - due_s) / period_s)
+                missed = int((now_s - due_s) / period_s)
+                for _ in range(missed):
+                    self.history.skip(terminal.tid, "held up past its tick")
+                due_s += period_s * missed
 
     def _deliver_reversals(self, terminal: ChaosTerminal) -> None:
         clock = self.history.clock

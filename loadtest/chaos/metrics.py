@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from switch.protocol import codes
 
 from .checker import terminal_views
-from .history import ANSWERED, NOT_SENT, PURCHASE, REVERSAL, Exchange, Window
+from .history import ANSWERED, NOT_SENT, PURCHASE, REVERSAL, Exchange, Skip, Window
 
 BUCKET_S = 1.0
 
@@ -55,7 +55,8 @@ class Figures:
     by_rc: Counter[str] = field(default_factory=Counter)
     #: purchases not answered, by outcome (timeout, link-down, not-sent, bad-response)
     by_outcome: Counter[str] = field(default_factory=Counter)
-    skipped: int = 0
+    #: purchases the load wanted but no terminal started, by reason
+    skipped: Counter[str] = field(default_factory=Counter)
     reversals_sent: int = 0
     reversals_answered_00: int = 0
     #: reversals by RC (``91 unsigned`` as for purchases) or, unanswered, by outcome
@@ -80,9 +81,9 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def figures(exchanges: Sequence[Exchange], windows: Sequence[Window], skipped: int = 0
-            ) -> Figures:
-    fig = Figures(skipped=skipped)
+def figures(exchanges: Sequence[Exchange], windows: Sequence[Window],
+            skips: Sequence[Skip] = ()) -> Figures:
+    fig = Figures(skipped=Counter(skip.reason for skip in skips))
     purchases = [e for e in exchanges if e.op == PURCHASE]
     reversals = [e for e in exchanges if e.op == REVERSAL]
     fig.purchases = len(purchases)

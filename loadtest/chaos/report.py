@@ -58,7 +58,8 @@ def markdown(result: RunResult, history: History) -> list[str]:
     first_91 = [w.first_91_s for w in fig.windows]
     recovery = [w.recovery_s for w in fig.windows]
     lines += [f"| timeouts | {fig.timeouts} |",
-              f"| purchases skipped (reversal pending / no logon) | {fig.skipped} |",
+              f"| purchases not started | {sum(fig.skipped.values())} "
+              f"({_counts(fig.skipped)}) |",
               f"| reversals sent (0400 + 0401) | {fig.reversals_sent} |",
               f"| reversals answered 00 | {fig.reversals_answered_00} "
               f"({fig.keys_reversed} purchases) |",

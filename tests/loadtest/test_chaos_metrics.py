@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import math
 
-from loadtest.chaos.history import ANSWERED, PURCHASE, REVERSAL, TIMEOUT, Exchange, Window
+from loadtest.chaos.history import (
+    ANSWERED,
+    PURCHASE,
+    REVERSAL,
+    TIMEOUT,
+    Exchange,
+    Skip,
+    Window,
+)
 from loadtest.chaos.metrics import figures
 
 
@@ -17,6 +25,8 @@ def ex(op: str, tid: str, stan: int, sent: float, done: float, outcome: str = AN
 
 
 FAULT = Window("database down", 10.0, 20.0)
+SKIPS = [Skip("T1", 11.5, "reversal pending"), Skip("T1", 12.0, "reversal pending"),
+         Skip("T2", 17.0, "held up past its tick")]
 HISTORY = [
     ex(PURCHASE, "T1", 1, 9.0, 9.01),                                   # before the fault
     ex(PURCHASE, "T1", 2, 10.5, 10.8, rc="91", signed=False),           # first 91 at 0.8 s
@@ -30,7 +40,7 @@ HISTORY = [
 
 
 def test_window_figures_judge_the_terminals_the_fault_touched() -> None:
-    fig = figures(HISTORY, [FAULT], skipped=3)
+    fig = figures(HISTORY, [FAULT], SKIPS)
     (window,) = fig.windows
     assert math.isclose(window.first_91_s or 0, 0.8)
     assert math.isclose(window.first_failure_s or 0, 0.8)
@@ -41,8 +51,9 @@ def test_window_figures_judge_the_terminals_the_fault_touched() -> None:
 
 
 def test_counts() -> None:
-    fig = figures(HISTORY, [FAULT], skipped=3)
-    assert (fig.purchases, fig.sent, fig.approved, fig.skipped) == (5, 5, 3, 3)
+    fig = figures(HISTORY, [FAULT], SKIPS)
+    assert (fig.purchases, fig.sent, fig.approved) == (5, 5, 3)
+    assert fig.skipped == {"reversal pending": 2, "held up past its tick": 1}
     assert fig.by_rc == {"00": 3, "91 unsigned": 1}
     assert fig.timeouts == 1
     assert fig.reversals_by_result == {"91 unsigned": 1, "00": 2}
