@@ -131,8 +131,9 @@ class FleetLoad:
             now_s = clock.now_s()
             if now_s - due_s > period_s:  # held up past more than one tick: drop those
                 missed = int((now_s - due_s) / period_s)
-                for _ in range(missed):
-                    self.history.skip(terminal.tid, "held up past its tick")
+                for k in range(missed):
+                    if due_s + k * period_s < plan.end_s:
+                        self.history.skip(terminal.tid, "held up past its tick")
                 due_s += period_s * missed
 
     def _deliver_reversals(self, terminal: ChaosTerminal) -> None:
