@@ -22,11 +22,12 @@ from dataclasses import dataclass, replace
 from card_emulator.card import KksCard
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
+from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message
 from switch.protocol.unit import decode_unit
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc
-from terminal_sim.link import LinkDown, LinkError, LinkTimeout, NotConnected
+from terminal_sim.link import Link, LinkDown, LinkError, LinkTimeout, NotConnected
 
 from .history import (
     ANSWERED,
@@ -71,6 +72,8 @@ class ChaosTerminal:
         self.basket = basket
         self.history = history
         self.edc.config = replace(edc.config, timeout_s=timeout_s)
+        self._tap = _AnswerTap(edc.link)
+        self.edc.link = self._tap
         self.pending: _Pending | None = None
         self.needs_logon = not edc.logged_on
         self._next_card = 0
@@ -140,6 +143,7 @@ class ChaosTerminal:
         signed = False
         rrn: str | None = None
         detail = ""
+        self._tap.last = None
         try:
             response = self.edc.resend(request)
             outcome = ANSWERED
@@ -154,9 +158,39 @@ class ChaosTerminal:
             outcome, detail = LINK_DOWN, str(exc)
         except LinkError as exc:
             outcome, detail = BAD_RESPONSE, str(exc)
+            if _unsigned_91(self._tap.last):
+                # the EDC refused it as no answer (HOST_SPEC §6): it is still a 91
+                outcome, rc, rrn = ANSWERED, codes.HOST_UNAVAILABLE, None
         if rc == codes.SECURITY_VIOLATION:
             self.needs_logon = True
         exchange = Exchange(op, self.tid, key, request.mti, amount_sen, sent_s, clock.now_s(),
                             outcome, rc, signed, rrn, scheduled_s, detail[:120])
         self.history.add(exchange)
         return exchange
+
+
+class _AnswerTap:
+    """The terminal's link, keeping the last response unit: when the EDC refuses an
+    answer (an unsigned 91 is no answer to it, HOST_SPEC §6) the history still says
+    what arrived."""
+
+    def __init__(self, inner: Link) -> None:
+        self.inner = inner
+        self.last: bytes | None = None
+
+    def exchange(self, unit: bytes, timeout_s: float) -> bytes:
+        self.last = self.inner.exchange(unit, timeout_s)
+        return self.last
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _unsigned_91(unit: bytes | None) -> bool:
+    if unit is None:
+        return False
+    try:
+        response = decode_unit(unit).message
+    except ProtocolError:
+        return False
+    return response.opt_text(39) == codes.HOST_UNAVAILABLE and not response.has(64)
