@@ -14,6 +14,8 @@ help:
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
 	@echo "              (ENGINE=postgresql: a fresh PostgreSQL database; WORKERS=N: N Locust workers)"
+	@echo "make chaos  - every chaos scenario (DB outage, kill -9, SIGSTOP, broker, link toxics, serial noise,"
+	@echo "              MQTT flood) under EDC load, each judged by the history checker (CI=true: short)"
 	@echo "make load-ui - the same with Locust's web UI on 127.0.0.1 until Ctrl-C, then the verdict"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
@@ -97,6 +99,15 @@ load: $(STAMP)
 # then the verdict.
 load-ui: $(STAMP)
 	$(PY) -m loadtest.load --ui $(LOAD_ARGS)
+
+# Chaos (FAILURES F1, F8, F13, F14; docs/CHAOS.md): each scenario under EDC load with its
+# fault, on each engine, then the Jepsen-style verdict from the terminals' history against
+# the database; reports in var/chaos/.  CI=true or CHAOS_FLAGS=--ci: the short versions.
+# The SQLite db-outage needs root (a tmpfs); PostgreSQL runs the harness's own cluster and
+# the broker scenarios their own Mosquitto, never the services on 5432 and 1883.
+CHAOS_FLAGS ?= $(if $(filter true,$(CI)),--ci)
+chaos: $(STAMP)
+	$(PY) -m loadtest.chaos all $(CHAOS_FLAGS)
 
 # Regenerate the lock files from pyproject.toml with uv (pinned and hash-checked itself, in a
 # venv of its own): every release that the ranges allow, newest first, for CPython 3.11 on

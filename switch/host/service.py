@@ -29,7 +29,9 @@ The database failing (§5):
 * in the commit itself (the connection broke, the disk failed): the batch may have
   landed or not, and the switch cannot know, so no request of it is answered (the
   connection is closed, ``None``) and each terminal's reversal settles the outcome.
-  Nothing is retried: a 91 then could deny a debit that landed.
+  Nothing is retried: a 91 then could deny a debit that landed.  Except where the
+  error itself says the commit did not land (SQLite refusing it whole: a full disk,
+  a read-only or busy file): that is the first case, RC 91.
 
 A lost race with another switch process (a unique key, a serialization failure, a
 deadlock) decides the batch again once; a write that fails otherwise (no single
@@ -213,7 +215,7 @@ class HostService:
                 batch.write(effects, now=now)
                 written = True  # all that is left is the commit, as the block ends
         except DBAPIError as exc:
-            if written:
+            if written and not _commit_surely_failed(exc):
                 raise _CommitFailed(exc) from exc
             raise
         _write_log(effects)  # committed: now the lines are true
@@ -283,6 +285,20 @@ def _lost_a_race(exc: Exception) -> bool:
         return False
     return (getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES
             or getattr(exc.orig, "sqlite_errorname", None) in _RACE_SQLITE_ERRORS)
+
+
+#: SQLite's primary result codes for a COMMIT that it refused whole (nothing of the
+#: transaction landed: a full disk or a read-only file stops it before the commit
+#: record is written; a busy or locked file, or a deferred constraint, before it
+#: starts).  An I/O error is not among them: it may come after the commit record.
+_SQLITE_REFUSED_COMMIT = frozenset({5, 6, 8, 13, 19})  # BUSY LOCKED READONLY FULL CONSTRAINT
+
+
+def _commit_surely_failed(exc: DBAPIError) -> bool:
+    """An error in the commit that says the commit did not land (SQLite only: a local
+    file answers for itself; a server's connection can break after it committed)."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _SQLITE_REFUSED_COMMIT
 
 
 class _CommitFailed(Exception):
