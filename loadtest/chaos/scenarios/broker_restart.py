@@ -1,0 +1,86 @@
+"""``broker-restart`` (FAILURES F8, HOST_SPEC §1 MQTT): the terminals on MQTT, through
+the harness's own Mosquitto; at 30 % of the load the broker gets SIGTERM (by PID), is
+down ``down_s`` (default 6 s) and is started again on the same port.  The window ends
+when it accepts connections again.
+
+While it is down nothing crosses: a request published before the stop whose answer
+was lost times out (reversal pending), a terminal without a connection cannot send
+(``not-sent``, nothing to reverse).  The broker keeps nothing across the restart
+(no persistence): the switch re-subscribes (its back-off: 0.2 s doubling, at most
+``BPNT_MQTT_RECONNECT_MAX_S`` = 5 s), paho reconnects the terminals (1-2 s), and the
+pending reversals go first.
+
+Promised: approvals again within 10 s of the broker listening again (the switch's
+longest back-off, 5 s, plus a terminal's reconnect, 2 s, and a few ticks); every
+switch subscribed again within the same bound.
+"""
+
+from __future__ import annotations
+
+from ..config import RunConfig
+from ..context import Acceptance, FaultContext
+from ..metrics import Figures
+from ..mqtt_fleet import SUBSCRIBED, MqttSetup, start_broker
+from . import Scenario, recovered_within, register
+
+RECOVERY_LIMIT_S = 10.0
+
+
+@register
+class BrokerRestart(Scenario):
+    name = "broker-restart"
+    summary = ("MQTT terminals; SIGTERM the harness's own Mosquitto for down_s (6 s), "
+               "start it again on the same port")
+    engines = ("sqlite",)
+    ci_params = {"down_s": "4"}
+
+    def __init__(self) -> None:
+        self.mqtt: MqttSetup | None = None
+        #: Seconds from the broker listening again to each switch subscribed again.
+        self.resubscribed_s: list[float | None] = []
+
+    def unsupported(self, cfg: RunConfig) -> str | None:
+        from ..broker import unavailable
+
+        return super().unsupported(cfg) or unavailable()
+
+    def before_switches(self, ctx: FaultContext) -> None:
+        self.mqtt = start_broker(ctx)
+
+    def inject(self, ctx: FaultContext) -> None:
+        assert self.mqtt is not None
+        broker = self.mqtt.broker
+        down_s = ctx.cfg.param_s("down_s", 6.0)
+        ctx.wait_until(self.fault_at_s(ctx))
+        subscribed = [ctx.switches.log_count(i, SUBSCRIBED)
+                      for i in range(len(ctx.switches.slots))]
+        with ctx.fault("broker down"):
+            pid = broker.pid
+            code = broker.stop()
+            ctx.mark("SIGTERM mosquitto", f"pid {pid}, exit status {code}")
+            ctx.sleep(down_s)
+            broker.start()
+            back_s = ctx.mark("mosquitto listening again", f"pid {broker.pid}").at_s
+        for index, before in enumerate(subscribed):
+            again = ctx.switches.wait_log(index, SUBSCRIBED, before + 1, RECOVERY_LIMIT_S * 2,
+                                          ctx.abort)
+            if again:
+                at_s = ctx.mark(f"switch {index} subscribed again").at_s
+                self.resubscribed_s.append(at_s - back_s)
+            else:
+                ctx.mark(f"switch {index} not subscribed again",
+                         f"within {RECOVERY_LIMIT_S * 2:g} s")
+                self.resubscribed_s.append(None)
+
+    def acceptance(self, cfg: RunConfig, fig: Figures) -> list[Acceptance]:
+        checks = [Acceptance(
+            f"switch {n} subscribed again within {RECOVERY_LIMIT_S:g} s of the broker "
+            "listening", s is not None and s <= RECOVERY_LIMIT_S,
+            "not subscribed again" if s is None else f"{s:.2f} s")
+            for n, s in enumerate(self.resubscribed_s)]
+        return checks + recovered_within(fig, RECOVERY_LIMIT_S, "the broker listening again")
+
+    def summary_lines(self) -> list[str]:
+        return [f"switch {n} subscribed again "
+                f"{'never' if s is None else f'{s:.2f} s'} after the broker was back"
+                for n, s in enumerate(self.resubscribed_s)]
