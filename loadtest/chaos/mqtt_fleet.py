@@ -31,7 +31,8 @@ class MqttSetup:
 
     def connect(self) -> Connect:
         def link(tid: str, _index: int) -> MqttLink:
-            mqtt = MqttLink("127.0.0.1", self.broker.port, tid, request_qos=self.request_qos)
+            qos = {} if self.request_qos == 1 else {"request_qos": self.request_qos}  # TEMP
+            mqtt = MqttLink("127.0.0.1", self.broker.port, tid, **qos)
             if not mqtt.wait_connected(CONNECT_TIMEOUT_S):
                 mqtt.close()
                 raise RuntimeError(f"terminal {tid}: no connection to the broker on "
