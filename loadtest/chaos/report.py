@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Violations listed in full in report.md (all are counted).
 MAX_LISTED = 40
+#: Fault windows named in the plot (more would be unreadable).
+MAX_WINDOW_LABELS = 20
 
 
 def write_report(result: RunResult, history: History) -> None:
@@ -155,6 +157,10 @@ def plot(fig: Figures, history: History, target: Path, timeout_s: float) -> None
         for n, window in enumerate(history.windows):
             axis.axvspan(window.start_s, window.end_s, color="grey", alpha=0.3,
                          label="fault" if n == 0 and axis is top else None)
+    if 1 < len(history.windows) <= MAX_WINDOW_LABELS:  # several faults: name each
+        for window in history.windows:
+            top.text(window.start_s, 0.98, window.label, transform=top.get_xaxis_transform(),
+                     rotation=90, fontsize=6, va="top", ha="right", color="dimgrey")
     top.legend(fontsize=8)
     top.set_title("approvals per second and p99 latency, fault windows shaded")
     figure.tight_layout()

@@ -43,6 +43,7 @@ class BrokerRestart(Scenario):
     summary = ("MQTT terminals; SIGTERM the harness's own Mosquitto for down_s (6 s), "
                "start it again on the same port")
     engines = ("sqlite",)
+    full_settings = {"duration_s": 45.0}
     ci_params = {"down_s": "4"}
 
     def __init__(self) -> None:

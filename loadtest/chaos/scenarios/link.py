@@ -1,7 +1,7 @@
 """``link`` (FAILURES F8, F13): the terminals reach the switches through the fault proxy
 (loadtest/faultproxy, one proxy per switch); at set times each Toxiproxy toxic is
 switched on, upstream (requests) and then downstream (answers), and off again; each
-is a fault window of its own, ``window_s`` (3 s) long, the two that hold data back
+is a fault window of its own, ``window_s`` (2.5 s) long, the two that hold data back
 (``latency``, ``timeout``) ``long_s`` (the EDC time-out + 1 s) so that answers do come
 too late: removing a toxic lets through what it held.
 
@@ -18,8 +18,8 @@ too late: removing a toxic lets through what it held.
 Time-outs and cut connections become pending reversals that settle once the toxic
 is gone; the checker judges every key.  ``--param toxics=latency,timeout`` picks
 toxics, ``streams=upstream`` a direction; ``window_s``, ``long_s``, ``gap_s`` (between
-two windows, 2 s), ``lead_s`` (before the first, 5 s) and ``tail_s`` (kept clear at
-the end, 6 s), ``seed`` (the proxy's jitter and slices).  Promised: approvals again
+two windows, 1.5 s), ``lead_s`` (before the first, 4 s) and ``tail_s`` (kept clear at
+the end, 5 s), ``seed`` (the proxy's jitter and slices).  Promised: approvals again
 within 5 s of each toxic's removal.
 """
 
@@ -88,9 +88,9 @@ def schedule(cfg: RunConfig) -> list[ToxicWindow]:
     ``lead_s``; ValueError when they do not fit in the load."""
     toxics = _names(cfg, "toxics", tuple(TOXICS))
     streams = _names(cfg, "streams", STREAMS)
-    window_s, long_s = cfg.param_s("window_s", 3.0), cfg.param_s("long_s", cfg.timeout_s + 1)
-    gap_s, lead_s = cfg.param_s("gap_s", 2.0), cfg.param_s("lead_s", 5.0)
-    tail_s = cfg.param_s("tail_s", 6.0)
+    window_s, long_s = cfg.param_s("window_s", 2.5), cfg.param_s("long_s", cfg.timeout_s + 1)
+    gap_s, lead_s = cfg.param_s("gap_s", 1.5), cfg.param_s("lead_s", 4.0)
+    tail_s = cfg.param_s("tail_s", 5.0)
     if min(window_s, long_s) <= 0 or min(gap_s, lead_s, tail_s) < 0:
         raise ValueError("window_s and long_s must be positive, gap_s, lead_s, tail_s not "
                          "negative")
@@ -113,9 +113,9 @@ class Link(Scenario):
     name = "link"
     summary = ("the terminals through the fault proxy; each toxic (latency+jitter, "
                "bandwidth, slow_close, timeout 0, reset_peer, slicer, limit_data) up- "
-               "and downstream in turn, 3 s each (6 s: latency, timeout)")
+               "and downstream in turn, 2.5 s each (6 s: latency, timeout)")
     engines = ("sqlite",)
-    full_settings = {"duration_s": 92.0}
+    full_settings = {"duration_s": 78.0}
     #: CI: a shorter EDC time-out, so the holding toxics' windows can be short too
     ci_settings = {"duration_s": 47.0, "timeout_s": 2.5}
     ci_params = {"window_s": "1.2", "gap_s": "1", "lead_s": "3", "tail_s": "4"}
