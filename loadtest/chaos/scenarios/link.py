@@ -117,8 +117,8 @@ class Link(Scenario):
     engines = ("sqlite",)
     full_settings = {"duration_s": 78.0}
     #: CI: a shorter EDC time-out, so the holding toxics' windows can be short too
-    ci_settings = {"duration_s": 47.0, "timeout_s": 2.5}
-    ci_params = {"window_s": "1.2", "gap_s": "1", "lead_s": "3", "tail_s": "4"}
+    ci_settings = {"duration_s": 38.0, "timeout_s": 2.0}
+    ci_params = {"window_s": "1", "gap_s": "0.8", "lead_s": "2.5", "tail_s": "3"}
 
     def __init__(self) -> None:
         self.proxies: list[ClientProxy] = []
