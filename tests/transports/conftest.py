@@ -238,7 +238,12 @@ def serving(world: HostWorld, kind: str, tmp_path: Path,
             assert mqtt.connected.is_set()
             closers.append(lambda: loop.run(mqtt.close()))
             linked = Linked(kind, world, broker_url, [], transport=mqtt)
-            closers.append(lambda: [link.close() for link in linked.links] and None)
+
+            def close_links() -> None:
+                for link in linked.links:
+                    link.close()
+
+            closers.append(close_links)
             yield linked
         else:
             with pty_pair() as pair:
