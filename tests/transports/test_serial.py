@@ -19,8 +19,9 @@ from switch.transports.serial import SerialChannel, SerialPort, SerialTransport
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.links import make_link
+from terminal_sim.links.pty import open_terminal_port, pty_pair
 from terminal_sim.links.serial import NoisyPort, PortWrapper, SerialLink
-from tests.transports.conftest import LoopThread, open_terminal_port, pty_pair
+from tests.transports.conftest import LoopThread
 from tests.world import PERIOD_SEN, HostWorld
 
 SPINACH = BasketLine("SYR001", 1, 300_000)
@@ -146,6 +147,48 @@ def test_next_request_is_the_ack_of_a_response_whose_ack_was_lost(world: HostWor
             # again within 2 s: wait out that bound, then count the frames again.
             time.sleep(ACK_TIMEOUT_S + 0.5)
             assert switch_side.mtis(before_switch) == ["0210", "0110"]
+        finally:
+            loop.run(transport.close())
+            terminal_side.close()
+            host.close()
+            loop.stop()
+    assert world.balance_sen(card) == PERIOD_SEN - SPINACH.total_sen
+
+
+def test_a_response_is_the_ack_of_a_request_whose_ack_was_lost(world: HostWorld) -> None:
+    """HOST_SPEC §1, the EDC's end: the switch's ACK of a purchase request is lost; the
+    purchase response that follows is taken by the EDC as that ACK.  The EDC writes the
+    request once (no retransmission when the 2 s for its ACK run out) and its purchase
+    ends as soon as the response is in."""
+    loop = LoopThread()
+    host = AsyncHost(world.host)
+    with pty_pair() as pair:
+        switch_side = TappedPort(pair.switch_port)
+        transport = SerialTransport(host.handle, world.host.settings, port=switch_side)
+        loop.run(transport.start())
+        terminal_side = TappedPort(open_terminal_port(pair.terminal_path))
+        terminal, card = world.terminal(), world.card()
+        link = SerialLink(terminal_side)
+        edc = Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk, timeout_s=10.0),
+                  link, EmulatedReader(), clock=world.clock)
+        try:
+            assert edc.ensure_logged_on()
+            world.insert(edc, card)
+            before_switch, before_terminal = len(switch_side.frames), len(terminal_side.frames)
+            stats = link.channel.connection.stats
+            implicit_before = stats.implicit_acks
+            switch_side.drop_next_ack = True  # the ACK of the purchase request
+            started = time.monotonic()
+            assert edc.purchase([SPINACH], card.pin).approved
+            took_s = time.monotonic() - started
+            assert switch_side.acks_dropped == 1
+            assert switch_side.mtis(before_switch) == ["0210"]
+            assert stats.implicit_acks == implicit_before + 1
+            # Still waiting for its ACK, the EDC would have sent the request again after
+            # 2 s (and only then read the response): once, at once, it was not.
+            assert took_s < ACK_TIMEOUT_S, f"purchase took {took_s:.2f} s"
+            assert terminal_side.mtis(before_terminal) == ["0200"]
+            assert stats.retransmits == 0
         finally:
             loop.run(transport.close())
             terminal_side.close()
