@@ -25,7 +25,7 @@ oldest message in flight (its issue #2306), so with a window of 2 it had 100 of 
 messages unacknowledged at once, here; a window of 1 it keeps.  One is enough: the
 switch acknowledges a request when it *takes* it, not when it has answered it, so it
 still handles ``mqtt_max_inflight`` requests at once, and the window costs one round
-trip to the broker per request (about 5,000 requests/s on loopback, measured).
+trip to the broker per request (5,600-8,200 requests/s on loopback, measured alone).
 """
 
 from __future__ import annotations
