@@ -2,11 +2,10 @@
 
 ``python -m terminal_sim.serial_noise --baud 9600 --corruption 0.0005 --purchases 100``
 
-One process holds the whole line: a fresh SQLite world, the switch's
-:class:`~switch.transports.serial.SerialTransport` on one end of a pty pair and an EDC
-on the other (:mod:`terminal_sim.links.pty`), both ends writing through a
-:class:`~terminal_sim.links.serial.NoisyPort` paced at ``baud`` (8N1: 960 bytes/s at
-9600) that flips one bit of each byte with probability ``corruption``, both ways.
+A fresh SQLite world; ``bpnt-switch serve --no-tcp --serial PTY`` as a separate
+process on one end of a :class:`~terminal_sim.links.cable.NoisyCable` and an EDC on
+the other.  The cable carries each direction at ``baud`` (8N1: 960 bytes/s at 9600)
+and flips one bit of each byte with probability ``corruption``.
 
 The EDC logs on while the line is clean, then makes ``purchases`` purchases over the
 noisy line, cycling over the world's cards.  A purchase that fails must fail cleanly:
@@ -24,28 +23,26 @@ command prints) for chaos harnesses and tests.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
 from switch.admin.demo import PRICES_SEN, DemoCard, build_world, seed_database
-from switch.clock import FixedClock
+from switch.clock import SystemClock
 from switch.db.engine import Database
 from switch.db.schema import open_database
 from switch.db.tables import Account, Card, Kpm
-from switch.host.runner import AsyncHost
-from switch.host.service import HostService
 from switch.ledger.invariants import check_invariants
 from switch.ledger.postings import allocate_period
 from switch.protocol.bpnt import BasketLine
@@ -53,17 +50,17 @@ from switch.protocol.serial_framing import LineStats
 from switch.security.keyring import Keyring
 from switch.security.keys import pan_token
 from switch.settings import Settings
-from switch.transports.serial import SerialTransport
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig, State, TxnResult
-from terminal_sim.links.pty import open_terminal_port, pty_pair
-from terminal_sim.links.serial import NoisyPort, SerialLink
+from terminal_sim.links.cable import Direction, NoisyCable
+from terminal_sim.links.pty import open_terminal_port
+from terminal_sim.links.serial import SerialLink
 
 BASKET = (BasketLine("SYR001", 1, PRICES_SEN["SYR001"]),)
 #: Rounds of ``send_pending_reversal`` (3 attempts each) on the recovered line.
 RECOVERY_ROUNDS = 3
-#: Seconds to wait for the event loop thread and the switch to start or stop.
-LOOP_TIMEOUT_S = 15.0
+#: Seconds for ``bpnt-switch serve`` to open its end of the cable.
+SWITCH_READY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,11 +85,20 @@ class NoiseReport:
     outcomes: list[Outcome] = field(default_factory=list)
     elapsed_s: float = 0.0
     terminal_line: LineStats = field(default_factory=LineStats)
-    switch_line: LineStats = field(default_factory=LineStats)
-    bytes_written: int = 0
-    bytes_corrupted: int = 0
+    #: "serial link down" in the switch's log: responses it gave up retransmitting.
+    switch_links_down: int = 0
+    to_switch: Direction = field(default_factory=lambda: Direction("terminal → switch"))
+    to_terminal: Direction = field(default_factory=lambda: Direction("switch → terminal"))
     pending_at_end: bool = False
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_carried(self) -> int:
+        return self.to_switch.bytes_carried + self.to_terminal.bytes_carried
+
+    @property
+    def bytes_corrupted(self) -> int:
+        return self.to_switch.bytes_corrupted + self.to_terminal.bytes_corrupted
 
     @property
     def endings(self) -> Counter[str]:
@@ -127,15 +133,16 @@ class NoiseReport:
             f"{sum(1 for o in failed if o.clean)}/{len(failed)}; reversal delivered on "
             f"the recovered line: {sum(1 for o in failed if o.reversal_delivered)}"
             f"/{len(failed)}; pending at the end: {'yes' if self.pending_at_end else 'no'}",
-            f"  line: {self.bytes_written} bytes written, {self.bytes_corrupted} corrupted; "
-            f"terminal: {self.terminal_line.naks_received} NAKs received, "
+            f"  line: {self.bytes_carried} bytes carried, {self.bytes_corrupted} corrupted "
+            f"({self.to_switch.bytes_corrupted} of {self.to_switch.bytes_carried} to the "
+            f"switch, {self.to_terminal.bytes_corrupted} of "
+            f"{self.to_terminal.bytes_carried} to the terminal); terminal: "
+            f"{self.terminal_line.naks_received} NAKs received, "
+            f"{self.terminal_line.bad_frames} frames NAKed, "
             f"{self.terminal_line.retransmits} retransmissions, "
             f"{self.terminal_line.implicit_acks} implicit ACKs, "
             f"{self.terminal_line.links_down} links down; switch: "
-            f"{self.switch_line.naks_received} NAKs received, "
-            f"{self.switch_line.retransmits} retransmissions, "
-            f"{self.switch_line.implicit_acks} implicit ACKs, "
-            f"{self.switch_line.links_down} links down",
+            f"{self.switch_links_down} links down",
         ]
         if self.problems:
             lines += [f"  PROBLEM: {p}" for p in self.problems]
@@ -144,23 +151,6 @@ class NoiseReport:
             lines.append("PASS: invariants hold; each approval one debit, each failed "
                          "purchase net zero")
         return "\n".join(lines)
-
-
-class _LoopThread:
-    """The switch's asyncio loop, in a thread of its own."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="switch-loop",
-                                        daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(LOOP_TIMEOUT_S)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(LOOP_TIMEOUT_S)
 
 
 def wallet_balance_sen(db: Database, keys: Keyring, pan: str) -> int:
@@ -190,58 +180,79 @@ def _run(db_path: Path, baud: int, corruption: float, purchases: int, seed: int,
          timeout_s: float, card_count: int, progress: Callable[[str], None]) -> NoiseReport:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    settings = Settings(database_url=f"sqlite:///{db_path}")
+    db_url = f"sqlite:///{db_path}"
+    settings = Settings(database_url=db_url)
     keys = Keyring.from_settings(settings)
-    db = open_database(settings.database_url)
+    db = open_database(db_url)
     world = build_world(kpm_count=card_count, terminal_count=1)
-    clock = FixedClock()
-    seed_database(db, keys, world, clock=clock)
-    allocate_period(db, clock.now().strftime("%Y-%m"), settings.period_amount_sen)
+    seed_database(db, keys, world)
+    allocate_period(db, SystemClock().now().strftime("%Y-%m"), settings.period_amount_sen)
+    cards = world.cards_labelled("ok")[:card_count]
     report = NoiseReport(baud, corruption)
-    loop = _LoopThread()
-    host = AsyncHost(HostService(db, settings, clock))
+    cable = NoisyCable(baud=baud, seed=seed).start()
+    log_path = db_path.with_suffix(".switch.log")
     try:
-        with pty_pair() as pair:
-            switch_side = NoisyPort(pair.switch_port, 0.0, seed=seed, baud=baud)
-            transport = SerialTransport(host.handle, settings, port=switch_side)
-            loop.run(transport.start())
-            terminal_side = NoisyPort(open_terminal_port(pair.terminal_path, baud), 0.0,
-                                      seed=seed + 1, baud=baud)
-            ends = (terminal_side, switch_side)
-            link = SerialLink(terminal_side)
+        switch = _start_switch(db_url, cable.switch_path, baud, log_path)
+        try:
+            link = SerialLink(open_terminal_port(cable.terminal_path, baud))
             terminal = next(t for t in world.terminals if t.label == "ok")
             screen: list[str] = []
             edc = Edc(EdcConfig(terminal.tid, terminal.mid, terminal.tmk, timeout_s=timeout_s),
-                      link, EmulatedReader(), clock=clock, on_screen=screen.append)
+                      link, EmulatedReader(), on_screen=screen.append)
             try:
                 started = time.monotonic()
                 if not edc.ensure_logged_on():
                     report.problems.append("no logon on the clean line")
                 else:
-                    _purchases(edc, world.cards_labelled("ok")[:card_count], keys, ends,
-                               corruption, purchases, screen, report, progress)
-                _set_corruption(ends, 0.0)
+                    _purchases(edc, cards, keys, cable, corruption, purchases, screen,
+                               report, progress)
+                cable.byte_error_rate = 0.0
                 report.pending_at_end = not _recover(edc)
                 report.elapsed_s = time.monotonic() - started
             finally:
-                loop.run(transport.close())
-                terminal_side.close()
+                link.close()
             report.terminal_line = link.channel.connection.stats
-            if transport.channel is not None:
-                report.switch_line = transport.channel.connection.stats
-            report.bytes_written = sum(end.bytes_written for end in ends)
-            report.bytes_corrupted = sum(end.bytes_corrupted for end in ends)
+        finally:
+            _stop_switch(switch)
+        report.switch_links_down = log_path.read_text(errors="replace").count(
+            "serial link down")
     finally:
-        host.close()
-        loop.stop()
-    _check_money(db, keys, world.cards_labelled("ok")[:card_count], report,
-                 settings.period_amount_sen)
+        cable.close()
+    report.to_switch, report.to_terminal = cable.to_switch, cable.to_terminal
+    _check_money(db, keys, cards, report, settings.period_amount_sen)
     db.dispose()
     return report
 
 
+def _start_switch(db_url: str, serial_path: str, baud: int,
+                  log_path: Path) -> subprocess.Popen[bytes]:
+    """``bpnt-switch serve`` on the cable's switch end, once it listens there."""
+    env = dict(os.environ, BPNT_DATABASE_URL=db_url)
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switch.cli", "serve", "--no-tcp", "--serial", serial_path,
+             "--serial-baud", str(baud)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + SWITCH_READY_TIMEOUT_S
+    while "serial listener on" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop_switch(proc)
+            raise RuntimeError(f"the switch did not start on {serial_path}: "
+                               f"{log_path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)  # polling its log for the readiness line, bounded above
+    return proc
+
+
+def _stop_switch(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 def _purchases(edc: Edc, cards: Sequence[DemoCard], keys: Keyring,
-               ends: Sequence[NoisyPort], corruption: float, purchases: int,
+               cable: NoisyCable, corruption: float, purchases: int,
                screen: list[str], report: NoiseReport,
                progress: Callable[[str], None]) -> None:
     kks = [KksCard(profile_for(c.pan, c.psn, c.expiry_yymm, keys.imk_ac)) for c in cards]
@@ -250,7 +261,7 @@ def _purchases(edc: Edc, cards: Sequence[DemoCard], keys: Keyring,
     for number in range(1, purchases + 1):
         card_index = (number - 1) % len(cards)
         reader.swap(kks[card_index])
-        _set_corruption(ends, corruption)
+        cable.byte_error_rate = corruption
         shown, sent_before = len(screen), edc.last_request
         result = edc.purchase(BASKET, cards[card_index].pin)
         sent = edc.last_request is not sent_before
@@ -259,7 +270,7 @@ def _purchases(edc: Edc, cards: Sequence[DemoCard], keys: Keyring,
         if sent and not result.approved and result.rc is None:
             clean = result.timed_out and edc.state is State.IDLE \
                 and edc.pending_reversal is not None
-            _set_corruption(ends, 0.0)  # the line recovers
+            cable.byte_error_rate = 0.0  # the line recovers
             delivered = _recover(edc)
             outcome = Outcome(number, card_index, result, ending, clean, delivered)
             if not clean:
@@ -285,11 +296,6 @@ def _ending(result: TxnResult, shown: Sequence[str]) -> str:
     if any("serial link down" in line for line in shown):
         return "link down"
     return "no response"
-
-
-def _set_corruption(ends: Sequence[NoisyPort], rate: float) -> None:
-    for end in ends:
-        end.byte_error_rate = rate
 
 
 def _recover(edc: Edc) -> bool:

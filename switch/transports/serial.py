@@ -137,9 +137,6 @@ class SerialTransport:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.units_handled = 0
-        #: The line's driver once started (its ``connection.stats`` count NAKs,
-        #: retransmissions, implicit ACKs and links down).
-        self.channel: SerialChannel | None = None
 
     async def start(self) -> str:
         """Open the port and start the line thread; returns the port name."""
@@ -148,7 +145,6 @@ class SerialTransport:
             assert self._settings.serial_port is not None, "serial_port not configured"
             self._port = open_port(self._settings.serial_port, self._settings.serial_baud)
         self._loop = asyncio.get_running_loop()
-        self.channel = SerialChannel(self._port)
         self._thread = threading.Thread(target=self._run, name="serial-line", daemon=True)
         self._thread.start()
         log.info("serial listener on %s at %d baud", name, self._settings.serial_baud)
@@ -162,8 +158,8 @@ class SerialTransport:
             self._port.close()
 
     def _run(self) -> None:
-        channel = self.channel
-        assert channel is not None
+        assert self._port is not None
+        channel = SerialChannel(self._port)
         last: tuple[bytes, bytes] | None = None
         while not self._stop.is_set():
             try:
