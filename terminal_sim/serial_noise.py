@@ -263,7 +263,13 @@ def _purchases(edc: Edc, cards: Sequence[DemoCard], keys: Keyring,
         reader.swap(kks[card_index])
         cable.byte_error_rate = corruption
         shown, sent_before = len(screen), edc.last_request
-        result = edc.purchase(BASKET, cards[card_index].pin)
+        try:
+            result = edc.purchase(BASKET, cards[card_index].pin)
+        except Exception as exc:  # not a clean ending: say so, and go on
+            report.problems.append(f"purchase {number}: the EDC raised "
+                                   f"{type(exc).__name__}: {exc}")
+            edc.state = State.IDLE
+            result = TxnResult("purchase", None, f"EDC ERROR {type(exc).__name__}")
         sent = edc.last_request is not sent_before
         ending = _ending(result, screen[shown:]) if sent else "refused"
         outcome = Outcome(number, card_index, result, ending)
