@@ -49,7 +49,8 @@ ACK_TIMEOUT_S = 2.0
 #: ... and retransmits at most 3 times before it reports the link down.
 MAX_RETRANSMITS = 3
 #: A frame whose bytes stop arriving for this long is given up (and NAKed): a dropped
-#: byte then costs a quick NAK and retransmission rather than a stalled receiver.
+#: byte then costs a quick NAK and retransmission rather than a stalled receiver.  A
+#: damaged frame is NAKed once the line has been this long quiet after it.
 INTER_BYTE_TIMEOUT_S = 0.5
 #: Frames received but not yet taken by the application (TIGER_STYLE: a bound).
 MAX_QUEUED_UNITS = 16
@@ -107,20 +108,37 @@ Event = FrameReceived | AckReceived | NakReceived | BadFrame
 
 class SerialDeframer:
     """Incremental deframer.  Bytes outside a frame other than ACK/NAK are line noise
-    and skipped.  After a bad frame everything up to the next STX is dropped: bytes of a
-    damaged frame must not be read as ACKs (a false ACK would stop a retransmission)."""
+    and skipped.
+
+    A damaged frame (bad length, no ETX where the length says, LRC mismatch) costs
+    one NAK, and nothing in it is read as anything else: everything received is dropped
+    until the line goes quiet (:meth:`expire`, after the inter-byte timeout), and only
+    then is the frame NAKed.  A unit's bytes include STX, ACK and NAK values (binary
+    bitmap and DE 55, BCD digits), so restarting at the next STX inside a damaged frame
+    gave a NAK per fragment (each one used up one of the sender's 3 retransmissions), a
+    false length that swallowed the retransmission, or a false ACK.  Waiting for the
+    quiet also keeps the retransmission the NAK asks for from arriving into the remains
+    of the damaged frame.  A frame that stalls (a byte lost) is dropped whole on
+    :meth:`expire` and NAKed.
+    """
 
     def __init__(self, *, max_unit_bytes: int = MAX_UNIT_BYTES) -> None:
         self._buffer = bytearray()
         self._max_unit_bytes = max_unit_bytes
         self.noise_bytes = 0
+        #: Why bytes are being dropped until the line is quiet (``None``: they are not).
+        self._discarding: str | None = None
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of an incomplete frame (its inter-byte timer runs while > 0)."""
-        return len(self._buffer)
+        """Bytes of an incomplete frame, or 1 while a damaged frame's remains are being
+        dropped (the inter-byte timer runs while > 0)."""
+        return len(self._buffer) or (1 if self._discarding is not None else 0)
 
     def receive_data(self, data: bytes) -> None:
+        if self._discarding is not None:
+            self.noise_bytes += len(data)
+            return
         self._buffer += data
         # Bounded: one frame plus what a single read can add.
         assert len(self._buffer) <= 4 * (self._max_unit_bytes + 8) + len(data)
@@ -146,33 +164,41 @@ class SerialDeframer:
             return None
         digits = self._buffer[1:_HEADER_BYTES].hex()
         if not digits.isdigit() or not 0 < int(digits) <= self._max_unit_bytes:
-            return self._bad(f"length {digits!r} is not BCD in 1..{self._max_unit_bytes}")
+            self._discard(f"length {digits!r} is not BCD in 1..{self._max_unit_bytes}")
+            return None
         length = int(digits)
         end = _HEADER_BYTES + length + _TRAILER_BYTES
         if len(self._buffer) < end:
             return None
         if self._buffer[end - 2] != ETX:
-            return self._bad("no ETX where the length says")
+            self._discard("no ETX where the length says")
+            return None
         if lrc(self._buffer[1 : end - 1]) != self._buffer[end - 1]:
-            return self._bad("LRC mismatch")
+            self._discard("LRC mismatch")
+            return None
         unit = bytes(self._buffer[_HEADER_BYTES : end - 2])
         del self._buffer[:end]
         return FrameReceived(unit)
 
-    def _bad(self, reason: str) -> BadFrame:
-        next_stx = self._buffer.find(STX, 1)
-        del self._buffer[: next_stx if next_stx > 0 else len(self._buffer)]
-        return BadFrame(reason)
+    def _discard(self, reason: str) -> None:
+        """Drop what is held and all that follows until :meth:`expire` (the line quiet),
+        which reports the damaged frame."""
+        self.noise_bytes += len(self._buffer)
+        self._buffer.clear()
+        self._discarding = reason
 
     def expire(self) -> BadFrame | None:
-        """The line went quiet in the middle of a frame: give it up."""
+        """The line went quiet: a damaged frame's remains are gone (NAK it now), or a
+        frame stopped in the middle (give it up: NAK); stray noise is dropped."""
+        if self._discarding is not None:
+            reason, self._discarding = self._discarding, None
+            return BadFrame(reason)
         if not self._buffer:
             return None
-        if self._buffer[0] != STX:
-            self.noise_bytes += len(self._buffer)
-            self._buffer.clear()
-            return None
-        return self._bad("frame stalled")
+        stalled = self._buffer[0] == STX
+        self.noise_bytes += len(self._buffer)
+        self._buffer.clear()
+        return BadFrame("frame stalled") if stalled else None
 
 
 class SendState(enum.Enum):

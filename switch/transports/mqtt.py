@@ -11,6 +11,13 @@
   with the connection leaves the terminal to time out and reverse (HOST_SPEC §5):
   the debit was committed before its response was published, so nothing a terminal
   saw approved is ever lost.
+- back-pressure (:mod:`switch.transports.mqtt_flow`): MQTT 5 with a Receive Maximum
+  (1 by default), and a request acknowledged (PUBACK) only when the switch has room to
+  handle it (one of ``mqtt_max_inflight`` slots), so the broker holds the rest: at most
+  the window's QoS 1 messages wait in the switch, and ``mqtt_max_inflight`` are handled
+  at once.  QoS 0 requests (out of spec: the broker cannot hold them back) wait in at
+  most ``mqtt_max_inflight`` places; one that finds none is shed: logged, counted
+  (``requests_shed``), not answered; its terminal times out and reverses.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from switch.settings import Settings
+from switch.transports.mqtt_flow import RECEIVE_MAXIMUM, FlowControlledClient
 from switch.transports.presence import PresenceStore
 
 log = logging.getLogger("bpnt.mqtt")
@@ -77,9 +85,12 @@ def topic_tid(topic: str, leaf: str) -> str | None:
 
 class MqttTransport:
     def __init__(self, handler: UnitHandler, settings: Settings,
-                 presence: PresenceStore | None = None) -> None:
+                 presence: PresenceStore | None = None, *,
+                 receive_maximum: int = RECEIVE_MAXIMUM) -> None:
         assert settings.mqtt_url is not None, "mqtt_url not configured"
+        assert 1 <= receive_maximum <= settings.mqtt_max_inflight, receive_maximum
         self._handler = handler
+        self._receive_maximum = receive_maximum
         self._settings = settings
         self._presence = presence
         self._host, self._port = parse_mqtt_url(settings.mqtt_url)
@@ -90,6 +101,29 @@ class MqttTransport:
         self.connected = asyncio.Event()
         self.sessions = 0
         self.units_handled = 0
+        #: Requests that found no place in the switch's queue: not answered.
+        self.requests_shed = 0
+        #: Presence messages shed the same way.
+        self.status_shed = 0
+        #: Requests taken on but not answered (bad length, or the host gave no answer).
+        self.requests_unanswered = 0
+        #: Messages taken off the broker and not yet done: now, and the most at once.
+        self.taken = 0
+        self.most_taken = 0
+        #: Times a message waited for one of the slots (the window was full).
+        self.waits_for_room = 0
+        self._most_waiting = 0
+        self._client: FlowControlledClient | None = None
+
+    def counters(self) -> dict[str, int]:
+        """What the transport did (for logs, tests and chaos harnesses)."""
+        waiting = max(self._most_waiting,
+                      self._client.most_waiting if self._client is not None else 0)
+        return {"sessions": self.sessions, "units_handled": self.units_handled,
+                "requests_shed": self.requests_shed, "status_shed": self.status_shed,
+                "requests_unanswered": self.requests_unanswered,
+                "most_taken": self.most_taken, "waits_for_room": self.waits_for_room,
+                "most_waiting": waiting}
 
     async def start(self, *, wait_s: float = 5.0) -> str:
         """Start the session loop; wait up to ``wait_s`` for the first subscription
@@ -125,21 +159,48 @@ class MqttTransport:
             backoff_s = min(backoff_s * 2, self._settings.mqtt_reconnect_max_s)
 
     async def _session(self) -> None:
-        client = aiomqtt.Client(
-            self._host, self._port, identifier=self._identifier,
-            keepalive=self._settings.mqtt_keepalive_s, clean_session=True,
-            max_queued_incoming_messages=4 * self._settings.mqtt_max_inflight,
-            timeout=PUBLISH_TIMEOUT_S,
+        slots = self._settings.mqtt_max_inflight
+        client = FlowControlledClient(
+            self._host, self._port, receive_maximum=self._receive_maximum,
+            queue_bound=slots, on_shed=self._shed,
+            identifier=self._identifier, keepalive=self._settings.mqtt_keepalive_s,
+            clean_start=True, timeout=PUBLISH_TIMEOUT_S,
         )
-        async with client, asyncio.TaskGroup() as tasks:
-            await client.subscribe(REQUEST_FILTER, qos=QOS)
-            await client.subscribe(STATUS_FILTER, qos=QOS)
-            self.sessions += 1
-            self.connected.set()
-            log.info("subscribed on %s:%d as %s", self._host, self._port, self._identifier)
-            async for message in client.messages:
-                await self._inflight.acquire()  # bounded: back-pressure on the broker
-                tasks.create_task(self._dispatch(client, message))
+        try:
+            async with client, asyncio.TaskGroup() as tasks:
+                self._client = client
+                await client.subscribe(REQUEST_FILTER, qos=QOS)
+                await client.subscribe(STATUS_FILTER, qos=QOS)
+                self.sessions += 1
+                self.connected.set()
+                log.info("subscribed on %s:%d as %s (receive maximum %d, %d slots)",
+                         self._host, self._port, self._identifier, self._receive_maximum,
+                         slots)
+                async for message in client.messages:
+                    if self._inflight.locked():
+                        self.waits_for_room += 1
+                    await self._inflight.acquire()  # room to handle it ...
+                    client.take(message)  # ... so PUBACK: the broker sends the next
+                    self.taken += 1
+                    self.most_taken = max(self.most_taken, self.taken)
+                    tasks.create_task(self._dispatch(client, message))
+        finally:
+            self._most_waiting = max(self._most_waiting, client.most_waiting)
+            self._client = None
+
+    def _shed(self, message: aiomqtt.Message, waiting: int) -> None:
+        tid = topic_tid(message.topic.value, "req")
+        if message.qos > 0:
+            log.error("the broker sent more than the receive maximum (%d) of QoS 1 "
+                      "messages: one shed, unacknowledged", self._receive_maximum)
+        if tid is None:  # presence, not a request: the next status will tell
+            self.status_shed += 1
+            log.info("shed a status message (%d waiting)", waiting)
+            return
+        self.requests_shed += 1
+        log.warning("shed a QoS %d request from %s: %d already waiting; not acknowledged, "
+                    "not answered (the terminal reverses); %d shed so far",
+                    message.qos, tid, waiting, self.requests_shed)
 
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         try:
@@ -152,6 +213,7 @@ class MqttTransport:
             elif (tid := topic_tid(topic, "status")) is not None and self._presence:
                 await self._record_presence(tid, bytes(payload))
         finally:
+            self.taken -= 1
             self._inflight.release()
 
     async def _record_presence(self, tid: str, payload: bytes) -> None:
@@ -163,11 +225,15 @@ class MqttTransport:
 
     async def _answer(self, client: aiomqtt.Client, tid: str, unit: bytes) -> None:
         if not 0 < len(unit) <= self._settings.max_frame_bytes:
+            self.requests_unanswered += 1
             log.warning("dropping a %d-byte request from %s", len(unit), tid)
             return
         response = await self._handler(unit)
         if response is None:
-            return  # the host refused the unit; the terminal times out
+            self.requests_unanswered += 1
+            log.warning("no answer from the host to a request from %s; the terminal "
+                        "times out and reverses", tid)
+            return
         await client.publish(response_topic(tid), response, qos=QOS)
         self.units_handled += 1
         log.debug("answered a %d-byte request from %s", len(unit), tid)

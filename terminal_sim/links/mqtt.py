@@ -33,9 +33,15 @@ MAX_QUEUED_RESPONSES = 32
 
 class MqttLink:
     def __init__(self, host: str, port: int, tid: str, *, keepalive_s: int = 10,
-                 connect_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, request_qos: int = QOS) -> None:
+        assert request_qos in (0, 1), request_qos
         self.tid = tid
         self.connect_timeout_s = connect_timeout_s
+        #: QoS of requests: 1 (HOST_SPEC §1); 0 only to play an out-of-spec terminal,
+        #: whose requests the broker does not hold for the switch (no flow control).
+        self.request_qos = request_qos
+        #: Requests handed to the broker (each exchange publishes one, once connected).
+        self.requests_published = 0
         self._connected = threading.Event()
         self._responses: queue.Queue[bytes] = queue.Queue(MAX_QUEUED_RESPONSES)
         client = paho.Client(CallbackAPIVersion.VERSION2,
@@ -59,7 +65,8 @@ class MqttLink:
         self._drain()
         deadline = time.monotonic() + timeout_s
         # QoS 1: paho keeps it in flight (and resends it on reconnect) until PUBACK.
-        self._client.publish(request_topic(self.tid), unit, qos=QOS)
+        self._client.publish(request_topic(self.tid), unit, qos=self.request_qos)
+        self.requests_published += 1
         while (remaining_s := deadline - time.monotonic()) > 0:
             try:
                 response = self._responses.get(timeout=remaining_s)

@@ -10,8 +10,9 @@ no response in time → :class:`LinkTimeout`.  A response that arrives while the
 still awaits its ACK is that ACK (HOST_SPEC §1): the request is not sent again.
 
 :class:`NoisyPort` is the fault injection: it damages a set share of transmissions
-(a bit flipped or a byte dropped), and its rate can be changed while running (the line
-"recovers").
+(a bit flipped or a byte dropped) or of bytes (a bit flipped), optionally at a real
+line's pace (9600 baud: 960 bytes/s), and its rates can be changed while running (the
+line "recovers").
 """
 
 from __future__ import annotations
@@ -95,31 +96,55 @@ class PortWrapper:
         self.inner.close()
 
 
-class NoisyPort(PortWrapper):
-    """A serial port whose line damages each transmission (one ``write``: a frame or
-    an ACK/NAK byte) with probability ``rate``: one bit flipped or one byte dropped.
+#: 8N1: a start bit, 8 data bits and a stop bit on the wire for every byte.
+BITS_PER_BYTE = 10
 
-    Optionally paced at ``baud`` (10 bits a byte, 8N1) to take a real line's time.
+
+class NoisyPort(PortWrapper):
+    """A serial port whose line damages what is written, paced like a real line.
+
+    - ``rate``: each transmission (one ``write``: a frame or an ACK/NAK byte) is damaged
+      with this probability: one bit flipped or one byte dropped;
+    - ``byte_error_rate``: each byte written has one bit flipped with this probability
+      (a 215-byte frame at 0.01 arrives intact 0.99**215 ≈ 11.5 % of the time);
+    - ``baud``: each write takes the line's time first (:data:`BITS_PER_BYTE` bits a
+      byte: 960 bytes/s at 9600), so the far end has the last byte when a real line
+      would have delivered it.
+
+    Both rates can be changed while running (the line "recovers").
     """
 
     def __init__(self, inner: SerialPort, rate: float, *, seed: int | None = None,
-                 baud: int | None = None) -> None:
-        assert 0.0 <= rate <= 1.0
+                 baud: int | None = None, byte_error_rate: float = 0.0) -> None:
+        assert 0.0 <= rate <= 1.0 and 0.0 <= byte_error_rate <= 1.0
         super().__init__(inner)
         self.rate = rate
+        self.byte_error_rate = byte_error_rate
         self.baud = baud
         self._rng = random.Random(seed)
         self.damaged = 0
         self.transmissions = 0
+        self.bytes_written = 0
+        self.bytes_corrupted = 0
+        #: Seconds spent on the wire (pacing).
+        self.line_s = 0.0
 
     def write(self, data: bytes, /) -> int | None:
         self.transmissions += 1
-        if data and self._rng.random() < self.rate:
+        damaged = bytes(data)
+        if damaged and self.rate and self._rng.random() < self.rate:
+            damaged = self._damage(damaged)
+        if damaged and self.byte_error_rate:
+            damaged = self._corrupt_bytes(damaged)
+        if damaged != data:
             self.damaged += 1
-            data = self._damage(data)
+        self.bytes_written += len(damaged)
         if self.baud:
-            time.sleep(len(data) * 10 / self.baud)
-        return self.inner.write(data)
+            wire_s = len(damaged) * BITS_PER_BYTE / self.baud
+            self.line_s += wire_s
+            time.sleep(wire_s)  # the line's own time, not a wait for anything
+        self.inner.write(damaged)
+        return len(data)
 
     def _damage(self, data: bytes) -> bytes:
         pos = self._rng.randrange(len(data))
@@ -128,3 +153,10 @@ class NoisyPort(PortWrapper):
         flipped = data[pos] ^ (1 << self._rng.randrange(8))
         return data[:pos] + bytes([flipped]) + data[pos + 1 :]
 
+    def _corrupt_bytes(self, data: bytes) -> bytes:
+        out = bytearray(data)
+        for pos in range(len(out)):
+            if self._rng.random() < self.byte_error_rate:
+                out[pos] ^= 1 << self._rng.randrange(8)
+                self.bytes_corrupted += 1
+        return bytes(out)

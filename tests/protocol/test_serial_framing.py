@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from switch.protocol.serial_framing import (
     ACK,
     ACK_TIMEOUT_S,
+    INTER_BYTE_TIMEOUT_S,
     MAX_RETRANSMITS,
     NAK,
     AckReceived,
@@ -23,6 +24,9 @@ from switch.protocol.serial_framing import (
 )
 
 units = st.binary(min_size=1, max_size=600)
+#: Units full of the control values (STX 02, ETX 03, ACK 06, NAK 15), as real ones are.
+control_rich_units = st.lists(st.sampled_from([0x02, 0x03, 0x06, 0x15, 0x00, 0x41, 0x99]) |
+                              st.integers(0, 255), min_size=1, max_size=300).map(bytes)
 
 
 class FakeClock:
@@ -76,6 +80,7 @@ def test_garbage_never_raises_and_expire_empties_the_buffer(noise: bytes) -> Non
 def test_a_flipped_bit_after_the_length_is_always_a_bad_frame(
     unit: bytes, data: st.DataObject,
 ) -> None:
+    """Never a frame; a bad frame once the line goes quiet (the remains are dropped)."""
     frame = bytearray(frame_serial(unit))
     pos = data.draw(st.integers(3, len(frame) - 1))
     frame[pos] ^= 1 << data.draw(st.integers(0, 7))
@@ -83,7 +88,72 @@ def test_a_flipped_bit_after_the_length_is_always_a_bad_frame(
     deframer.receive_data(bytes(frame))
     events = _events(deframer)
     assert not any(isinstance(e, FrameReceived) for e in events)
-    assert any(isinstance(e, BadFrame) for e in events)
+    assert isinstance(deframer.expire(), BadFrame)
+    assert deframer.pending_bytes == 0 and _events(deframer) == []
+
+
+def _damaged(frame: bytes, data: st.DataObject, first: int) -> bytes:
+    """``frame`` with one bit flipped or one byte dropped at a position >= ``first``."""
+    pos = data.draw(st.integers(first, len(frame) - 1), label="position")
+    if data.draw(st.booleans(), label="drop"):
+        return frame[:pos] + frame[pos + 1 :]
+    return frame[:pos] + bytes([frame[pos] ^ 1 << data.draw(st.integers(0, 7))]) \
+        + frame[pos + 1 :]
+
+
+def _feed(conn: SerialConnection, data: bytes, slicing: st.DataObject) -> None:
+    cuts = sorted(slicing.draw(st.lists(st.integers(0, len(data)), max_size=4), label="cuts"))
+    start = 0
+    for cut in [*cuts, len(data)]:
+        conn.receive_data(data[start:cut])
+        start = cut
+
+
+def _receive_damaged_then_retransmission(
+    unit: bytes, data: st.DataObject, first: int,
+) -> tuple[list[bytes], SerialConnection]:
+    """A receiver given one damaged frame, then (once the line has been quiet for the
+    inter-byte timeout and it has had its chance to NAK) the intact retransmission.
+    Returns what it wrote before the retransmission came."""
+    clock = FakeClock()
+    receiver = SerialConnection(clock)
+    frame = frame_serial(unit)
+    _feed(receiver, _damaged(frame, data, first), data)
+    clock.now_s = INTER_BYTE_TIMEOUT_S
+    receiver.poll()
+    before = receiver.outgoing()
+    assert receiver.next_unit() is None
+    _feed(receiver, frame, data)
+    return before, receiver
+
+
+@given(control_rich_units, st.data())
+@settings(max_examples=400)
+def test_a_damaged_frame_costs_one_nak_and_its_retransmission_gets_through(
+    unit: bytes, data: st.DataObject,
+) -> None:
+    """One bit flipped or one byte lost anywhere after STX (length, unit, ETX, LRC):
+    exactly one NAK, nothing else read out of the damaged bytes, and the retransmission
+    the NAK asks for is received whole.  (Restarting at an STX inside the damaged unit
+    gave a NAK per fragment, each one a retransmission used up, or swallowed the
+    retransmission into a false length.)"""
+    before, receiver = _receive_damaged_then_retransmission(unit, data, first=1)
+    assert before == [bytes([NAK])]
+    assert receiver.outgoing() == [bytes([ACK])]
+    assert receiver.next_unit() == unit and receiver.next_unit() is None
+    assert receiver.stats.bad_frames == 1 and receiver.stats.naks_received == 0
+
+
+@given(control_rich_units, st.data())
+@settings(max_examples=200)
+def test_a_damaged_stx_costs_at_most_one_nak(unit: bytes, data: st.DataObject) -> None:
+    """STX itself damaged: the frame reads as noise until an STX inside it (one NAK at
+    the quiet) or not at all (no NAK: the sender's 2 s run out); the retransmission
+    gets through either way."""
+    before, receiver = _receive_damaged_then_retransmission(unit, data, first=0)
+    assert before in ([], [bytes([NAK])])
+    assert receiver.outgoing() == [bytes([ACK])]
+    assert receiver.next_unit() == unit
 
 
 def test_a_dropped_byte_stalls_until_expired_then_is_bad() -> None:
@@ -129,7 +199,10 @@ def test_two_connections_talk_through_naks() -> None:
     damaged = bytearray(frame)
     damaged[5] ^= 0x10
     b.receive_data(bytes(damaged))
-    assert b.outgoing() == [bytes([NAK])]
+    assert b.outgoing() == []  # the remains are dropped until the line is quiet ...
+    clock.now_s = INTER_BYTE_TIMEOUT_S
+    b.poll()
+    assert b.outgoing() == [bytes([NAK])]  # ... then one NAK
     a.receive_data(bytes([NAK]))
     [again] = a.outgoing()
     assert again == frame
@@ -229,6 +302,8 @@ def test_a_bad_frame_from_the_peer_is_no_ack() -> None:
     damaged = bytearray(request)
     damaged[6] ^= 0x01
     switch.receive_data(bytes(damaged))
+    clock.now_s += INTER_BYTE_TIMEOUT_S
+    switch.poll()
     assert switch.outgoing() == [bytes([NAK])]
     assert switch.send_state is SendState.AWAITING_ACK
     assert switch.next_unit() is None

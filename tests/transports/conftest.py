@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,6 @@ from threading import Event, Thread
 from typing import Any
 
 import pytest
-import serial
 
 from switch.host.runner import AsyncHost
 from switch.transports.mqtt import MqttTransport
@@ -33,6 +31,7 @@ from terminal_sim.edc import Edc, EdcConfig
 from terminal_sim.link import Faults, FaultyLink, Link
 from terminal_sim.links import make_link
 from terminal_sim.links.mqtt import MqttLink
+from terminal_sim.links.pty import open_terminal_port, pty_pair
 from terminal_sim.links.serial import SerialLink
 from tests.world import HostWorld
 
@@ -130,57 +129,6 @@ class LoopThread:
         self._thread.join(10)
 
 
-class PtyMasterPort:
-    """The master side of ``os.openpty`` as a serial port (the slave is a real tty that
-    pyserial opens by name): a null-modem cable inside the test."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.timeout: float | None = 0.2
-
-    @property
-    def in_waiting(self) -> int:
-        ready, _, _ = select.select([self.fd], [], [], 0)
-        return 4096 if ready else 0
-
-    def read(self, size: int = 1) -> bytes:
-        ready, _, _ = select.select([self.fd], [], [], self.timeout)
-        return os.read(self.fd, size) if ready else b""
-
-    def write(self, data: bytes, /) -> int:
-        return os.write(self.fd, data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-@dataclass
-class PtyPair:
-    switch_port: PtyMasterPort
-    terminal_path: str
-    _slave_fd: int
-
-    def close(self) -> None:
-        os.close(self._slave_fd)
-
-
-@contextmanager
-def pty_pair() -> Iterator[PtyPair]:
-    master, slave = os.openpty()
-    pair = PtyPair(PtyMasterPort(master), os.ttyname(slave), slave)
-    try:
-        yield pair
-    finally:
-        pair.close()
-
-
-def open_terminal_port(path: str) -> serial.Serial:
-    return serial.Serial(path, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2)
-
-
 @dataclass
 class Linked:
     """A world whose EDCs talk to its host over one real transport."""
@@ -238,7 +186,12 @@ def serving(world: HostWorld, kind: str, tmp_path: Path,
             assert mqtt.connected.is_set()
             closers.append(lambda: loop.run(mqtt.close()))
             linked = Linked(kind, world, broker_url, [], transport=mqtt)
-            closers.append(lambda: [link.close() for link in linked.links] and None)
+
+            def close_links() -> None:
+                for link in linked.links:
+                    link.close()
+
+            closers.append(close_links)
             yield linked
         else:
             with pty_pair() as pair:
