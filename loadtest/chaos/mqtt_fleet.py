@@ -31,8 +31,7 @@ class MqttSetup:
 
     def connect(self) -> Connect:
         def link(tid: str, _index: int) -> MqttLink:
-            qos = {} if self.request_qos == 1 else {"request_qos": self.request_qos}  # TEMP
-            mqtt = MqttLink("127.0.0.1", self.broker.port, tid, **qos)
+            mqtt = MqttLink("127.0.0.1", self.broker.port, tid, request_qos=self.request_qos)
             if not mqtt.wait_connected(CONNECT_TIMEOUT_S):
                 mqtt.close()
                 raise RuntimeError(f"terminal {tid}: no connection to the broker on "

@@ -127,6 +127,22 @@ def test_mqtt_flood_shed_requests_are_settled_by_their_reversals(tmp_path: Path)
     assert "the switch shed 0" not in log, log
 
 
+@pytest.mark.slow
+def test_serial_noise_phases(tmp_path: Path) -> None:
+    """9600 baud: 0.05 % completes its purchases, 1 % fails some, each leaving its
+    reversal pending; the recovered line delivers them; no money lost."""
+    result, log = ci_run(tmp_path, "serial-noise")
+    assert result.ok, log
+    fig = result.figures
+    assert result.cfg.switches == result.cfg.terminals == 2  # a switch per line
+    assert [w.window.label for w in fig.windows] == ["phase 2: 1 %"]
+    assert fig.by_outcome["link-down"] + fig.by_outcome["timeout"] > 0, log
+    assert fig.reversals_pending == 0 and fig.keys_reversed > 0, log
+    assert fig.windows[0].recovery_s is not None
+    report = assert_reported(result)
+    assert "## Phases" in report and "| phase 2 | 1.00% |" in report, report
+
+
 # -- the `all` suite ----------------------------------------------------------------------
 
 def test_the_suite_plans_every_scenario_on_each_engine() -> None:
