@@ -17,6 +17,10 @@ class RunConfig:
     duration_s: float = 60.0
     #: Purchases offered per second by the whole fleet.
     rate_per_s: float = 20.0
+    #: A fixed number of purchases instead of a rate (``--purchases N``): the fleet's
+    #: terminals share them and each sends its share back to back, as fast as the link
+    #: takes them (a closed loop); ``duration_s`` then bounds the load.
+    purchases: int | None = None
     terminals: int = 8
     #: The EDC's response time-out (HOST_SPEC §5 says 30 s by default; shorter here so
     #: that a run of a minute sees time-outs and reversals).

@@ -8,7 +8,8 @@
    ``--switches`` switch processes (:mod:`.switches`); every terminal logs on
    (:func:`loadtest.bench.logged_on_edcs`); the scenario's ``setup``;
 3. the fleet's load (:mod:`.load`) from run second ``load_start_s`` for
-   ``duration_s``; meanwhile, on this thread, the scenario's ``inject`` (the fault);
+   ``duration_s`` (a closed loop of ``purchases``: until they are done, at most that
+   long); meanwhile, on this thread, the scenario's ``inject`` (the fault);
 4. once ``inject`` has returned (the fault is gone) and the load is over, the
    terminals deliver their pending reversals, for at most ``settle_s``;
 5. the switches stopped, the database read (:mod:`.ledger_rows`), the verdict
@@ -70,6 +71,10 @@ class RunResult:
     acceptance: list[Acceptance]
     run_dir: Path
     notes: list[str] = field(default_factory=list)
+    #: The scenario's own report lines (markdown: its phases, its counters) ...
+    section: list[str] = field(default_factory=list)
+    #: ... and the gist of them for the console.
+    summary_lines: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +90,7 @@ class _Environment:
 
 
 def kpm_needed(cfg: RunConfig) -> int:
-    purchases = cfg.rate_per_s * cfg.duration_s
+    purchases = cfg.rate_per_s * cfg.duration_s if cfg.purchases is None else cfg.purchases
     return max(2 * cfg.terminals, math.ceil(purchases / (PURCHASES_PER_CARD * CARD_USE)))
 
 
@@ -93,6 +98,8 @@ def run(cfg: RunConfig, scenario: Scenario, out: Callable[[str], None] = print) 
     reason = scenario.unsupported(cfg)
     if reason is not None:
         raise ScenarioUnsupported(reason)
+    scenario = scenario.fresh()  # its state is this run's
+    cfg = scenario.configure(cfg)
     run_dir = cfg.out / f"{scenario.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
     history = History()
@@ -155,18 +162,26 @@ def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack
                         timeout_s=cfg.timeout_s, connect=ctx.connect)
     start_s = history.clock.now_s() + LOAD_START_DELAY_S
     plan = LoadPlan(cfg.rate_per_s, start_s, start_s + cfg.duration_s,
-                    start_s + cfg.duration_s + cfg.settle_s)
+                    start_s + cfg.duration_s + cfg.settle_s, cfg.purchases)
     ctx.load_start_s, ctx.load_end_s = plan.start_s, plan.end_s
     load = FleetLoad(fleet, plan, history)
     stack.callback(load.stop)
-    out(f"{scenario.name}: {len(fleet)} terminals, {cfg.rate_per_s:g} purchases/s for "
-        f"{cfg.duration_s:g} s, EDC time-out {cfg.timeout_s:g} s")
+    offered = (f"{cfg.rate_per_s:g} purchases/s for {cfg.duration_s:g} s"
+               if cfg.purchases is None else
+               f"{cfg.purchases} purchases back to back (at most {cfg.duration_s:g} s)")
+    out(f"{scenario.name}: {len(fleet)} terminals, {offered}, EDC time-out "
+        f"{cfg.timeout_s:g} s")
     load.start()
     history.mark("load begins", f"purchases offered from {plan.start_s:.2f} s to "
-                                f"{plan.end_s:.2f} s")
+                                f"{plan.end_s:.2f} s" + ("" if cfg.purchases is None else
+                                                         f" at most ({cfg.purchases})"))
     scenario.inject(ctx)
     history.mark("fault injection over")
-    ctx.wait_until(plan.end_s)
+    if cfg.purchases is None:
+        ctx.wait_until(plan.end_s)
+    elif not load.wait_offered(plan.end_s):
+        ctx.notes.append(f"the closed loop's {cfg.purchases} purchases were not all offered "
+                         f"within {cfg.duration_s:g} s")
     history.mark("load over; terminals deliver their pending reversals")
     load.allow_settling()
     if not load.join():
@@ -182,8 +197,10 @@ def _load_and_fault(cfg: RunConfig, scenario: Scenario, env: _Environment, stack
     exchanges = history.snapshot()
     verdict = check(exchanges, rows)
     fig = figures(exchanges, history.windows, history.skips)
-    acceptance = scenario.acceptance(cfg, fig)
-    return RunResult(scenario.name, cfg, verdict, fig, acceptance, env.run_dir, ctx.notes)
+    acceptance = scenario.judge(cfg, fig, exchanges)
+    section = scenario.report_section(cfg, fig, exchanges)
+    return RunResult(scenario.name, cfg, verdict, fig, acceptance, env.run_dir, ctx.notes,
+                     section, scenario.summary_lines())
 
 
 def _keep_sqlite(path: Path, target: Path) -> None:

@@ -6,7 +6,9 @@ with its own cards.  Terminal ``i`` of ``n`` is due a purchase every ``n / rate`
 seconds, the fleet's ticks spread evenly; a terminal held up past its next tick (a
 time-out) starts at once, and ticks it missed entirely are dropped (recorded as
 skips), not fired in a burst (a queue of KPM does not all swipe at once when the host
-comes back).
+comes back).  With a fixed number of purchases instead (``LoadPlan.purchases``: a
+closed loop) each terminal sends its share back to back, the next as soon as the last
+is answered or given up, until its share is done or the load's time is up.
 
 How a terminal reaches the host is the caller's: a :data:`Connect` factory gives
 each terminal its link (TCP to a switch, through a fault proxy, MQTT, serial).
@@ -46,10 +48,19 @@ class LoadPlan:
     end_s: float
     #: Run-clock second by which every reversal must be delivered (or left pending).
     settle_deadline_s: float
+    #: A closed loop: this many purchases in all, back to back, instead of the rate
+    #: (``end_s`` then bounds the load).
+    purchases: int | None = None
 
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+    def share(self, index: int, terminals: int) -> int:
+        """Terminal ``index``'s share of a closed loop's purchases (the first ones get
+        the remainder)."""
+        assert self.purchases is not None
+        return self.purchases // terminals + (index < self.purchases % terminals)
 
 
 def build_fleet(edcs: list[tuple[Edc, EmulatedReader]], cards: list[BenchCard],
@@ -81,6 +92,9 @@ class FleetLoad:
         self.history = history
         self._stop = threading.Event()
         self._settle = threading.Event()
+        self._offering = len(fleet)
+        self._offered = threading.Event()
+        self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                           name=f"chaos-edc-{terminal.tid}")
                          for i, terminal in enumerate(fleet)]
@@ -96,6 +110,12 @@ class FleetLoad:
     def stop(self) -> None:
         self._stop.set()
         self._settle.set()
+
+    def wait_offered(self, until_s: float) -> bool:
+        """Wait until every terminal has offered all its purchases (a closed loop ends
+        when the shares are done), at most until run second ``until_s``."""
+        remaining = until_s - self.history.clock.now_s()
+        return self._offered.wait(max(0.0, remaining))
 
     def join(self) -> bool:
         """Wait (bounded by the settle deadline) for every thread; True when all ended."""
@@ -114,10 +134,32 @@ class FleetLoad:
     def _run(self, index: int) -> None:
         terminal = self.fleet[index]
         try:
-            self._offer(terminal, index)
+            try:
+                if self.plan.purchases is None:
+                    self._offer(terminal, index)
+                else:
+                    self._offer_back_to_back(terminal, index)
+            finally:
+                with self._lock:
+                    self._offering -= 1
+                    if self._offering == 0:
+                        self._offered.set()
             self._deliver_reversals(terminal)
         finally:
             terminal.edc.link.close()
+
+    def _offer_back_to_back(self, terminal: ChaosTerminal, index: int) -> None:
+        """A closed loop: this terminal's share, each purchase as soon as the last ended
+        (one not started, its reversal still owed, waits a moment before the next try)."""
+        clock, plan = self.history.clock, self.plan
+        left = plan.share(index, len(self.fleet))
+        if self._stop.wait(max(0.0, plan.start_s - clock.now_s())):
+            return
+        while left > 0 and not self._stop.is_set() and clock.now_s() < plan.end_s:
+            if terminal.purchase(clock.now_s()):
+                left -= 1
+            else:
+                self._stop.wait(SETTLE_RETRY_S)
 
     def _offer(self, terminal: ChaosTerminal, index: int) -> None:
         clock, plan = self.history.clock, self.plan

@@ -44,6 +44,10 @@ class WindowFigures:
     max_wait_ms: float
     #: terminals that saw anything but a 00 during the window
     terminals_touched: int
+    #: purchases sent inside the window, and those of them not approved by result
+    #: (RC, ``91 unsigned``, or the outcome: timeout, link-down...)
+    purchases_inside: int = 0
+    not_approved_inside: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -107,6 +111,15 @@ def figures(exchanges: Sequence[Exchange], windows: Sequence[Window],
     return fig
 
 
+def span_figures(exchanges: Sequence[Exchange], start_s: float, end_s: float) -> Figures:
+    """The counts of the exchanges *sent* in ``[start_s, end_s)`` (a phase of a run):
+    no windows, no series."""
+    inside = [e for e in exchanges if start_s <= e.sent_s < end_s]
+    fig = figures(inside, [])
+    fig.series = []
+    return fig
+
+
 def _result(e: Exchange) -> str:
     """An answer's RC (``91 unsigned`` when it carried no MAC), else the outcome."""
     if e.outcome != ANSWERED:
@@ -130,6 +143,7 @@ def _window(window: Window, purchases: Sequence[Exchange],
     recovered = min((e.done_s for e in purchases if e.approved and e.done_s >= end
                      and (not touched or e.tid in touched)), default=None)
     inside = [e for e in money if start <= e.sent_s <= end]
+    bought = [e for e in purchases if start <= e.sent_s <= end and e.outcome != NOT_SENT]
     return WindowFigures(
         window,
         None if first_91 is None else first_91 - start,
@@ -137,7 +151,7 @@ def _window(window: Window, purchases: Sequence[Exchange],
         None if recovered is None else recovered - end,
         sum(e.approved for e in purchases if start <= e.done_s <= end),
         max((e.latency_ms for e in inside if e.outcome != NOT_SENT), default=0.0),
-        len(touched))
+        len(touched), len(bought), Counter(_result(e) for e in bought if not e.approved))
 
 
 def _series(exchanges: Sequence[Exchange]) -> list[Second]:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Violations listed in full in report.md (all are counted).
 MAX_LISTED = 40
+#: Fault windows named in the plot (more would be unreadable).
+MAX_WINDOW_LABELS = 20
 
 
 def write_report(result: RunResult, history: History) -> None:
@@ -41,10 +43,13 @@ def _ms(value: float) -> str:
 
 def markdown(result: RunResult, history: History) -> list[str]:
     cfg, fig, verdict = result.cfg, result.figures, result.verdict
+    offered = (f"{cfg.rate_per_s:g} purchases/s offered for {cfg.duration_s:g} s"
+               if cfg.purchases is None else
+               f"{cfg.purchases} purchases back to back (a closed loop, at most "
+               f"{cfg.duration_s:g} s)")
     lines = [f"# Chaos run: {result.scenario} ({cfg.engine}, {cfg.switches} switch"
              f"{'es' if cfg.switches > 1 else ''})", "",
-             f"{cfg.terminals} terminals, {cfg.rate_per_s:g} purchases/s offered for "
-             f"{cfg.duration_s:g} s, EDC time-out {cfg.timeout_s:g} s, settle "
+             f"{cfg.terminals} terminals, {offered}, EDC time-out {cfg.timeout_s:g} s, settle "
              f"{cfg.settle_s:g} s, repeat {cfg.repeat}, params {cfg.params or '{}'}"
              f"{', CI version' if cfg.ci else ''}; switch module `{cfg.switch_module}`.", "",
              f"**Verdict: {'PASS' if result.ok else 'FAIL'}** (checker {verdict.word}, "
@@ -76,6 +81,8 @@ def markdown(result: RunResult, history: History) -> list[str]:
               "violations) |", ""]
     lines += _checker(result)
     lines += _acceptance(result)
+    if result.section:
+        lines += [*result.section, ""]
     lines += _windows(fig)
     lines += ["## Timeline", "", "| run s | event | detail |", "|---|---|---|"]
     lines += [f"| {m.at_s:.2f} | {m.label} | {m.detail} |"
@@ -113,11 +120,13 @@ def _windows(fig: Figures) -> list[str]:
         return []
     lines = ["## Fault windows", "",
              "| window | from s | to s | first 91 | first failure | recovery | terminals "
-             "touched | approvals inside | longest wait ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "touched | approvals inside | longest wait ms | purchases sent inside | "
+             "of them not approved |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {w.window.label} | {w.window.start_s:.2f} | {w.window.end_s:.2f} | "
               f"{_s(w.first_91_s)} | {_s(w.first_failure_s)} | {_s(w.recovery_s)} | "
-              f"{w.terminals_touched} | {w.approvals_inside} | {w.max_wait_ms:.0f} |"
+              f"{w.terminals_touched} | {w.approvals_inside} | {w.max_wait_ms:.0f} | "
+              f"{w.purchases_inside} | {_counts(w.not_approved_inside)} |"
               for w in fig.windows]
     return [*lines, ""]
 
@@ -148,6 +157,10 @@ def plot(fig: Figures, history: History, target: Path, timeout_s: float) -> None
         for n, window in enumerate(history.windows):
             axis.axvspan(window.start_s, window.end_s, color="grey", alpha=0.3,
                          label="fault" if n == 0 and axis is top else None)
+    if 1 < len(history.windows) <= MAX_WINDOW_LABELS:  # several faults: name each
+        for window in history.windows:
+            top.text(window.start_s, 0.98, window.label, transform=top.get_xaxis_transform(),
+                     rotation=90, fontsize=6, va="top", ha="right", color="dimgrey")
     top.legend(fontsize=8)
     top.set_title("approvals per second and p99 latency, fault windows shaded")
     figure.tight_layout()

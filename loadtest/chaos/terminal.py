@@ -84,15 +84,15 @@ class ChaosTerminal:
 
     # -- the two things a terminal does ---------------------------------------------
 
-    def purchase(self, scheduled_s: float) -> None:
+    def purchase(self, scheduled_s: float) -> bool:
         """One purchase, after the pending reversal (if that is delivered) and a logon
-        (if one is owed); otherwise the purchase is skipped."""
+        (if one is owed); otherwise the purchase is skipped.  True when it was tried."""
         if self.pending is not None and not self.try_reversal():
             self.history.skip(self.tid, "reversal pending")
-            return
+            return False
         if self.needs_logon and not self._logon():
             self.history.skip(self.tid, "not logged on")
-            return
+            return False
         card = self.cards[self._next_card % len(self.cards)]
         self._next_card += 1
         self.reader.swap(card.chip)
@@ -105,6 +105,7 @@ class ChaosTerminal:
         exchange = self._exchange(PURCHASE, key, request, amount_sen, scheduled_s)
         if exchange.indeterminate:
             self.pending = pending
+        return True
 
     def try_reversal(self) -> bool:
         """One attempt to deliver the pending reversal; True when none is left."""

@@ -8,17 +8,22 @@ switches start (``before_switches``: a broker, switch settings) and before the l
 (``setup``: e.g. a fault proxy, with ``ctx.connect`` routing the terminals through it
 and ``ctx.stack`` for its clean-up), what it does while the load runs
 (``inject``, on the harness's main thread, on the run clock), and what it promises
-(``acceptance``, judged from the figures; the checker's verdict is separate).
+(``acceptance``, judged from the figures; the checker's verdict is separate) and what
+its report says besides the common figures (``report_section``).  Each run gets a
+fresh instance (:meth:`Scenario.fresh`), so a scenario may keep the run's state
+(a broker, a proxy, its phases) on ``self``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from typing import ClassVar
 
 from ..config import RunConfig
 from ..context import Acceptance, FaultContext
+from ..history import Exchange
 from ..metrics import Figures
 
 #: Where in the load the fault begins, as a fraction of it (``--param at=0.3``).
@@ -31,10 +36,22 @@ class Scenario:
     engines: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql")
     #: The SQLite database lives on a small tmpfs the scenario may fill.
     sqlite_on_tmpfs: ClassVar[bool] = False
-    #: ``--ci``: the run's settings (duration_s, rate_per_s, terminals, settle_s) ...
+    #: The full version's run settings where they differ from the harness's defaults
+    #: (duration_s, rate_per_s, terminals, timeout_s, settle_s, purchases) ...
+    full_settings: ClassVar[dict[str, float]] = {}
+    #: ``--ci``: the run's settings (as above, over cli.CI_SETTINGS) ...
     ci_settings: ClassVar[dict[str, float]] = {}
     #: ... and the scenario's own parameters.
     ci_params: ClassVar[dict[str, str]] = {}
+
+    def fresh(self) -> Scenario:
+        """A new instance for one run (state kept on ``self`` is that run's)."""
+        return type(self)()
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        """The run's settings as this scenario needs them (e.g. one switch process per
+        serial line); by default as given."""
+        return cfg
 
     def unsupported(self, cfg: RunConfig) -> str | None:
         """Why this scenario cannot run with ``cfg`` here (None: it can)."""
@@ -56,6 +73,22 @@ class Scenario:
         raise NotImplementedError
 
     def acceptance(self, cfg: RunConfig, fig: Figures) -> list[Acceptance]:
+        return []
+
+    def judge(self, cfg: RunConfig, fig: Figures,
+              exchanges: Sequence[Exchange]) -> list[Acceptance]:
+        """The promises, measured; by default :meth:`acceptance` (from the figures);
+        a scenario that needs the exchanges themselves overrides this."""
+        return self.acceptance(cfg, fig)
+
+    def report_section(self, cfg: RunConfig, fig: Figures,
+                       exchanges: Sequence[Exchange]) -> list[str]:
+        """Markdown lines of the scenario's own figures for report.md (after the
+        common ones; e.g. a phase table), or none."""
+        return []
+
+    def summary_lines(self) -> list[str]:
+        """The gist of :meth:`report_section` for the console (after it has run)."""
         return []
 
     @staticmethod

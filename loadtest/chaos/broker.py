@@ -1,0 +1,127 @@
+"""The harness's own Mosquitto: on a free loopback port, stopped (SIGTERM by PID) and
+started again on the same port at will, and always stopped on the way out.
+
+Never the system broker on 1883: a configuration of its own in a temporary
+directory (``listener PORT 127.0.0.1``, anonymous, no persistence: a restart loses
+every session and every message held, as a broker that crashed would), its output in
+the run directory (``mosquitto.log``, appended across restarts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from terminal_sim.demo import free_port
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+KILL_WAIT_S = 5.0
+POLL_S = 0.02
+
+
+def mosquitto_binary() -> str | None:
+    """The broker's path, or None when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found is not None:
+        return found
+    return "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+
+
+def unavailable() -> str | None:
+    """Why no broker can be started here (None: one can)."""
+    if mosquitto_binary() is None:
+        return "mosquitto is not installed (apt-get install mosquitto)"
+    return None
+
+
+def accepts(port: int, timeout_s: float = 0.2) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class OwnBroker:
+    """``with OwnBroker(log_path) as broker:`` ... ``broker.stop()`` / ``broker.start()``."""
+
+    def __init__(self, log_path: Path) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError(unavailable())
+        self.binary = binary
+        self.log_path = log_path
+        self.port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="bpnt-chaos-mosquitto-"))
+        self.config = self._dir / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                               "persistence false\n", encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start it on its port; returns once it accepts connections."""
+        assert not self.running, "the broker is running"
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                         stdout=log_file, stderr=subprocess.STDOUT)
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                code = self.proc.poll()
+                self.stop()
+                raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} "
+                                   f"(exit {code}); see {self.log_path}")
+            time.sleep(POLL_S)  # polling the port: the only readiness signal it gives
+
+    def stop(self) -> int | None:
+        """SIGTERM by PID (SIGKILL if it does not go in time); its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(KILL_WAIT_S)
+        return proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> OwnBroker:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
