@@ -51,6 +51,7 @@ from switch.security.keyring import Keyring
 from switch.security.keys import pan_token
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
+from terminal_sim.demo import stop_switch
 from terminal_sim.edc import Edc, EdcConfig, State, TxnResult
 from terminal_sim.links.cable import Direction, NoisyCable
 from terminal_sim.links.pty import open_terminal_port
@@ -213,7 +214,7 @@ def _run(db_path: Path, baud: int, corruption: float, purchases: int, seed: int,
                 link.close()
             report.terminal_line = link.channel.connection.stats
         finally:
-            _stop_switch(switch)
+            stop_switch(switch)
         report.switch_links_down = log_path.read_text(errors="replace").count(
             "serial link down")
     finally:
@@ -235,20 +236,13 @@ def _start_switch(db_url: str, serial_path: str, baud: int,
     deadline = time.monotonic() + SWITCH_READY_TIMEOUT_S
     while "serial listener on" not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_switch(proc)
+            stop_switch(proc)
             raise RuntimeError(f"the switch did not start on {serial_path}: "
                                f"{log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.05)  # polling its log for the readiness line, bounded above
     return proc
 
 
-def _stop_switch(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def _purchases(edc: Edc, cards: Sequence[DemoCard], keys: Keyring,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from card_emulator.card import KksCard
 from card_emulator.profile import profile_for
@@ -80,12 +81,14 @@ class HostWorld:
         return int(balance)
 
 
-def make_world(tmp_path: Path, url: str | None = None) -> Iterator[HostWorld]:
+def make_world(tmp_path: Path, url: str | None = None, *, kpm_count: int = 12,
+               terminal_count: int = 2, **settings_changes: Any) -> Iterator[HostWorld]:
     """The world on SQLite in ``tmp_path``, or on the (empty) database at ``url``."""
-    settings = Settings(database_url=url or f"sqlite:///{tmp_path / 'host.db'}")
+    settings = Settings(database_url=url or f"sqlite:///{tmp_path / 'host.db'}",
+                        **settings_changes)
     keys = Keyring.from_settings(settings)
     db = open_database(settings.database_url)
-    demo = build_world(kpm_count=12, terminal_count=2)
+    demo = build_world(kpm_count=kpm_count, terminal_count=terminal_count)
     clock = FixedClock()
     seed_database(db, keys, demo, clock=clock)
     allocate_period(db, "2026-11", PERIOD_SEN)

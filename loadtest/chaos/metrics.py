@@ -134,7 +134,9 @@ def _window(window: Window, purchases: Sequence[Exchange],
     may never have noticed it); on the whole fleet when it touched none."""
     start, end = window.start_s, window.end_s
     money = [e for e in exchanges if e.op in (PURCHASE, REVERSAL)]
-    first_91 = min((e.done_s for e in money if e.outcome == ANSWERED
+    # a signed 91 (HOST_SPEC §6: the switch holds the terminal's keys): an unsigned one
+    # is no answer to a strict terminal, which keeps its reversal pending
+    first_91 = min((e.done_s for e in money if e.outcome == ANSWERED and e.signed
                     and e.rc == codes.HOST_UNAVAILABLE and e.done_s >= start), default=None)
     failed = [e for e in money if not e.approved and e.done_s >= start and e.sent_s <= end]
     touched = {e.tid for e in failed}

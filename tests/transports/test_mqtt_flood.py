@@ -17,19 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from switch.admin.demo import build_world, seed_database
-from switch.clock import FixedClock
-from switch.db.schema import open_database
-from switch.host.service import HostService
-from switch.ledger.invariants import check_invariants
-from switch.ledger.postings import allocate_period
-from switch.security.keyring import Keyring
-from switch.settings import Settings
 from switch.transports.mqtt import MqttTransport
 from switch.transports.mqtt_flow import RECEIVE_MAXIMUM
 from terminal_sim.mqtt_flood import FLOOD_BASKET, FloodReport, run_flood
 from tests.transports.conftest import Broker, serving, wait_for
-from tests.world import PERIOD_SEN, HostWorld
+from tests.world import PERIOD_SEN, HostWorld, make_world
 
 TERMINALS = 50
 REQUESTS = 40
@@ -42,18 +34,8 @@ SWITCH_INFLIGHT = 2
 def _flood_world(tmp_path: Path, *, terminals: int) -> Iterator[HostWorld]:
     """tests.world.make_world with a terminal and a card for each flooding terminal,
     and a switch window of :data:`SWITCH_INFLIGHT`."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'flood.db'}",
-                        mqtt_max_inflight=SWITCH_INFLIGHT)
-    keys = Keyring.from_settings(settings)
-    db = open_database(settings.database_url)
-    demo = build_world(kpm_count=terminals, terminal_count=terminals)
-    clock = FixedClock()
-    seed_database(db, keys, demo, clock=clock)
-    allocate_period(db, "2026-11", PERIOD_SEN)
-    yield HostWorld(db, HostService(db, settings, clock), demo, clock, keys, {})
-    report = check_invariants(db)
-    db.dispose()
-    assert report.ok, report.summary()
+    yield from make_world(tmp_path, kpm_count=terminals, terminal_count=terminals,
+                          mqtt_max_inflight=SWITCH_INFLIGHT)
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ class DbOutage(Scenario):
         stopped = "the stop" if cfg.engine == "postgresql" else "the disk filling"
         for n, w in enumerate(fig.windows, 1):
             checks.append(Acceptance(
-                f"window {n}: RC 91 within {FIRST_REACTION_LIMIT_S:g} s of {stopped}",
+                f"window {n}: RC 91 (signed) within {FIRST_REACTION_LIMIT_S:g} s of {stopped}",
                 w.first_91_s is not None and w.first_91_s <= FIRST_REACTION_LIMIT_S,
                 "no 91" if w.first_91_s is None else f"{w.first_91_s:.2f} s"))
         timeout_ms = cfg.timeout_s * 1e3
