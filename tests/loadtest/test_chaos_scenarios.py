@@ -22,28 +22,14 @@ import pytest
 
 from loadtest.chaos import suite
 from loadtest.chaos.broker import unavailable as no_broker
-from loadtest.chaos.cli import ci_config, full_config, run_bounded, summary
+from loadtest.chaos.cli import full_config
 from loadtest.chaos.config import RunConfig
 from loadtest.chaos.harness import RunResult
 from loadtest.chaos.history import read_jsonl
 from loadtest.chaos.scenarios import get, load_all
 from loadtest.chaos.scenarios.link import STREAMS, TOXICS, schedule
 from loadtest.chaos.suite import FAIL, NOT_RUN, PASS, SKIP, SuiteResult, SuiteRun
-
-
-def require(problem: str | None) -> None:
-    if problem is None:
-        return
-    if suite.in_ci():
-        pytest.fail(f"{problem} (CI=true: required)")
-    pytest.skip(problem)
-
-
-def ci_run(tmp_path: Path, scenario: str, **changes: object) -> tuple[RunResult, str]:
-    lines: list[str] = []
-    cfg = ci_config(RunConfig(scenario, out=tmp_path), get(scenario))
-    result = run_bounded(replace(cfg, **changes), out=lines.append)  # type: ignore[arg-type]
-    return result, "\n".join([*lines, summary(result)])
+from tests.loadtest.test_chaos import ci_run, require
 
 
 def assert_reported(result: RunResult) -> str:
