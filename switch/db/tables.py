@@ -509,3 +509,87 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     mac: Mapped[str] = mapped_column(String(64))
+
+
+# --- Operations console (issue 16): complaints and console users -------------------
+
+COMPLAINT_STATUSES = ("open", "investigating", "resolved", "rejected")
+CONSOLE_ROLES = ("admin", "operator", "auditor", "ewarong")
+
+
+class Complaint(Base):
+    """A KPM's or agent's complaint, tied to a card, a KPM or a transaction (RRN).
+    Status: open -> investigating -> resolved | rejected; every step is a
+    :class:`ComplaintEvent` and an audit record."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (_one_of("status", COMPLAINT_STATUSES, "complaint_status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    #: Who it is from: "kpm", "ewarong" or "operator" (taken on the phone, say).
+    source: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: What it is about (any that apply): a card, a KPM, a transaction's RRN, an e-warong.
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), default=None)
+    kpm_id: Mapped[int | None] = mapped_column(ForeignKey("kpm.id"), default=None)
+    rrn: Mapped[str | None] = mapped_column(String(12), default=None, index=True)
+    ewarong_id: Mapped[int | None] = mapped_column(ForeignKey("ewarongs.id"), default=None,
+                                                   index=True)
+    assignee: Mapped[str | None] = mapped_column(String(60), default=None)
+    opened_by: Mapped[str] = mapped_column(String(60))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ComplaintEvent(Base):
+    """One step of a complaint's history (opened, assigned, moved, commented)."""
+
+    __tablename__ = "complaint_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(60))
+    #: "opened", "assigned", "status", "comment"
+    kind: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    to_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ConsoleUser(Base):
+    """A console login.  ``password_hash``: argon2id (never a clear password);
+    ``ewarong_id``: the one e-warong an ``ewarong`` user sees (required for that role)."""
+
+    __tablename__ = "console_users"
+    __table_args__ = (_one_of("role", CONSOLE_ROLES, "console_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(60), unique=True)
+    role: Mapped[str] = mapped_column(String(12))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    ewarong_id: Mapped[int | None] = mapped_column(ForeignKey("ewarongs.id"), default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Login throttling: failures since the last success, and until when logins are refused.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          default=None)
+
+
+class ConsoleApiToken(Base):
+    """A bearer token for the console's JSON API (a third party pulling reports); only
+    its SHA-256 is stored.  It acts with its user's role."""
+
+    __tablename__ = "console_api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                        default=None)

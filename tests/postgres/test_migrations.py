@@ -31,7 +31,7 @@ def _diff(url: str) -> list[object]:
 def test_autogenerate_finds_no_difference_after_upgrade(any_url: str) -> None:
     db = open_database(any_url)
     try:
-        assert current_revision(db.engine) == "0003"
+        assert current_revision(db.engine) == "0004"
         tables = set(inspect(db.engine).get_table_names())
         assert set(Base.metadata.tables) | {"alembic_version"} == tables
     finally:
@@ -64,5 +64,5 @@ def test_cli_db_upgrade(any_url: str) -> None:
     env_cmd = [sys.executable, "-m", "switch.cli", "db", "upgrade", "--db", any_url]
     done = subprocess.run(env_cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert "0003" in done.stdout
+    assert "0004" in done.stdout
     assert _diff(any_url) == []
