@@ -209,7 +209,7 @@ def _programme_rules(request: Request, facts: BatchFacts, caller: Caller, card: 
     refused = (hit(off_hours_hit(terminal.rules, facts.now), policy.off_hours)
                or hit(velocity_hit(facts.recent_cards.get(tid, {}), card.card_id, facts.now_utc,
                                    policy.velocity_max_cards, policy.velocity_window_minutes,
-                                   facts.window_counts.get(tid))
+                                   facts.window_counts.get(tid), since=facts.velocity_since)
                       if policy.velocity != OFF else None, policy.velocity))
     if refused or purchase is None:
         return refused

@@ -12,9 +12,10 @@ rolled back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from switch.audit.chain import Entry
 from switch.core.batch import Difference, Totals, Upload
@@ -183,3 +184,28 @@ class Decision:
     response: bytes | None
     sign_with: bytes | None = None
     effects: tuple[Effect, ...] = ()
+
+
+_Kind = TypeVar("_Kind")
+
+
+class ByKind:
+    """A batch's effects grouped by class, each group in the batch's order (one pass
+    over them, whichever writers then ask for their kinds)."""
+
+    __slots__ = ("_groups",)
+
+    def __init__(self, effects: Iterable[Effect]) -> None:
+        groups: dict[type, list[Any]] = {}
+        for effect in effects:
+            group = groups.get(type(effect))
+            if group is None:
+                groups[type(effect)] = [effect]
+            else:
+                group.append(effect)
+        self._groups = groups
+
+    def of(self, kind: type[_Kind]) -> list[_Kind]:
+        """The effects of exactly ``kind`` (not of its subclasses)."""
+        found: list[_Kind] = self._groups.get(kind, [])
+        return found

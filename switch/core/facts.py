@@ -227,9 +227,13 @@ class BatchFacts:
     transfers_used: int = 0
     #: ``now`` in UTC (the rules compare stored UTC moments with it).
     now_utc: datetime = field(init=False)
+    #: The velocity window's start (``now_utc`` less the window's minutes).
+    velocity_since: datetime = field(init=False)
 
     def __post_init__(self) -> None:
         self.now_utc = utc(self.now)
+        self.velocity_since = self.now_utc - timedelta(
+            minutes=self.policy.velocity_window_minutes)
 
     def terminal(self, tid: str) -> Terminal | None:
         return self.terminals.get(tid)
@@ -308,9 +312,9 @@ class BatchFacts:
         self.records_used += 1
         if write.card_id is not None and self.policy.velocity != OFF:
             seen = self.recent_cards.setdefault(write.key.tid, {})
-            since = self.now_utc - timedelta(minutes=self.policy.velocity_window_minutes)
             last = seen.get(write.card_id)
-            if write.key.tid in self.window_counts and (last is None or last < since):
+            if write.key.tid in self.window_counts and (
+                    last is None or last < self.velocity_since):
                 self.window_counts[write.key.tid] += 1  # a new card in the window
             seen.pop(write.card_id, None)  # the window stays oldest first
             seen[write.card_id] = self.now_utc

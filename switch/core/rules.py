@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 from switch.core.facts import CardFacts, EwarongRules, ItemFacts, PinOutcome, TerminalFacts, utc
@@ -137,14 +138,17 @@ def off_hours_hit(ewarong: EwarongRules, now: datetime) -> Hit | None:
 
 
 def velocity_hit(window: dict[int, datetime], card_id: int, now: datetime,
-                 max_cards: int, minutes: int, count: int | None = None) -> Hit | None:
+                 max_cards: int, minutes: int, count: int | None = None, *,
+                 since: datetime | None = None) -> Hit | None:
     """More than ``max_cards`` distinct cards at the terminal within ``minutes``, this
     one included; a card already in the window is not a new one.  ``window``: cards
     seen and when, oldest first (the store and :class:`BatchFacts` keep that order);
     ``count``: the distinct cards of the window when ``window`` holds only some of
-    them (the store reads the most recent ones).  A hit names the cards that make it:
-    this one and the ``max_cards`` most recent others of the window."""
-    since = utc(now) - timedelta(minutes=minutes)
+    them (the store reads the most recent ones); ``since``: the window's start
+    (``now - minutes``), when the caller has it already.  A hit names the cards that
+    make it: this one and the ``max_cards`` most recent others of the window."""
+    if since is None:
+        since = utc(now) - timedelta(minutes=minutes)
     last = window.get(card_id)
     if last is not None and last >= since:
         return None
@@ -153,16 +157,21 @@ def velocity_hit(window: dict[int, datetime], card_id: int, now: datetime,
     total = count + 1
     if total <= max_cards:
         return None
-    named = [card_id]
-    for card, at in reversed(window.items()):  # newest first
-        if at >= since:
-            named.append(card)
-            if len(named) > max_cards:
-                break
+    newest = list(islice(reversed(window), max_cards))
+    if card_id in newest or min(map(window.__getitem__, newest), default=since) < since:
+        # some of the most recent are out of the window: walk it, newest first
+        newest = []
+        for card, at in reversed(window.items()):
+            if at >= since and card != card_id:
+                newest.append(card)
+                if len(newest) == max_cards:
+                    break
+    newest.append(card_id)
+    newest.sort()
     return Hit("velocity", codes.LIMIT_EXCEEDED,
                f"{total} cards in {minutes} min at one terminal",
                {"cards": total, "window_minutes": minutes, "max_cards": max_cards},
-               tuple(sorted(named)))
+               tuple(newest))
 
 
 def zoning_hit(zone: str, zones: tuple[str, ...]) -> Hit | None:

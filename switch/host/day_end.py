@@ -6,13 +6,12 @@ pipeline after the request records they may name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, update
 
-from switch.core.effects import Effect, SettlementWrite, UploadWrite, VoidMark
+from switch.core.effects import ByKind, SettlementWrite, UploadWrite, VoidMark
 from switch.db.sql import Prepared
 from switch.db.tables import (
     BatchUpload,
@@ -44,12 +43,12 @@ _NEXT_BATCH = Prepared(update(Terminal).where(Terminal.tid == bindparam("batch_t
                        .values(batch_number=bindparam("next_number")))
 
 
-def write_day_end(connection: Connection, effects: Sequence[Effect], created_at: datetime) -> None:
+def write_day_end(connection: Connection, effects: ByKind, created_at: datetime) -> None:
     """The day-end effects of a batch (after its request records are inserted)."""
     marks = [{"record_id": e.record_id, "voided_by": e.voided_by_record_id}
-             for e in effects if isinstance(e, VoidMark)]
-    uploads = [_upload_row(e, created_at) for e in effects if isinstance(e, UploadWrite)]
-    settlements = [e for e in effects if isinstance(e, SettlementWrite)]
+             for e in effects.of(VoidMark)]
+    uploads = [_upload_row(e, created_at) for e in effects.of(UploadWrite)]
+    settlements = effects.of(SettlementWrite)
     if not (marks or uploads or settlements):
         return
     _MARK_VOID.executemany(connection, marks)

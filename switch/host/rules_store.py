@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from switch.core.effects import AlertRaise, Effect, RecordWrite, StockMove
+from switch.core.effects import AlertRaise, ByKind, RecordWrite, StockMove
 from switch.core.facts import StockLevel, utc
 from switch.core.policy import OFF, Policy
 from switch.core.request import Request
@@ -220,13 +220,15 @@ class SubmittedStock:
             raise StockShortfall("a stock row in the batch holds fewer units than its sales")
 
 
-def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
-                       created_at: datetime, policy: Policy) -> SubmittedStock:
-    """The stock taken (one statement, net per row), the alerts, and (velocity on) the
-    cards each terminal saw.  On PostgreSQL the rows go as one JSON parameter
-    (:class:`~switch.db.bulk.Bulk`): the moment is formatted once for the batch, and an
-    alert's card list and figures are nested in it as they are (``json_to_recordset``
-    gives a ``TEXT`` field a nested value's JSON text), not encoded once more per row."""
+def submit_rule_writes(connection: Connection, effects: ByKind,
+                       deltas: dict[tuple[int, str], int], created_at: datetime,
+                       policy: Policy) -> SubmittedStock:
+    """The stock taken (``deltas`` < 0: one statement, net per row), the alerts, and
+    (velocity on) the cards each terminal saw.  On PostgreSQL the rows go as one JSON
+    parameter (:class:`~switch.db.bulk.Bulk`): the moment is formatted once for the
+    batch, and an alert's card list and figures are nested in it as they are
+    (``json_to_recordset`` gives a ``TEXT`` field a nested value's JSON text), not
+    encoded once more per row."""
     postgresql = connection.dialect.name == "postgresql"
     moment: datetime | str = created_at.isoformat() if postgresql else created_at
     nested: Callable[[Any], Any] = _as_is if postgresql else _compact_json
@@ -234,9 +236,8 @@ def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
         _SEE_CARDS.submit(connection, [
             {"tid": tid, "card_id": card_id, "last_at": moment}
             for tid, card_id in dict.fromkeys(
-                (e.key.tid, e.card_id) for e in effects
-                if isinstance(e, RecordWrite) and e.card_id is not None)])
-    deltas = _net_units(effects)
+                (e.key.tid, e.card_id) for e in effects.of(RecordWrite)
+                if e.card_id is not None)])
     takes = [{"stock_ewarong": ewarong, "stock_item": item, "take_units": -delta}
              for (ewarong, item), delta in sorted(deltas.items()) if delta < 0]
     taken = _TAKE_STOCK.submit(connection, takes)
@@ -244,7 +245,7 @@ def submit_rule_writes(connection: Connection, effects: Sequence[Effect],
         {"created_at": moment, "rule": e.rule, "action": e.action, "tid": e.tid,
          "ewarong_id": e.ewarong_id, "record_id": e.record_id,
          "card_ids": nested(list(e.card_ids)), "detail": nested(e.detail)}
-        for e in effects if isinstance(e, AlertRaise)])
+        for e in effects.of(AlertRaise)])
     return SubmittedStock(taken, len(takes))
 
 
@@ -252,14 +253,14 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def _compact_json(value: Any) -> str:
-    """As PostgreSQL stores a nested value (both engines hold the same text)."""
-    return json.dumps(value, separators=(",", ":"))
+#: As PostgreSQL stores a nested value (both engines hold the same text); one encoder
+#: for every row (``json.dumps`` with separators builds a new one per call).
+_compact_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def give_back_stock(connection: Connection, effects: Sequence[Effect]) -> None:
-    """The units voids and reversals put back, net per row (rare: an upsert each)."""
-    deltas = _net_units(effects)
+def give_back_stock(connection: Connection, deltas: dict[tuple[int, str], int]) -> None:
+    """The units voids and reversals put back (``deltas`` > 0, net per row; rare: an
+    upsert each)."""
     rows: list[dict[str, Any]] = [
         {"ewarong_id": ewarong, "item_code": item, "quantity": delta}
         for (ewarong, item), delta in sorted(deltas.items()) if delta > 0]
@@ -272,11 +273,10 @@ def give_back_stock(connection: Connection, effects: Sequence[Effect]) -> None:
         set_={"quantity": Stock.quantity + statement.excluded.quantity}), rows)
 
 
-def _net_units(effects: Sequence[Effect]) -> dict[tuple[int, str], int]:
-    """The batch's stock moves summed per (e-warong, item)."""
+def net_units(moves: Iterable[StockMove]) -> dict[tuple[int, str], int]:
+    """A batch's stock moves summed per (e-warong, item)."""
     deltas: dict[tuple[int, str], int] = {}
-    for effect in effects:
-        if isinstance(effect, StockMove):
-            key = (effect.ewarong_id, effect.item_code)
-            deltas[key] = deltas.get(key, 0) + effect.delta_units
+    for move in moves:
+        key = (move.ewarong_id, move.item_code)
+        deltas[key] = deltas.get(key, 0) + move.delta_units
     return deltas

@@ -42,7 +42,15 @@ from sqlalchemy.orm import aliased
 
 from switch.audit.chain import Head, link
 from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch, Upload
-from switch.core.effects import AuditEntry, CardChange, Effect, KeysChange, RecordWrite
+from switch.core.effects import (
+    AuditEntry,
+    ByKind,
+    CardChange,
+    Effect,
+    KeysChange,
+    RecordWrite,
+    StockMove,
+)
 from switch.core.facts import (
     BatchFacts,
     Card,
@@ -77,7 +85,12 @@ from switch.db.tables import (
     Terminal as TerminalRow,
 )
 from switch.host.day_end import write_day_end
-from switch.host.rules_store import give_back_stock, submit_rule_reads, submit_rule_writes
+from switch.host.rules_store import (
+    give_back_stock,
+    net_units,
+    submit_rule_reads,
+    submit_rule_writes,
+)
 from switch.ledger.money import Posting
 from switch.ledger.postings import submit_postings
 from switch.protocol.errors import InvariantError, ProtocolError
@@ -358,24 +371,14 @@ class StoreBatch:
         """The batch's effects, in one pipeline block; then the debits are confirmed."""
         assert self._head is not None, "a batch is read before it is written"
         connection, kek = self.connection, self.store.keys.kek
-        keys: dict[str, KeysChange] = {}
-        cards: dict[int, CardChange] = {}
-        postings: list[Posting] = []
-        records: list[dict[str, Any]] = []
-        entries: list[AuditEntry] = []
+        grouped = ByKind(effects)
+        keys = {change.tid: change for change in grouped.of(KeysChange)}
+        cards = {change.card_id: change  # the last state of each card
+                 for change in grouped.of(CardChange)}
         created_at = now.astimezone(UTC)
-        for effect in effects:
-            if isinstance(effect, KeysChange):
-                keys[effect.tid] = effect
-            elif isinstance(effect, CardChange):
-                cards[effect.card_id] = effect  # the last state of each card
-            elif isinstance(effect, Posting):
-                postings.append(effect)
-            elif isinstance(effect, RecordWrite):
-                records.append(_record_row(effect, created_at))
-            elif isinstance(effect, AuditEntry):
-                entries.append(effect)
-        rows, head = link(self.store.keys.audit_key, self._head, entries)
+        records = [_record_row(record, created_at) for record in grouped.of(RecordWrite)]
+        rows, head = link(self.store.keys.audit_key, self._head, grouped.of(AuditEntry))
+        deltas = net_units(grouped.of(StockMove))
         with pipeline(connection):
             _SET_KEYS.submit(connection, [
                 {"key_tid": tid, "new_tpk": wrap_key(kek, change.tpk, f"TPK:{tid}"),
@@ -388,14 +391,15 @@ class StoreBatch:
                  "new_used_at": (change.last_used_at.astimezone(UTC)
                                  if change.last_used_at is not None else None)}
                 for card_id, change in cards.items()])
-            posted = submit_postings(connection, postings, now)
+            posted = submit_postings(connection, grouped.of(Posting), now)
             INSERT_RECORDS.submit(connection, records)
             audit.submit_rows(connection, rows, head)
-            stock_taken = submit_rule_writes(connection, effects, created_at, self._policy)
+            stock_taken = submit_rule_writes(connection, grouped, deltas, created_at,
+                                             self._policy)
         posted.confirm()
         stock_taken.confirm()
-        give_back_stock(connection, effects)
-        write_day_end(connection, effects, created_at)
+        give_back_stock(connection, deltas)
+        write_day_end(connection, grouped, created_at)
         self._head = head
 
 
