@@ -305,10 +305,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="Markdown tables (default) or one flat CSV table")
     recon.set_defaults(func=_cmd_report_reconciliation)
 
+    from switch.admin.cli_complaints import add_complaint_commands
     from switch.admin.cli_rules import add_rule_commands
     from switch.reports.cli_rules import add_rule_reports
 
-    rules = add_rule_commands(sub) + add_rule_reports(reports)
+    rules = (add_rule_commands(sub) + add_rule_reports(reports)
+             + add_complaint_commands(sub))
     for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon,
               *rules):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
