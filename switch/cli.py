@@ -307,10 +307,11 @@ def _parser() -> argparse.ArgumentParser:
 
     from switch.admin.cli_complaints import add_complaint_commands
     from switch.admin.cli_rules import add_rule_commands
+    from switch.reports.cli_daily import add_daily_report
     from switch.reports.cli_rules import add_rule_reports
 
     rules = (add_rule_commands(sub) + add_rule_reports(reports)
-             + add_complaint_commands(sub))
+             + add_complaint_commands(sub) + [add_daily_report(reports)])
     for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon,
               *rules):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
