@@ -305,10 +305,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="Markdown tables (default) or one flat CSV table")
     recon.set_defaults(func=_cmd_report_reconciliation)
 
+    from switch.admin.cli_complaints import add_complaint_commands
     from switch.admin.cli_rules import add_rule_commands
+    from switch.reports.cli_daily import add_daily_report
     from switch.reports.cli_rules import add_rule_reports
 
-    rules = add_rule_commands(sub) + add_rule_reports(reports)
+    rules = (add_rule_commands(sub) + add_rule_reports(reports)
+             + add_complaint_commands(sub) + [add_daily_report(reports)])
     from console.cli import add_console_commands  # the web console (issue 16), lazily
 
     add_console_commands(sub)

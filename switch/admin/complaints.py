@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from switch.admin.delivery import MAX_RECORD_ID, record_id_of
 from switch.admin.errors import AdminError, InvalidInput, NotFound, Refused
+from switch.admin.nik import mask_nik
 from switch.clock import Clock
 from switch.db import audit as chain
 from switch.db.tables import (
@@ -114,17 +115,6 @@ class ComplaintView:
     def allowed(self) -> tuple[str, ...]:
         """The statuses it may move to next."""
         return TRANSITIONS[self.status]
-
-
-def mask_nik(nik: str) -> str:
-    """The first 4 digits (province and regency) and the last 4, the rest ``*``.
-
-    >>> mask_nik("3201014507900001")
-    '3201********0001'
-    """
-    if len(nik) <= 8:
-        return "*" * len(nik)
-    return nik[:4] + "*" * (len(nik) - 8) + nik[-4:]
 
 
 # -- the steps ------------------------------------------------------------------------

@@ -37,3 +37,15 @@ def validate_nik(nik: str) -> str | None:
     if nik[12:] == "0000":
         return "serial must not be 0000"
     return None
+
+
+def mask_nik(nik: str) -> str:
+    """The first 4 digits (province and regency) and the last 4, the rest ``*``: how a
+    NIK is shown (complaints, reports).
+
+    >>> mask_nik("3201014507900001")
+    '3201********0001'
+    """
+    if len(nik) <= 8:
+        return "*" * len(nik)
+    return nik[:4] + "*" * (len(nik) - 8) + nik[-4:]
