@@ -35,6 +35,7 @@ from switch.db.tables import (
 from switch.protocol import codes
 from switch.protocol.bpnt import BasketLine
 from switch.settings import Settings
+from terminal_sim.edc import Edc
 from tests.world import HostWorld, make_world
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
@@ -56,6 +57,8 @@ class ConsoleWorld:
     other_mid: str
     complaint_own: int
     complaint_other: int
+    #: The EDCs that made the purchases (they hold the working keys).
+    edcs: list[Edc]
 
     def client(self, role: str | None = None) -> TestClient:
         client = TestClient(self.app, base_url="http://127.0.0.1")
@@ -81,7 +84,8 @@ def token_of(client: TestClient, path: str = "/transactions") -> str:
     return csrf_of(client.get(path).text)
 
 
-def _purchase(world: HostWorld, terminal_index: int, card_index: int) -> str:
+def _purchase(world: HostWorld, terminal_index: int, card_index: int,
+              edcs: list[Edc]) -> str:
     edc = world.edc(world.terminal(index=terminal_index))
     card = world.card(index=card_index)
     world.insert(edc, card)
@@ -90,6 +94,7 @@ def _purchase(world: HostWorld, terminal_index: int, card_index: int) -> str:
     assert result.rc == codes.APPROVED, result
     entry = edc.batch.find_purchase(result.invoice)
     assert entry is not None
+    edcs.append(edc)
     return entry.rrn
 
 
@@ -98,8 +103,9 @@ def make_console_world(tmp_path: Path, url: str | None = None,
     """Four terminals over two e-warongs; a purchase at each e-warong; a complaint about
     each; the demo users; the app over the same database."""
     for world in make_world(tmp_path, url, terminal_count=4):
-        own_rrn = _purchase(world, 0, 0)   # EDC00001 at EWARONG00000001
-        other_rrn = _purchase(world, 1, 1)  # EDC00002 at EWARONG00000002
+        edcs: list[Edc] = []
+        own_rrn = _purchase(world, 0, 0, edcs)   # EDC00001 at EWARONG00000001
+        other_rrn = _purchase(world, 1, 1, edcs)  # EDC00002 at EWARONG00000002
         with world.db.transaction() as session:
             own_mid, other_mid = [t.mid for t in world.demo.terminals[:2]]
             own = open_complaint(session, world.keys, actor="test", source="kpm",
@@ -113,7 +119,7 @@ def make_console_world(tmp_path: Path, url: str | None = None,
         console_settings = ConsoleSettings(**console_changes)
         app = create_app(console_settings, settings, clock=world.clock)
         yield ConsoleWorld(world, app, settings, console_settings, logins, own_rrn, other_rrn,
-                           own_mid, other_mid, own.id, other.id)
+                           own_mid, other_mid, own.id, other.id, edcs)
         app.state.db.dispose()
 
 
