@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 
+from switch.cli_output import add_json_flag, emit, json_mode, print_json, print_table, progress
 from switch.settings import Settings, load_settings
 
 
@@ -66,11 +67,13 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
     db = open_database(settings.database_url)
     with db.transaction() as session:
         if session.scalar(select(func.count()).select_from(Terminal)):
-            print("database already holds terminals: demo world not seeded again")
+            emit(args, {"seeded": False},
+                 "database already holds terminals: demo world not seeded again")
             return 0
     world = build_world(kpm_count=args.kpm)
     seed_database(db, Keyring.from_settings(settings), world)
-    print(f"seeded {len(world.cards)} cards and {len(world.terminals)} terminals")
+    emit(args, {"seeded": True, "cards": len(world.cards), "terminals": len(world.terminals)},
+         f"seeded {len(world.cards)} cards and {len(world.terminals)} terminals")
     return 0
 
 
@@ -80,9 +83,12 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     amount_sen = args.amount_sen or settings.period_amount_sen
-    result = allocate_period(open_database(settings.database_url), args.period, amount_sen)
-    print(f"period {args.period}: credited {result.credited_count} KPM, "
-          f"{result.already_count} already credited, total {result.total_credited_sen} sen")
+    with progress(f"allocate {args.period}", enabled=not json_mode(args)) as advance:
+        result = allocate_period(open_database(settings.database_url), args.period,
+                                 amount_sen, progress=advance)
+    emit(args, {**vars_of(result), "amount_sen": amount_sen},
+         f"period {args.period}: credited {result.credited_count} KPM, "
+         f"{result.already_count} already credited, total {result.total_credited_sen} sen")
     return 0
 
 
@@ -91,7 +97,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from switch.ledger.invariants import check_invariants
 
     report = check_invariants(open_database(_settings(args).database_url, create=False))
-    print(report.summary())
+    emit(args, {**vars_of(report), "ok": report.ok}, report.summary())
     return 0 if report.ok else 1
 
 
@@ -104,7 +110,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     with db.transaction() as session:
         if args.action == "verify":
             report = verify(session, bytes.fromhex(settings.audit_key_hex))
-            print(report.summary())
+            emit(args, {**vars_of(report), "ok": report.ok}, report.summary())
             return 0 if report.ok else 1
         from sqlalchemy import select
 
@@ -113,9 +119,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         rows = session.scalars(
             select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(args.last)
         ).all()
-        for rec in reversed(rows):
-            print(f"{rec.seq:8} {rec.at} {rec.actor:18} {rec.action:22} {rec.subject:20} "
-                  f"{rec.detail}")
+        shown = [{"seq": rec.seq, "at": rec.at, "actor": rec.actor, "action": rec.action,
+                  "subject": rec.subject, "detail": rec.detail} for rec in reversed(rows)]
+        if json_mode(args):
+            import json
+
+            print_json({"records": [{**r, "detail": json.loads(str(r["detail"]))}
+                                    for r in shown]})
+        else:
+            print_table(["seq", "at", "actor", "action", "subject", "detail"],
+                        [[rec.seq, rec.at, rec.actor, rec.action, rec.subject, rec.detail]
+                         for rec in reversed(rows)], empty="(no audit records)")
     return 0
 
 
@@ -136,7 +150,7 @@ def _cmd_records(args: argparse.Namespace) -> int:
     report = prune_records(db, window=timedelta(days=days), now=SystemClock().now(),
                            audit_key=bytes.fromhex(settings.audit_key_hex),
                            dry_run=args.dry_run)
-    print(report.summary())
+    emit(args, report, report.summary())
     return 0
 
 
@@ -145,11 +159,14 @@ def _cmd_terminals(args: argparse.Namespace) -> int:
     from switch.transports.presence import list_presence
 
     rows = list_presence(open_database(_settings(args).database_url))
-    if not rows:
-        print("no terminal presence recorded yet (presence comes from MQTT status topics)")
-    for row in rows:
-        print(f"{row.tid:8} {row.status:7} last seen {row.last_seen_at:%Y-%m-%d %H:%M:%S} "
-              f"via {row.source}")
+    if json_mode(args):
+        print_json({"terminals": rows})
+        return 0
+    print_table(["tid", "status", "last_seen", "via"],
+                [[row.tid, row.status, f"{row.last_seen_at:%Y-%m-%d %H:%M:%S}", row.source]
+                 for row in rows],
+                empty="no terminal presence recorded yet (presence comes from MQTT status "
+                      "topics)")
     return 0
 
 
@@ -161,7 +178,9 @@ def _cmd_db(args: argparse.Namespace) -> int:
     try:
         if args.action == "upgrade":
             upgrade(engine)
-        print(f"schema revision: {current_revision(engine) or 'none (empty database)'}")
+        revision = current_revision(engine)
+        emit(args, {"revision": revision},
+             f"schema revision: {revision or 'none (empty database)'}")
     finally:
         engine.dispose()
     return 0
@@ -176,13 +195,16 @@ def _cmd_import_kpm(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        report = import_kpm(open_database(settings.database_url),
-                            Keyring.from_settings(settings), Path(args.file),
-                            actor=f"admin:{args.actor}", skip_invalid=args.skip_invalid)
+        with progress(f"import {Path(args.file).name}",
+                      enabled=not json_mode(args)) as advance:
+            report = import_kpm(open_database(settings.database_url),
+                                Keyring.from_settings(settings), Path(args.file),
+                                actor=f"admin:{args.actor}", skip_invalid=args.skip_invalid,
+                                progress=advance)
     except (ImportFormatError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report.summary())
+    emit(args, {**vars_of(report), "ok": report.ok}, report.summary())
     return 0 if report.ok else 1
 
 
@@ -198,14 +220,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
             reg = Registry(session, Keyring.from_settings(settings), actor=f"admin:{args.actor}")
             if args.command == "card-status":
                 card = reg.set_card_status(args.pan, args.status, reason=args.reason)
-                print(f"card {card.pan_masked} is now {card.status}")
+                emit(args, {"card": card.pan_masked, "status": card.status},
+                     f"card {card.pan_masked} is now {card.status}")
             else:
                 kpm = reg.set_kpm_status(args.nik, args.status, reason=args.reason)
-                print(f"KPM {kpm.id} is now {kpm.status}")
+                emit(args, {"kpm_id": kpm.id, "status": kpm.status},
+                     f"KPM {kpm.id} is now {kpm.status}")
     except RegistrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def vars_of(value: object) -> dict[str, object]:
+    """A dataclass's fields as a dict (for ``--json``)."""
+    from dataclasses import fields
+
+    return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
 
 
 def _day(text: str) -> date:
@@ -219,10 +250,11 @@ def _day(text: str) -> date:
 
 def _cmd_report_reconciliation(args: argparse.Namespace) -> int:
     from switch.reports.cli_rules import run_report
-    from switch.reports.reconciliation import reconciliation, render_csv, render_md
+    from switch.reports.reconciliation import csv_rows, reconciliation, render_csv, render_md
 
     return run_report(args, lambda db, _settings: reconciliation(db, args.date, args.ewarong),
-                      render_md, render_csv)
+                      render_md, render_csv, json_extra=lambda report: {
+                          "ok": report.ok, "rows": csv_rows(report)})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -318,6 +350,8 @@ def _parser() -> argparse.ArgumentParser:
     for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon,
               *rules):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
+    for p in (seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon):
+        add_json_flag(p)
     return parser
 
 

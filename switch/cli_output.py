@@ -23,7 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Advance", "add_json_flag", "json_mode", "plain_table", "print_json",
+__all__ = ["Advance", "add_json_flag", "emit", "json_mode", "plain_table", "print_json",
            "print_table", "progress", "to_jsonable"]
 
 #: ``advance(done, total)``: the work done so far out of ``total`` (``total`` may change,
@@ -40,6 +40,15 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def json_mode(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
+
+
+def emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    """A command's result: ``document`` as JSON with ``--json``, else ``text`` (a line
+    or lines)."""
+    if json_mode(args):
+        print_json(document)
+    else:
+        print(text)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -69,7 +78,9 @@ def _text(cell: Cell) -> str:
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
-    """The table as plain text: a header, a rule, the rows; numbers right-aligned."""
+    """The table as plain text: a header line, then a line per row, in columns two
+    spaces apart; numbers right-aligned.  No rule or border: ``awk '{print $2}'``
+    reads it."""
     texts = [[_text(c) for c in row] for row in rows]
     widths = [max([len(name), *(len(row[i]) for row in texts)])
               for i, name in enumerate(columns)]
@@ -80,8 +91,7 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w)
                          for c, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
 
-    out = [line(list(columns)), line(["-" * w for w in widths])]
-    out += [line(row) for row in texts]
+    out = [line(list(columns))] + [line(row) for row in texts]
     return "\n".join(out) + "\n"
 
 

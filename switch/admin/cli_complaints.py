@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from switch.admin.cli_rules import Context, _actor, _leaf
 from switch.admin.complaints import SOURCES, STATUSES, ComplaintNotFound, ComplaintView
-from switch.cli_output import add_json_flag, json_mode, print_json, print_table
+from switch.cli_output import json_mode, print_json, print_table
 from switch.clock import WIB
 
 
@@ -34,7 +34,7 @@ def _print_one(args: argparse.Namespace, view: ComplaintView) -> int:
           f"assignee {view.assignee or '-'}; next: {', '.join(view.allowed) or '(closed)'}")
     if view.description:
         print(f"  {view.description}")
-    print_table(["time WIB", "actor", "step", "from", "to", "note"],
+    print_table(["time_wib", "actor", "step", "from", "to", "note"],
                 [[_wib(e.at), e.actor, e.kind, e.from_status, e.to_status, e.note]
                  for e in view.events])
     return 0
@@ -101,7 +101,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
     if json_mode(args):
         print_json({"count": len(views), "complaints": views})
         return 0
-    print_table(["id", "status", "source", "opened WIB", "mid", "card", "rrn", "assignee",
+    print_table(["id", "status", "source", "opened_wib", "mid", "card", "rrn", "assignee",
                  "subject"],
                 [[v.id, v.status, v.source, _wib(v.opened_at), v.mid, v.card_masked, v.rrn,
                   v.assignee, v.subject] for v in views], empty="(no complaints)")
@@ -140,6 +140,4 @@ def add_complaint_commands(sub: argparse._SubParsersAction  # type: ignore[type-
     listed.add_argument("--limit", type=int, default=200)
     for parser in (assign, move, comment, show):
         parser.add_argument("id", type=int, metavar="ID")
-    for parser in leaves:
-        add_json_flag(parser)
     return leaves

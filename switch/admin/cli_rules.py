@@ -12,12 +12,14 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from switch.admin.errors import EXIT_USAGE, AdminError
+from switch.cli_output import add_json_flag, emit, json_mode, print_json, print_table, progress
 from switch.clock import SystemClock
 from switch.db.engine import Database
 from switch.security.keyring import Keyring
@@ -80,12 +82,15 @@ def _stock_receive(args: argparse.Namespace, ctx: Context) -> int:
         outcome = receive_stock(session, ctx.keys, mid=args.ewarong, item_code=args.item,
                                 quantity=args.units, actor=_actor(args),
                                 reference=args.reference, clock=ctx.clock)
+    document = {"mid": args.ewarong, "item": args.item, "units": args.units,
+                "reference": args.reference, "added": outcome.added,
+                "quantity_after": outcome.quantity_after}
     if not outcome.added:
-        print(f"{args.ewarong} {args.item}: reference {args.reference} already received, "
-              f"nothing added; {outcome.quantity_after} units")
+        emit(args, document, f"{args.ewarong} {args.item}: reference {args.reference} "
+             f"already received, nothing added; {outcome.quantity_after} units")
     else:
-        print(f"{args.ewarong} {args.item}: received {args.units}, "
-              f"{outcome.quantity_after} units now")
+        emit(args, document, f"{args.ewarong} {args.item}: received {args.units}, "
+             f"{outcome.quantity_after} units now")
     return 0
 
 
@@ -95,7 +100,10 @@ def _stock_import(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         lines = read_stock_file(session, Path(args.file))
         report = import_stock(session, ctx.keys, lines, actor=_actor(args), clock=ctx.clock)
-    print(report.summary())
+    emit(args, {"received": [{**asdict(line), "quantity_after": after}
+                             for line, after in report.received],
+                "skipped": report.skipped, "units_received": report.units_received},
+         report.summary())
     return 0
 
 
@@ -106,8 +114,10 @@ def _stock_adjust(args: argparse.Namespace, ctx: Context) -> int:
         outcome = receive_stock(session, ctx.keys, mid=args.ewarong, item_code=args.item,
                                 quantity=args.units, actor=_actor(args), kind="adjust",
                                 reason=args.reason, clock=ctx.clock)
-    print(f"{args.ewarong} {args.item}: adjusted by {args.units:+d}, "
-          f"{outcome.quantity_after} units now")
+    emit(args, {"mid": args.ewarong, "item": args.item, "units": args.units,
+                "quantity_after": outcome.quantity_after},
+         f"{args.ewarong} {args.item}: adjusted by {args.units:+d}, "
+         f"{outcome.quantity_after} units now")
     return 0
 
 
@@ -119,7 +129,9 @@ def _stock_threshold(args: argparse.Namespace, ctx: Context) -> int:
         set_threshold(session, ctx.keys, mid=args.ewarong, item_code=args.item, units=units,
                       actor=_actor(args), clock=ctx.clock)
     shown = f"the setting's ({ctx.settings.low_stock_units})" if units is None else str(units)
-    print(f"{args.ewarong} {args.item}: low-stock threshold {shown} units")
+    emit(args, {"mid": args.ewarong, "item": args.item, "threshold": units,
+                "effective": ctx.settings.low_stock_units if units is None else units},
+         f"{args.ewarong} {args.item}: low-stock threshold {shown} units")
     return 0
 
 
@@ -129,13 +141,13 @@ def _stock_show(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         rows = stock_rows(session, default_threshold=ctx.settings.low_stock_units,
                           mid=args.ewarong)
-    print(f"{'mid':15}  {'item':6}  {'units':>10}  {'threshold':>12}  low")
-    for row in rows:
-        threshold = f"{row.threshold}{'' if row.own_threshold else ' (def)'}"
-        print(f"{row.mid:15}  {row.item_code:6}  {row.units:>10}  {threshold:>12}  "
-              f"{'LOW' if row.low else ''}".rstrip())
-    if not rows:
-        print("(no stock)")
+    if json_mode(args):
+        print_json({"rows": [{**asdict(row), "low": row.low} for row in rows]})
+        return 0
+    print_table(["mid", "item", "units", "threshold", "low"],
+                [[row.mid, row.item_code, row.units,
+                  f"{row.threshold}{'' if row.own_threshold else ' (def)'}",
+                  "LOW" if row.low else ""] for row in rows], empty="(no stock)")
     return 0
 
 
@@ -146,7 +158,7 @@ def _delivery_confirm(args: argparse.Namespace, ctx: Context) -> int:
 
     with ctx.transaction() as session:
         result = confirm_delivery(session, ctx.keys, args.rrn, _actor(args), ctx.clock)
-    print(result.summary())
+    emit(args, result, result.summary())
     return 0
 
 
@@ -159,8 +171,10 @@ def _dormancy_run(args: argparse.Namespace, ctx: Context) -> int:
     if days < 1:
         print(f"error: --days {days}: at least 1", file=sys.stderr)
         return EXIT_USAGE
-    report = run_dormancy(ctx.db, ctx.keys, days=days, actor=_actor(args), clock=ctx.clock)
-    print(report.summary())
+    with progress("dormancy", enabled=not json_mode(args)) as advance:
+        report = run_dormancy(ctx.db, ctx.keys, days=days, actor=_actor(args),
+                              clock=ctx.clock, progress=advance)
+    emit(args, report, report.summary())
     return 0
 
 
@@ -170,8 +184,8 @@ def _dormancy_reactivate(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         done = reactivate_card(session, ctx.keys, pan=args.pan, reason=args.reason,
                                actor=_actor(args), clock=ctx.clock)
-    print(f"card {done.pan_masked} is active again (reactivated at "
-          f"{done.reactivated_at.isoformat()})")
+    emit(args, done, f"card {done.pan_masked} is active again (reactivated at "
+         f"{done.reactivated_at.isoformat()})")
     return 0
 
 
@@ -199,10 +213,9 @@ def _rules_ewarong(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         before, after = set_ewarong_rules(session, ctx.keys, mid=args.mid, change=change,
                                           actor=_actor(args), clock=ctx.clock)
-    if before == after:
-        print(f"unchanged: {after.line()}")
-    else:
-        print(f"was: {before.line()}\nnow: {after.line()}")
+    emit(args, {"before": before, "after": after, "changed": before != after},
+         f"unchanged: {after.line()}" if before == after
+         else f"was: {before.line()}\nnow: {after.line()}")
     return 0
 
 
@@ -212,8 +225,9 @@ def _rules_kpm_zone(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         kpm_id, before, after = set_kpm_zone(session, ctx.keys, nik=args.nik, zone=args.zone,
                                              actor=_actor(args), clock=ctx.clock)
-    print(f"KPM {kpm_id}: zone {before} -> {after}" if before != after
-          else f"KPM {kpm_id}: zone {after} (unchanged)")
+    emit(args, {"kpm_id": kpm_id, "before": before, "after": after},
+         f"KPM {kpm_id}: zone {before} -> {after}" if before != after
+         else f"KPM {kpm_id}: zone {after} (unchanged)")
     return 0
 
 
@@ -226,8 +240,10 @@ def _rules_price(args: argparse.Namespace, ctx: Context) -> int:
                                             actor=_actor(args), clock=ctx.clock)
     where = args.region or "national"
     was = "new" if before is None else f"was {before}"
-    print(f"{args.item} {where}: reference {after} sen "
-          f"({'unchanged' if before == after else was})")
+    emit(args, {"item": args.item, "region": args.region, "before_sen": before,
+                "unit_price_sen": after},
+         f"{args.item} {where}: reference {after} sen "
+         f"({'unchanged' if before == after else was})")
     return 0
 
 
@@ -238,7 +254,8 @@ def _rules_prices_import(args: argparse.Namespace, ctx: Context) -> int:
         lines = read_price_file(session, Path(args.file))
         changed, unchanged = import_prices(session, ctx.keys, lines, actor=_actor(args),
                                            clock=ctx.clock)
-    print(f"{changed} reference prices set, {unchanged} unchanged")
+    emit(args, {"changed": changed, "unchanged": unchanged},
+         f"{changed} reference prices set, {unchanged} unchanged")
     return 0
 
 
@@ -247,6 +264,9 @@ def _rules_show(args: argparse.Namespace, ctx: Context) -> int:
 
     with ctx.transaction() as session:
         rules = ewarong_rules(session, args.mid)
+    if json_mode(args):
+        print_json({"ewarongs": rules})
+        return 0
     for rule in rules:
         print(rule.line())
     if not rules:
@@ -263,6 +283,7 @@ def _leaf(group: argparse._SubParsersAction, name: str, help_text: str,  # type:
     if actor:
         parser.add_argument("--actor", required=True, help="who is making the change (audit)")
     parser.set_defaults(func=_run(handler))
+    add_json_flag(parser)
     leaves.append(parser)
     return parser
 

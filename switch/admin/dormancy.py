@@ -15,10 +15,11 @@ clock's WIB time), so the cutoff is given in the clock's own zone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from switch.admin.errors import NotFound, Refused
@@ -46,9 +47,11 @@ class DormancyReport:
 
 
 def run_dormancy(db: Database, keys: Keyring, *, days: int, actor: str, clock: Clock,
-                 chunk_cards: int = CHUNK_CARDS) -> DormancyReport:
+                 chunk_cards: int = CHUNK_CARDS,
+                 progress: Callable[[int, int], None] | None = None) -> DormancyReport:
     """Mark every active card unused ``days`` or more ``dormant``, each with an audit
-    record ``card.dormant`` (subject the masked PAN)."""
+    record ``card.dormant`` (subject the masked PAN); ``progress(done, total)`` after
+    each chunk (the total counted first, only when ``progress`` is given)."""
     if days < 1:
         raise ValueError("dormancy counts at least one day")
     now = clock.now()
@@ -56,7 +59,12 @@ def run_dormancy(db: Database, keys: Keyring, *, days: int, actor: str, clock: C
     due = and_(Card.status == "active", Card.issued_at <= cutoff,
                or_(Card.last_used_at.is_(None), Card.last_used_at <= cutoff),
                or_(Card.reactivated_at.is_(None), Card.reactivated_at <= cutoff))
-    after_id, dormant = 0, 0
+    after_id, dormant, total = 0, 0, 0
+    if progress is not None:
+        with db.transaction() as session:
+            total = int(session.scalar(select(func.count()).select_from(Card).where(due))
+                        or 0)
+        progress(0, total)
     while True:
         with db.transaction() as session:
             chunk = session.execute(
@@ -83,6 +91,8 @@ def run_dormancy(db: Database, keys: Keyring, *, days: int, actor: str, clock: C
             chain.submit_rows(connection, rows, head)
             dormant += len(ids)
             after_id = ids[-1]
+        if progress is not None:
+            progress(dormant, max(total, dormant))
     return DormancyReport(cutoff, days, dormant)
 
 

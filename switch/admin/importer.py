@@ -51,7 +51,7 @@ import io
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +77,8 @@ BATCH_ROWS = 50_000
 CHUNK_ROWS = 20_000
 #: Problems kept in the report (a wholly wrong file should not fill memory).
 MAX_PROBLEMS = 1000
+#: ``progress(done, total)``: bytes of the file read so far, of its size.
+Progress = Callable[[int, int], None]
 STAGE = "kpm_import_stage"
 STAGE_COLUMNS = ("line", "nik", "name", "wallet_ref", "pan_token", "pan_masked", "psn",
                  "expiry_yymm", "pin_offset")
@@ -170,10 +172,12 @@ class _HashingReader(io.RawIOBase):
     """A binary file that hashes what is read from it (the audit's SHA-256 is of
     exactly the bytes imported, with no second read of the file)."""
 
-    def __init__(self, raw: io.BufferedReader) -> None:
+    def __init__(self, raw: io.BufferedReader, progress: Progress | None = None,
+                 total: int = 0) -> None:
         super().__init__()
         self._raw = raw
         self.sha256 = hashlib.sha256()
+        self._progress, self._total, self._read = progress, total, 0
 
     def readable(self) -> bool:
         return True
@@ -182,6 +186,9 @@ class _HashingReader(io.RawIOBase):
         n = self._raw.readinto(buffer)
         if n:
             self.sha256.update(memoryview(buffer)[:n])
+            self._read += n
+            if self._progress is not None:
+                self._progress(self._read, max(self._total, self._read))
         return n or 0
 
     def close(self) -> None:
@@ -190,12 +197,14 @@ class _HashingReader(io.RawIOBase):
 
 
 @contextmanager
-def _open_rows(path: Path, keys: Keyring, report: ImportReport
+def _open_rows(path: Path, keys: Keyring, report: ImportReport,
+               progress: Progress | None = None
                ) -> Iterator[tuple[Iterator[tuple[Any, ...]], Any]]:
     """Check the header of ``path`` (:class:`ImportFormatError`), then give the
     stage tuples of its rows (:func:`_valid_rows`) and the SHA-256 object of the
     bytes read, complete once the rows are exhausted."""
-    raw = _HashingReader(path.open("rb"))
+    raw = _HashingReader(path.open("rb"), progress,
+                         path.stat().st_size if progress is not None else 0)
     with io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding="utf-8-sig",
                           newline="") as handle:
         reader = csv.reader(handle)
@@ -372,7 +381,7 @@ def _direct_chunks(rows: Iterator[tuple[Any, ...]], connection: Any, now: dateti
 
 
 def _load_direct(session: Session, keys: Keyring, path: Path, report: ImportReport, *,
-                 skip_invalid: bool, now: datetime
+                 skip_invalid: bool, now: datetime, progress: Progress | None = None
                  ) -> tuple[int, int | None, int | None, str] | None:
     """The direct load (module docstring) in a savepoint: (count, first and last KPM
     id, SHA-256), or ``None`` after rolling back to the savepoint when the staged
@@ -390,7 +399,7 @@ def _load_direct(session: Session, keys: Keyring, path: Path, report: ImportRepo
     try:
         with driver.cursor() as cursor, \
                 closing(connection.engine.raw_connection()) as ids_connection, \
-                _open_rows(path, keys, report) as (rows, sha256), \
+                _open_rows(path, keys, report, progress) as (rows, sha256), \
                 _ReaderThread(_direct_chunks(rows, ids_connection.driver_connection,
                                              now)) as reader:
             for chunk in reader.items():
@@ -493,10 +502,10 @@ def _insert(session: Session, now: Any) -> tuple[int, int | None, int | None]:
 
 
 def _load_staged(session: Session, keys: Keyring, path: Path, report: ImportReport, *,
-                 skip_invalid: bool, clock: Clock
+                 skip_invalid: bool, clock: Clock, progress: Progress | None = None
                  ) -> tuple[int, int | None, int | None, str]:
     """The staged load (module docstring): (count, first and last KPM id, SHA-256)."""
-    with _open_rows(path, keys, report) as (rows, sha256):
+    with _open_rows(path, keys, report, progress) as (rows, sha256):
         _stage(session, rows)
     bad_lines = _check_against_database(session, report)
     if report.problem_count and not skip_invalid:
@@ -512,15 +521,19 @@ def _load_staged(session: Session, keys: Keyring, path: Path, report: ImportRepo
 
 
 def import_kpm(db: Database, keys: Keyring, path: Path, *, actor: str,
-               skip_invalid: bool = False, clock: Clock | None = None) -> ImportReport:
-    """Import ``path`` (module docstring); ``report.imported`` is 0 unless it committed."""
+               skip_invalid: bool = False, clock: Clock | None = None,
+               progress: Progress | None = None) -> ImportReport:
+    """Import ``path`` (module docstring); ``report.imported`` is 0 unless it committed.
+    ``progress(done, total)``: the bytes of the file read so far (the reading may be on
+    another thread)."""
     clock = clock or SystemClock()
     started = time.monotonic()
     report = ImportReport()
     try:
         with db.transaction(exclusive=False) as session:
             report.imported = _load(session, keys, path, report, actor=actor,
-                                    skip_invalid=skip_invalid, clock=clock)
+                                    skip_invalid=skip_invalid, clock=clock,
+                                    progress=progress)
     except _RolledBack:
         report.imported = 0
     report.seconds = time.monotonic() - started
@@ -528,18 +541,18 @@ def import_kpm(db: Database, keys: Keyring, path: Path, *, actor: str,
 
 
 def _load(session: Session, keys: Keyring, path: Path, report: ImportReport, *, actor: str,
-          skip_invalid: bool, clock: Clock) -> int:
+          skip_invalid: bool, clock: Clock, progress: Progress | None = None) -> int:
     loaded = None
     if session.connection().dialect.name == "postgresql":
         # For the staged way's joins; durability (synchronous_commit) is untouched.
         session.execute(text("SET LOCAL work_mem = '64MB'"))
         loaded = _load_direct(session, keys, path, report, skip_invalid=skip_invalid,
-                              now=clock.now())
+                              now=clock.now(), progress=progress)
         if loaded is None:
             report._restart()
     if loaded is None:
         loaded = _load_staged(session, keys, path, report, skip_invalid=skip_invalid,
-                              clock=clock)
+                              clock=clock, progress=progress)
     count, first_id, last_id, sha256 = loaded
     if count:
         chain.append(session, keys.audit_key, at=clock.now(), actor=actor,

@@ -18,12 +18,12 @@ must roll it back (``Database.transaction()`` does).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, bindparam, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from switch.clock import Clock, SystemClock
@@ -300,7 +300,7 @@ def allocation_key(period_code: str, kpm_id: int) -> str:
 
 def allocate_period(
     target: Database | Session, period_code: str, amount_sen: int, *,
-    clock: Clock | None = None,
+    clock: Clock | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> AllocationResult:
     """Credit every active KPM ``amount_sen`` once for ``period_code``, from the program.
 
@@ -312,7 +312,8 @@ def allocate_period(
     Given a :class:`Session`, everything happens in the caller's transaction.
     Given a :class:`Database`, each chunk of :data:`ALLOCATION_CHUNK` KPM commits on
     its own, so ~100k KPM never hold the write lock for long; an interrupted run is
-    finished by running it again.
+    finished by running it again.  ``progress(done, total)``: KPM seen so far, after
+    each chunk (with a :class:`Database`; the active KPM counted first).
     """
     require_amount(amount_sen)
     require(0 < len(period_code) <= 7, "period codes look like 2026-11")
@@ -326,12 +327,18 @@ def allocate_period(
     else:
         with target.transaction() as session:
             _ensure_period(session, period_code, amount_sen)
+            total = int(session.scalar(select(func.count()).select_from(Kpm).where(
+                Kpm.status == "active")) or 0) if progress is not None else 0
+        if progress is not None:
+            progress(0, total)
         while True:
             with target.transaction() as session:
                 step = _allocate_chunk(session, period_code, amount_sen, after_kpm_id, clock)
             if step is None:
                 break
             credited, already, after_kpm_id = credited + step[0], already + step[1], step[2]
+            if progress is not None:
+                progress(credited + already, max(total, credited + already))
     return AllocationResult(period_code, credited, already, credited * amount_sen)
 
 

@@ -49,8 +49,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def run_report(args: argparse.Namespace, build: Callable[[Any, Settings], Any],
-               md: Callable[[Any], str], csv: Callable[[Any], str]) -> int:
-    """Build a report on one read-only snapshot and print it (``--format``); the
+               md: Callable[[Any], str], csv: Callable[[Any], str], *,
+               json_extra: Callable[[Any], dict[str, Any]] | None = None) -> int:
+    """Build a report on one read-only snapshot and print it (``--format``, or
+    ``--json``: the report's fields under ``data``, with ``json_extra``'s keys); the
     report's exit code, or 2 for an unknown MID or an unreadable database.  Shared
     by every ``bpnt-switch report``."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -70,8 +72,15 @@ def run_report(args: argparse.Namespace, build: Callable[[Any, Settings], Any],
         return 2
     finally:
         db.dispose()
-    sys.stdout.write(csv(report) if args.format == "csv" else md(report))
     code: int = report.exit_code
+    if getattr(args, "json", False):
+        from switch.cli_output import print_json
+
+        print_json({"report": args.report, "date": args.date, "mid": args.ewarong,
+                    "exit_code": code, **(json_extra(report) if json_extra else {}),
+                    "data": report})
+        return code
+    sys.stdout.write(csv(report) if args.format == "csv" else md(report))
     return code
 
 
@@ -118,6 +127,8 @@ def add_rule_reports(reports: argparse._SubParsersAction) -> list[argparse.Argum
         p.add_argument("--ewarong", metavar="MID", help="one e-warong only (DE 42)")
         p.add_argument("--format", choices=["md", "csv"], default="md",
                        help="Markdown tables (default) or one flat CSV table")
+        p.add_argument("--json", action="store_true",
+                       help="one JSON document (the report's fields, money in sen)")
         p.set_defaults(func=func)
         return p
 

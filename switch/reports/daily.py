@@ -134,9 +134,9 @@ class _Day:
             else:
                 place.purchase_reversals += 1
                 place.purchase_reversals_sen += rev.restored_sen
+        id_of = {m: i for i, m in mids.items()}
         for e in recon.ewarongs:  # the money as the reconciliation report counts it
-            ewarong_id = next(i for i, m in mids.items() if m == e.mid)
-            totals, t = by_ewarong[ewarong_id], e.totals
+            totals, t = by_ewarong[id_of[e.mid]], e.totals
             totals.purchases, totals.purchases_sen = t.purchase_count, t.purchase_sen
             totals.voids, totals.voids_sen = t.void_count, t.void_sen
             totals.purchase_reversals = t.purchase_reversal_count

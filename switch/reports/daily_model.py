@@ -59,9 +59,9 @@ class ReportTable:
         writer.writerows(self.rows)
         return out.getvalue()
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, *, limit: int | None = None) -> str:
         """A ``##`` section: the title, the notes as a list, the table (money in
-        rupiah)."""
+        rupiah); only the first ``limit`` rows, if given, and a line saying so."""
         def cell(text: str) -> str:
             return text.replace("|", "\\|").replace("\n", " ")
 
@@ -72,9 +72,13 @@ class ReportTable:
             return "\n".join([*lines, "None.", ""])
         lines.append("| " + " | ".join(heading(c) for c in self.columns) + " |")
         lines.append("|" + "---|" * len(self.columns))
+        rows = self.rows if limit is None else self.rows[:limit]
         lines += ["| " + " | ".join(cell(shown(c, v)) for c, v in zip(self.columns, row,
                                                                       strict=True)) + " |"
-                  for row in self.rows]
+                  for row in rows]
+        if len(rows) < len(self.rows):
+            lines += ["", f"... and {len(self.rows) - len(rows)} more rows: every row is in "
+                      f"{self.name}.csv."]
         return "\n".join(lines) + "\n"
 
     def as_dicts(self) -> list[dict[str, str | int]]:

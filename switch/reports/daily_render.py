@@ -12,7 +12,11 @@ from html import escape
 from switch.reports.daily_model import ReportTable, heading, shown
 from switch.reports.recon_model import day_window
 
-__all__ = ["render_html", "render_markdown"]
+__all__ = ["MAX_PRINTED_ROWS", "render_html", "render_markdown"]
+
+#: Rows of a table in the Markdown and HTML documents (a national not-shopped list may
+#: hold many thousands): the rest are in the table's CSV file, and the page says so.
+MAX_PRINTED_ROWS = 1000
 
 
 def _title(day: date, mid: str | None) -> str:
@@ -23,7 +27,8 @@ def render_markdown(tables: Sequence[ReportTable], day: date, mid: str | None) -
     lines = [f"# {_title(day, mid)}", "", f"- Day: {day_window(day).describe()}.",
              f"- E-warong: {mid or 'all'}.",
              f"- Reports: {', '.join(t.name for t in tables)}.", ""]
-    return "\n".join(lines) + "\n".join(t.to_markdown() for t in tables)
+    return "\n".join(lines) + "\n".join(t.to_markdown(limit=MAX_PRINTED_ROWS)
+                                         for t in tables)
 
 
 _STYLE = """
@@ -58,13 +63,16 @@ def _section(table: ReportTable) -> str:
         out.append("<table><thead><tr>" + "".join(f"<th>{escape(heading(c))}</th>"
                                                   for c in table.columns)
                    + "</tr></thead><tbody>")
-        for row in table.rows:
+        for row in table.rows[:MAX_PRINTED_ROWS]:
             cells = "".join(
                 f'<td class="n">{escape(shown(c, v))}</td>' if type(v) is int
                 else f"<td>{escape(shown(c, v))}</td>"
                 for c, v in zip(table.columns, row, strict=True))
             out.append(f"<tr>{cells}</tr>")
         out.append("</tbody></table>")
+        if len(table.rows) > MAX_PRINTED_ROWS:
+            out.append(f"<p>... and {len(table.rows) - MAX_PRINTED_ROWS} more rows: every "
+                       f"row is in {escape(table.name)}.csv.</p>")
     out.append("</section>")
     return "\n".join(out)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from switch.security.keys import pan_token
 from switch.settings import Settings
 from tests.admin.rules_helpers import url_of
 from tests.host.dayend_client import DayEndClient
+from tests.test_cli_output import Terminal
 from tests.world import HostWorld
 
 RICE = BasketLine("BRS005", 1, 6_500_000)
@@ -252,8 +254,9 @@ def test_one_ewarong_sees_only_its_own(world: HostWorld) -> None:
         _tables(world, "NOSUCHMID")
 
 
-def test_report_daily_writes_the_files_and_no_pan(world: HostWorld, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_daily_writes_the_files_and_no_pan(
+        world: HostWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     _build_day(world)
     out = tmp_path / "reports" / DAY.isoformat()
     paths = write_daily(world.db, DAY, Settings(database_url=url_of(world)), out,
@@ -280,8 +283,15 @@ def test_report_daily_writes_the_files_and_no_pan(world: HostWorld, tmp_path: Pa
     code = main(["report", "daily", "--date", DAY.isoformat(), "--out", str(cli_out),
                  "--mid", MID_B, "--as-of", "2026-11-26T12:00:00", "--db", url_of(world)])
     printed, err = capsys.readouterr()
-    assert code == 0 and err == ""
+    assert code == 0 and err == ""  # stderr is no terminal: no progress bar
     assert printed.splitlines() == [f"wrote {cli_out / n}" for n in names]
+    tty, tty_out = Terminal(), tmp_path / "tty"
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main(["report", "daily", "--date", DAY.isoformat(), "--out", str(tty_out),
+                 "--db", url_of(world)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tty_out / n}" for n in names]
+    assert f"daily reports {DAY.isoformat()}" in tty.getvalue() and "7/7" in tty.getvalue()
+    monkeypatch.undo()
     assert list(csv.DictReader(io.StringIO((cli_out / "ewarong.csv").read_text())))[0][
         "mid"] == MID_B
     code = main(["report", "daily", "--date", DAY.isoformat(), "--out", str(cli_out),
@@ -301,3 +311,17 @@ def test_report_daily_writes_the_files_and_no_pan(world: HostWorld, tmp_path: Pa
     assert bad.value.code == 2 and "not a YYYY-MM-DD date" in capsys.readouterr().err
     with world.db.transaction() as session:
         assert session.scalar(select(Ewarong.region).where(Ewarong.mid == MID_B))
+
+
+def test_a_long_table_is_cut_in_the_documents_not_in_its_csv() -> None:
+    from switch.reports.daily_render import MAX_PRINTED_ROWS, render_html, render_markdown
+
+    rows = tuple((f"3201********{n:04d}", "320101", n) for n in range(MAX_PRINTED_ROWS + 5))
+    table = ReportTable("not-shopped", "KPM", ("kpm_nik_masked", "zone", "balance_sen"), rows)
+    assert len(table.to_csv().splitlines()) == MAX_PRINTED_ROWS + 6
+    for text in (render_markdown([table], DAY, None), render_html([table], DAY, None)):
+        assert "... and 5 more rows: every row is in not-shopped.csv." in text
+        assert f"3201********{MAX_PRINTED_ROWS - 1:04d}" in text
+        assert f"3201********{MAX_PRINTED_ROWS:04d}" not in text
+    assert "Rp 10" in table.to_markdown() and "| 3201********0010 | 320101 | Rp 0,10 |" in \
+        table.to_markdown()

@@ -258,5 +258,7 @@ def test_presence_flips_offline_when_a_terminal_process_is_killed(
             terminal.wait(10)
     assert switch_cli(["terminals", "--db", str(world.db.engine.url)]) == 0
     listing = capsys.readouterr().out
-    assert f"{tid} offline" in listing and "via mqtt" in listing
+    rows = [line.split() for line in listing.splitlines()]  # a plain table (not a TTY)
+    assert rows[0] == ["tid", "status", "last_seen", "via"]
+    assert [(row[0], row[1], row[-1]) for row in rows[1:]] == [(tid, "offline", "mqtt")]
     print(f"offline {took_s:.2f} s after the kill (keep-alive {keepalive_s} s)")
