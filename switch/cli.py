@@ -344,6 +344,9 @@ def _parser() -> argparse.ArgumentParser:
 
     rules = (add_rule_commands(sub) + add_rule_reports(reports)
              + add_complaint_commands(sub) + [add_daily_report(reports)])
+    from console.cli import add_console_commands  # the web console (issue 16), lazily
+
+    add_console_commands(sub)
     for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon,
               *rules):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")
