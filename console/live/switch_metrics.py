@@ -67,11 +67,10 @@ def parse(text: str) -> Sample:
 
 
 def _increase(now: Counter[K], before: Counter[K]) -> Counter[K]:
-    out = now.copy()
+    """Each key's increase (zeros kept: an empty bucket is still a bucket bound)."""
     if any(now[k] < before.get(k, 0) for k in now):
-        return out  # a restart: everything counted since is new
-    out.subtract(before)
-    return +out
+        return now.copy()  # a restart: everything counted since is new
+    return Counter({k: now[k] - before.get(k, 0) for k in now})
 
 
 def quantile(buckets: Counter[float], q: float) -> float | None:
