@@ -4,12 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos lock clean help
+.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
 	@echo "make test   - the whole test suite"
 	@echo "make serve  - the switch alone on 127.0.0.1:8583 (BPNT_* settings apply)"
+	@echo "make console - the operations console on 127.0.0.1:8080 over the demo world (var/console.db),"
+	@echo "              with one demo user per role (logins printed); docs/CONSOLE.md"
 	@echo "make lint   - ruff and mypy"
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
@@ -41,8 +43,18 @@ $(STAMP): pyproject.toml $(LOCKS)
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-run: $(STAMP)
+# The console's charts library (Chart.js, pinned in console/web/package-lock.json), from
+# npm at install time, served from /static/vendor: never a CDN (no internet at run time).
+# npm ci uses npm's cache, so it works offline after the first install.
+CHART_JS := console/static/vendor/chart.umd.js
+$(CHART_JS): console/web/package.json console/web/package-lock.json
+	npm ci --prefix console/web --ignore-scripts --no-audit --no-fund
+	mkdir -p console/static/vendor
+	cp console/web/node_modules/chart.js/dist/chart.umd.js $@
+
+run: $(STAMP) $(CHART_JS)
 	$(PY) -m terminal_sim.cli demo
+	@echo "the console opens this run's database: BPNT_DATABASE_URL=sqlite:///var/demo.db make console"
 
 # A fresh demo database each time, so the named scenarios start from full wallets.
 SERVE_DB := sqlite:///var/serve.db
@@ -52,7 +64,17 @@ serve: $(STAMP)
 	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli allocate --period $$(date +%Y-%m)
 	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli serve
 
-test: $(STAMP)
+# The console over the demo world: seeded (and this month allocated) once into
+# var/console.db, or over BPNT_DATABASE_URL when set (e.g. the database make run left).
+CONSOLE_DB ?= sqlite:///var/console.db
+console: $(STAMP) $(CHART_JS)
+	@if [ -z "$$BPNT_DATABASE_URL" ] && [ ! -f var/console.db ]; then \
+		BPNT_DATABASE_URL=$(CONSOLE_DB) $(PY) -m switch.cli seed-demo && \
+		BPNT_DATABASE_URL=$(CONSOLE_DB) $(PY) -m switch.cli allocate --period $$(date +%Y-%m); fi
+	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console seed-demo-users
+	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console
+
+test: $(STAMP) $(CHART_JS)
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -309,6 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     from switch.reports.cli_rules import add_rule_reports
 
     rules = add_rule_commands(sub) + add_rule_reports(reports)
+    from console.cli import add_console_commands  # the web console (issue 16), lazily
+
+    add_console_commands(sub)
     for p in (serve, seed, alloc, check, audit, card, kpm, records, terminals, db, imp, recon,
               *rules):
         p.add_argument("--db", help="database URL (default BPNT_DATABASE_URL)")

@@ -110,6 +110,17 @@ class Registry:
         ).first()
         if card is None:
             raise RegistrationError(f"no card {mask_pan(pan)}")
+        return self._change_card_status(card, status, reason=reason)
+
+    def set_card_status_by_id(self, card_id: int, status: str, *, reason: str) -> Card:
+        """:meth:`set_card_status` for the card with this id (the console has no PAN)."""
+        _check(status, CARD_STATUSES)
+        card = self.session.get(Card, card_id)
+        if card is None:
+            raise RegistrationError(f"no card with id {card_id}")
+        return self._change_card_status(card, status, reason=reason)
+
+    def _change_card_status(self, card: Card, status: str, *, reason: str) -> Card:
         before = card.status
         card.status = status
         if status == "active":
