@@ -162,7 +162,10 @@ class Poller:
     # -- the background loop (the web app's lifespan) ---------------------------------
 
     async def start(self) -> None:
-        if self._task is not None:
+        """Start polling on the running loop (again, if the loop it ran on is gone)."""
+        task = self._task
+        if task is not None and not task.done() \
+                and task.get_loop() is asyncio.get_running_loop():
             return
         self._changed = asyncio.Condition()
         self._task = asyncio.create_task(self._loop(), name="dashboard-poller")
@@ -178,7 +181,7 @@ class Poller:
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        return self._task is not None and not self._task.done()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -25,13 +26,14 @@ from console.live.sse import snapshots
 from console.views import render
 
 PERMISSION = "view_dashboard"
+FIRST_POLL_TIMEOUT_S = 10.0
 
 
 def _new_poller(app: Starlette) -> Poller:
     settings = app.state.settings
     return Poller(app.state.db,
                   interval_s=float(getattr(settings, "dashboard_interval_s", 2.0)),
-                  metrics_urls=list(settings.switch_metrics_urls))
+                  metrics_urls=list(settings.switch_metrics_urls), clock=app.state.clock.now)
 
 
 async def start_live(app: Starlette) -> Poller:
@@ -40,6 +42,8 @@ async def start_live(app: Starlette) -> Poller:
     if poller is None:
         poller = app.state.live_poller = _new_poller(app)
     await poller.start()
+    if poller.version == 0:  # the first poll (the back-fill) is under way: wait for it
+        await poller.wait_for_version(0, FIRST_POLL_TIMEOUT_S)
     return poller
 
 
@@ -66,12 +70,26 @@ async def dashboard(request: Request) -> Response:
     return render(request, "dashboard.html", user, snapshot_json=json.dumps(snapshot))
 
 
+async def _counted(stream: AsyncIterator[str], clients: Gauge | None) -> AsyncIterator[str]:
+    """``stream``, with the console's SSE client gauge up while it runs."""
+    if clients is not None:
+        clients.inc()
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        if clients is not None:
+            clients.dec()
+
+
 async def events(request: Request) -> Response:
     user = require(request, PERMISSION)
     poller = await start_live(request.app)
-    return StreamingResponse(
-        snapshots(poller, scope_of(user)), media_type="text/event-stream",
-        headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    metrics = getattr(request.app.state, "metrics", None)
+    stream = _counted(snapshots(poller, scope_of(user)),
+                      metrics.sse_clients if metrics is not None else None)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
 
 async def api_dashboard(request: Request) -> Response:
