@@ -7,7 +7,8 @@
    ``make run`` seeds it, with more KPM and terminals): SQLite ``var/load/load.db``,
    or with ``--engine postgresql`` a database ``bpnt_bench_<random>`` on
    ``--pg-url`` (:func:`loadtest.bench.bench_database`), dropped at the end;
-2. ``bpnt-switch serve`` as a separate process on a free loopback port;
+2. ``bpnt-switch serve`` as a separate process on a free loopback port, with its
+   ``/metrics`` on ``--metrics-port`` (9585, or a free port when that is taken; printed);
 3. Locust in its own process (gevent must never meet pytest or asyncio), running
    ``loadtest/locustfile.py``: one user per EDC under the payday-spike shape,
    HTML and CSV reports in ``var/load``; with ``--workers N`` a Locust master and N
@@ -18,13 +19,17 @@
    the web UI stay up (re-run the spike from the UI if you like) until SIGINT
    (Ctrl-C) or SIGTERM, or ``--max-runtime-s``; then the test is stopped over the web
    API, the terminals deliver the reversals they owe, and Locust is told to quit;
-5. the switch stopped, then the money invariant checked on the database and the
+5. ``/metrics`` scraped once in the middle of the run and once after the users
+   stopped, and compared with Locust's request counts per request type
+   (:mod:`loadtest.load_metrics`);
+6. the switch stopped, then the money invariant checked on the database and the
    approvals the terminals saw matched one for one against ledger debits.
 
 Exit 0 only if Locust ended cleanly (by itself, or on the stop asked for with
 ``--ui``), at least one purchase was approved, the failures stay within
-``--max-failure-pct``, every load process reported its terminals, the invariant
-holds and the approvals match.  Every child runs in its own process group (a
+``--max-failure-pct``, every load process reported its terminals, the switch's
+``bpnt_requests_total`` equals Locust's counts at the end (and brackets them in the
+middle), the invariant holds and the approvals match.  Every child runs in its own process group (a
 Ctrl-C reaches this process only, which stops them in order, by PID; a second
 Ctrl-C aborts); every wait has a timeout; nothing listens beyond loopback.
 """
@@ -33,9 +38,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +55,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from loadtest import load_metrics
 from loadtest.bench import PG_BASE_URL, bench_database
 from switch.admin.demo import build_world, seed_database
 from switch.clock import SystemClock
@@ -141,12 +150,13 @@ def seed(db_url: str, kpm: int, terminals: int, out: Callable[[str], None]) -> N
         f"credited {rupiah(alloc.total_credited_sen)}")
 
 
-def start_switch_apart(db_url: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_switch_apart(db_url: str, port: int, log_path: Path,
+                       metrics_port: int = 0) -> subprocess.Popen[bytes]:
     """``bpnt-switch serve`` as ``terminal_sim.demo.start_switch`` starts it, but in a
     process group of its own: a Ctrl-C must not stop it before the terminals have
-    delivered their last reversals."""
+    delivered their last reversals; ``/metrics`` on ``metrics_port`` (0: none)."""
     env = dict(os.environ, BPNT_DATABASE_URL=db_url, BPNT_PORT=str(port),
-               BPNT_HOST="127.0.0.1")
+               BPNT_HOST="127.0.0.1", BPNT_METRICS_PORT=str(metrics_port))
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "serve"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log_file,
@@ -157,6 +167,21 @@ def start_switch_apart(db_url: str, port: int, log_path: Path) -> subprocess.Pop
         end_process(proc, TERM_TIMEOUT_S, lambda _line: None, "switch", terminate=True)
         raise
     return proc
+
+
+def pick_metrics_port(wanted: int) -> tuple[int, str]:
+    """``wanted`` if it is free on loopback, else (and for 0) a free port; and a note
+    saying why when it is not ``wanted``."""
+    if wanted:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the switch's
+            try:
+                sock.bind(("127.0.0.1", wanted))
+                return wanted, ""
+            except OSError:
+                pass
+        return free_port(), f" (port {wanted} is taken)"
+    return free_port(), ""
 
 
 def end_process(proc: subprocess.Popen[bytes], grace_s: float, out: Callable[[str], None],
@@ -364,10 +389,15 @@ class Ending:
 
 
 def supervise(run: LocustRun, switch: subprocess.Popen[bytes], deadline: float,
-              signals: StopSignals) -> Ending:
+              signals: StopSignals, mid_run: Callable[[], None] | None = None,
+              mid_at: float = math.inf) -> Ending:
     """Wait for the Locust master to exit, or for what comes first: a stop signal,
-    the switch or a worker exiting, or the deadline."""
+    the switch or a worker exiting, or the deadline.  ``mid_run()`` once, at ``mid_at``
+    (monotonic time)."""
     while True:
+        if mid_run is not None and time.monotonic() >= mid_at:
+            mid_run()
+            mid_run = None
         if signals.received:
             return Ending("signal", f"{signals.received} received")
         if run.master.poll() is not None:
@@ -382,9 +412,12 @@ def supervise(run: LocustRun, switch: subprocess.Popen[bytes], deadline: float,
 
 
 def drive_locust(port: int, switch: subprocess.Popen[bytes], args: argparse.Namespace,
-                 workdir: Path, signals: StopSignals, out: Callable[[str], None]) -> list[str]:
-    """Run Locust to its end (module docstring, 3 and 4); the problems, if any."""
+                 workdir: Path, signals: StopSignals, out: Callable[[str], None],
+                 scrapes: load_metrics.Scrapes | None = None) -> list[str]:
+    """Run Locust to its end (module docstring, 3 and 4); the problems, if any.  With
+    ``scrapes``, the mid-run scrape halfway through the spike."""
     run = start_locust(port, args, workdir, out)
+    started = time.monotonic()
     problems: list[str] = []
     try:
         if not wait_until(lambda: run.master.poll() is not None or http_get_ok(run.web_url),
@@ -398,7 +431,10 @@ def drive_locust(port: int, switch: subprocess.Popen[bytes], args: argparse.Name
             bound_s = args.max_runtime_s
         else:
             bound_s = args.duration_s + stop_timeout_s(args) + LOCUST_MARGIN_S
-        ending = supervise(run, switch, time.monotonic() + bound_s, signals)
+        mid_run = None if scrapes is None else functools.partial(
+            scrapes.mid_run, run.web_url, started, out)
+        ending = supervise(run, switch, time.monotonic() + bound_s, signals, mid_run,
+                           started + args.duration_s / 2)
         if ending.kind == "exited":
             if args.ui:
                 problems.append("Locust exited before it was asked to stop")
@@ -446,7 +482,7 @@ def print_stats(rows: list[Row], out: Callable[[str], None]) -> None:
 
 
 def verdict(db_url: str, workdir: Path, run_problems: list[str], max_failure_pct: float,
-            out: Callable[[str], None]) -> int:
+            out: Callable[[str], None], scrapes: load_metrics.Scrapes | None = None) -> int:
     problems = list(run_problems)
     stats_path = workdir / "load_stats.csv"
     rows = read_stats(stats_path) if stats_path.exists() else []
@@ -475,6 +511,10 @@ def verdict(db_url: str, workdir: Path, run_problems: list[str], max_failure_pct
     if total is not None and approvals[0] != purchases:
         out(f"  (Locust's stats hold the last test only, {purchases} approved purchases; the "
             f"terminals count every test of the run, {approvals[0]}: a re-run from the UI)")
+    if scrapes is not None:
+        locust = load_metrics.locust_counts((r.name, r.requests) for r in rows)
+        problems += scrapes.report(locust, whole_run=total is not None
+                                   and approvals[0] == purchases, out=out)
     if seen.get("undelivered_reversals", 0):
         problems.append("reversals left undelivered")
     if not seen or seen.get("in_progress") \
@@ -518,13 +558,18 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
         out(f"database: {args.engine} ({where})")
         seed(db_url, args.kpm, args.terminals, out)
         port = free_port()
-        switch = start_switch_apart(db_url, port, workdir / "switch.log")
+        metrics_port, why = pick_metrics_port(args.metrics_port)
+        switch = start_switch_apart(db_url, port, workdir / "switch.log", metrics_port)
         out(f"switch pid {switch.pid} on 127.0.0.1:{port} (log: {workdir / 'switch.log'})")
+        scrapes = load_metrics.Scrapes(f"http://127.0.0.1:{metrics_port}/metrics",
+                                       args.terminals, args.workers)
+        out(f"switch metrics: {scrapes.metrics_url}{why}")
         try:
-            problems = drive_locust(port, switch, args, workdir, signals, out)
+            problems = drive_locust(port, switch, args, workdir, signals, out, scrapes)
+            scrapes.at_end()
         finally:
             end_process(switch, TERM_TIMEOUT_S, out, "switch", terminate=True)
-        return verdict(db_url, workdir, problems, args.max_failure_pct, out)
+        return verdict(db_url, workdir, problems, args.max_failure_pct, out, scrapes)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -554,6 +599,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="--ui: stop by itself after this long")
     parser.add_argument("--max-failure-pct", type=float, default=1.0)
     parser.add_argument("--workdir", type=Path, default=Path("var/load"))
+    parser.add_argument("--metrics-port", type=int, default=9585,
+                        help="the switch's /metrics port (a free one when it is taken; 0: "
+                             "a free one)")
     args = parser.parse_args(argv)
     if args.duration_s <= 0 or args.kpm < 1 or args.terminals < 1 or args.max_runtime_s <= 0:
         parser.error("duration, kpm, terminals and max runtime must be > 0")

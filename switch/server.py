@@ -13,6 +13,7 @@ from switch.clock import Clock
 from switch.db.schema import open_database
 from switch.host.runner import AsyncHost
 from switch.host.service import HostService
+from switch.metrics import SwitchMetrics
 from switch.settings import Settings
 from switch.transports.mqtt import REQUEST_FILTER, MqttTransport
 from switch.transports.presence import PresenceStore
@@ -31,29 +32,40 @@ class Transport(Protocol):
 async def serve(settings: Settings, *, clock: Clock | None = None,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve on every configured transport until SIGINT/SIGTERM (or ``stop`` is set);
-    then drain and close.  Every transport calls the one ``AsyncHost`` (one writer)."""
+    then drain and close.  Every transport calls the one ``AsyncHost`` (one writer).
+    ``/metrics`` is served on ``metrics_port`` (docs/METRICS.md) unless it is 0."""
     db = open_database(settings.database_url)
-    host = AsyncHost(HostService(db, settings, clock))
+    metrics = SwitchMetrics()
+    host = AsyncHost(HostService(db, settings, clock, observer=metrics))
     presence = PresenceStore(db, clock)
     transports: list[Transport] = []
     if settings.tcp_enabled:
-        tcp = TcpTransport(host.handle, settings)
+        tcp = TcpTransport(metrics.metered("tcp", host.handle), settings)
+        metrics.watch_connections("tcp", lambda: tcp.open_connections)
         bound_host, bound_port = await tcp.start()
         transports.append(tcp)
         print(f"bpnt-switch listening on {bound_host}:{bound_port} db={_safe_url(settings)}",
               flush=True)
     if settings.mqtt_url:
-        mqtt = MqttTransport(host.handle, settings, presence)
+        on_mqtt = metrics.metered("mqtt", host.handle)
+        mqtt = MqttTransport(on_mqtt, settings, presence, on_dropped=on_mqtt.dropped)
+        metrics.watch_connections("mqtt", lambda: float(mqtt.connected.is_set()))
+        metrics.watch_presence(presence.terminals)
         where = await mqtt.start()
         transports.append(mqtt)
         print(f"bpnt-switch on MQTT {where} (shared subscription {REQUEST_FILTER})", flush=True)
     if settings.serial_port:
-        serial = SerialTransport(host.handle, settings)
+        serial = SerialTransport(metrics.metered("serial", host.handle), settings)
+        metrics.watch_connections("serial", lambda: float(serial.line_open))
         where = await serial.start()
         transports.append(serial)
         print(f"bpnt-switch on serial {where} at {settings.serial_baud} baud", flush=True)
     if not transports:
         raise SystemExit("no transport configured (TCP off, no MQTT URL, no serial port)")
+    metrics_port = metrics.start_http(settings.metrics_host, settings.metrics_port)
+    if metrics_port is not None:
+        print(f"bpnt-switch metrics on http://{settings.metrics_host}:{metrics_port}/metrics",
+              flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
@@ -71,6 +83,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     for transport in transports:
         await transport.close()
     await host.aclose()
+    await asyncio.to_thread(metrics.stop_http)
     presence.close()
     db.dispose()
     if host.failure is not None:

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     #: removes older ones).  At most 180 days: a record's key date is DE 13 in the year
     #: nearest the switch's clock, which is unambiguous only within half a year.
     idempotency_window_days: int = Field(default=7, ge=1, le=180)
+    #: Prometheus ``/metrics`` (issue 16, docs/METRICS.md) on its own port; ``0`` turns
+    #: it off.  Every switch process on one machine needs a port of its own.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9585, ge=0, le=65535)
     #: Transports (HOST_SPEC §1): TCP is on by default; MQTT and serial when configured.
     tcp_enabled: bool = True
     #: ``mqtt://HOST:PORT`` of the broker (Mosquitto), or unset for no MQTT.

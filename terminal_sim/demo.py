@@ -78,9 +78,11 @@ def wait_until_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: fl
 
 def start_switch(db_url: str, port: int, log_path: Path,
                  extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``bpnt-switch serve`` as a separate process on loopback, once it accepts."""
-    env = dict(os.environ, BPNT_DATABASE_URL=db_url, BPNT_PORT=str(port),
-               BPNT_HOST="127.0.0.1", **(extra_env or {}))
+    """``bpnt-switch serve`` as a separate process on loopback, once it accepts.
+    Without ``/metrics`` (``BPNT_METRICS_PORT=0``) unless ``extra_env`` gives it a port:
+    launchers start several switches on one machine."""
+    env = {**os.environ, "BPNT_DATABASE_URL": db_url, "BPNT_PORT": str(port),
+           "BPNT_HOST": "127.0.0.1", "BPNT_METRICS_PORT": "0", **(extra_env or {})}
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)

@@ -228,7 +228,7 @@ def _run(db_path: Path, baud: int, corruption: float, purchases: int, seed: int,
 def _start_switch(db_url: str, serial_path: str, baud: int,
                   log_path: Path) -> subprocess.Popen[bytes]:
     """``bpnt-switch serve`` on the cable's switch end, once it listens there."""
-    env = dict(os.environ, BPNT_DATABASE_URL=db_url)
+    env = dict(os.environ, BPNT_DATABASE_URL=db_url, BPNT_METRICS_PORT="0")
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "switch.cli", "serve", "--no-tcp", "--serial", serial_path,

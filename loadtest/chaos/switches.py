@@ -75,8 +75,9 @@ class SwitchFleet:
         """(Re)start slot ``index`` on its port; returns once it accepts connections."""
         slot = self.slots[index]
         assert not slot.running, f"switch {index} is running"
-        env = dict(os.environ, BPNT_DATABASE_URL=self.db_url, BPNT_PORT=str(slot.port),
-                   BPNT_HOST="127.0.0.1", **self.extra_env, **self.slot_env.get(index, {}))
+        env = {**os.environ, "BPNT_DATABASE_URL": self.db_url, "BPNT_PORT": str(slot.port),
+               "BPNT_HOST": "127.0.0.1", "BPNT_METRICS_PORT": "0", **self.extra_env,
+               **self.slot_env.get(index, {})}
         seen_before = self.log_count(index, self.ready_text) if self.ready_text else 0
         with slot.log_path.open("ab") as log_file:
             slot.proc = subprocess.Popen([sys.executable, "-m", self.module, "serve"],

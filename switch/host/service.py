@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,6 +61,7 @@ from switch.core.request import UNRECORDED_RRNS, Request
 from switch.core.verify import Checks
 from switch.db.engine import Database
 from switch.host.known_taks import KnownTaks
+from switch.host.observer import NO_OBSERVER, HostObserver
 from switch.host.store import BatchStore
 from switch.ledger.postings import LedgerError
 from switch.protocol import codes
@@ -84,8 +86,11 @@ CLOSE = Decision(None)
 class HostService:
     """Decides and posts; called from one writer thread (DESIGN.md)."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, clock: Clock | None = None, *,
+                 observer: HostObserver = NO_OBSERVER) -> None:
         self.db = db
+        #: Told of each batch and each database error (the server's metrics).
+        self.observer = observer
         self.settings = settings
         self.keys = Keyring.from_settings(settings)
         self.policy = Policy.of(settings)
@@ -149,12 +154,13 @@ class HostService:
 
     def commit_batch(self, staged: StagedBatch) -> list[bytes | None]:
         """Decide and write ``staged`` in one transaction; the answers after its commit."""
+        started = time.perf_counter()
         answers = list(staged.answers)
-        if not staged.jobs:
-            return answers
-        decided = self._decide_with_retries(staged.jobs, staged.checks)
-        for job, decision in zip(staged.jobs, decided, strict=True):
-            answers[job.index] = job.answer(decision)
+        if staged.jobs:
+            decided = self._decide_with_retries(staged.jobs, staged.checks)
+            for job, decision in zip(staged.jobs, decided, strict=True):
+                answers[job.index] = job.answer(decision)
+        self.observer.batch_committed(len(answers), time.perf_counter() - started)
         return answers
 
     def _decide_with_retries(self, jobs: Sequence[_Job], checks: Checks) -> list[Decision]:
@@ -162,19 +168,23 @@ class HostService:
             try:
                 return self._decide_and_write(jobs, checks)
             except _CommitFailed as failed:
+                self.observer.database_error("commit_failed")
                 log.error("the commit of a batch of %d failed (%s): it may have landed; "
                           "closing without an answer, the terminals' reversals settle it",
                           len(jobs), type(failed.error.orig).__name__)
                 return [CLOSE] * len(jobs)
             except DBAPIError as exc:
                 if _lost_a_race(exc) and attempt == 1:
+                    self.observer.database_error("race")
                     log.info("a batch of %d lost a race with another writer (%s): deciding "
                              "it again", len(jobs), type(exc.orig).__name__)
                     continue
                 if _lost_a_race(exc) or isinstance(exc, OperationalError):
+                    self.observer.database_error("unavailable")
                     log.error("ledger unavailable for a batch of %d: %s", len(jobs),
                               type(exc.orig).__name__)
                     return [self._unavailable(job, checks) for job in jobs]
+                self.observer.database_error("other")
                 return self._one_by_one(jobs, checks, exc)
             except LedgerError as exc:
                 return self._one_by_one(jobs, checks, exc)

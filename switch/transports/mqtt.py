@@ -38,6 +38,8 @@ from switch.transports.presence import PresenceStore
 log = logging.getLogger("bpnt.mqtt")
 
 UnitHandler = Callable[[bytes], Awaitable[bytes | None]]
+#: Told of a request taken off the broker and never handed to the host (the metrics).
+DropHandler = Callable[[bytes], None]
 TOPIC_ROOT = "bpnt/v1/edc"
 SHARE_GROUP = "switch"
 REQUEST_FILTER = f"$share/{SHARE_GROUP}/{TOPIC_ROOT}/+/req"
@@ -86,10 +88,12 @@ def topic_tid(topic: str, leaf: str) -> str | None:
 class MqttTransport:
     def __init__(self, handler: UnitHandler, settings: Settings,
                  presence: PresenceStore | None = None, *,
-                 receive_maximum: int = RECEIVE_MAXIMUM) -> None:
+                 receive_maximum: int = RECEIVE_MAXIMUM,
+                 on_dropped: DropHandler | None = None) -> None:
         assert settings.mqtt_url is not None, "mqtt_url not configured"
         assert 1 <= receive_maximum <= settings.mqtt_max_inflight, receive_maximum
         self._handler = handler
+        self._on_dropped = on_dropped
         self._receive_maximum = receive_maximum
         self._settings = settings
         self._presence = presence
@@ -198,6 +202,7 @@ class MqttTransport:
             log.info("shed a status message (%d waiting)", waiting)
             return
         self.requests_shed += 1
+        self._dropped(message.payload)
         log.warning("shed a QoS %d request from %s: %d already waiting; not acknowledged, "
                     "not answered (the terminal reverses); %d shed so far",
                     message.qos, tid, waiting, self.requests_shed)
@@ -216,6 +221,10 @@ class MqttTransport:
             self.taken -= 1
             self._inflight.release()
 
+    def _dropped(self, payload: object) -> None:
+        if self._on_dropped is not None and isinstance(payload, bytes | bytearray):
+            self._on_dropped(bytes(payload))
+
     async def _record_presence(self, tid: str, payload: bytes) -> None:
         assert self._presence is not None
         try:
@@ -226,6 +235,7 @@ class MqttTransport:
     async def _answer(self, client: aiomqtt.Client, tid: str, unit: bytes) -> None:
         if not 0 < len(unit) <= self._settings.max_frame_bytes:
             self.requests_unanswered += 1
+            self._dropped(unit)
             log.warning("dropping a %d-byte request from %s", len(unit), tid)
             return
         response = await self._handler(unit)

@@ -59,6 +59,14 @@ class PresenceStore:
         self._db = db
         self._clock = clock or SystemClock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="presence")
+        #: Each terminal's last status seen by this process, and how many have each
+        #: (ints, so the metrics can read them from their own thread).
+        self._status_by_tid: dict[str, str] = {}
+        self._terminals = dict.fromkeys(STATUSES, 0)
+
+    def terminals(self, status: str) -> int:
+        """Terminals whose last presence seen here is ``status``."""
+        return self._terminals.get(status, 0)
 
     async def update(self, tid: str, payload: bytes, source: str = "mqtt") -> bool:
         status = payload.decode("ascii", "replace").strip().lower()
@@ -68,8 +76,18 @@ class PresenceStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, record_presence, self._db, tid, status,
                                    source, self._clock.now())
+        self._seen(tid, status)
         log.info("terminal %s is %s", tid, status)
         return True
+
+    def _seen(self, tid: str, status: str) -> None:
+        before = self._status_by_tid.get(tid)
+        if before == status:
+            return
+        if before is not None:
+            self._terminals[before] -= 1
+        self._status_by_tid[tid] = status
+        self._terminals[status] += 1
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -138,6 +138,12 @@ class SerialTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.units_handled = 0
 
+    @property
+    def line_open(self) -> bool:
+        """The port is open and its line thread runs (the metrics read it)."""
+        return (self._port is not None and self._thread is not None
+                and self._thread.is_alive() and not self._stop.is_set())
+
     async def start(self) -> str:
         """Open the port and start the line thread; returns the port name."""
         name = self._settings.serial_port or "(given port)"

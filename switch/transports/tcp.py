@@ -33,6 +33,11 @@ class TcpTransport:
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (the metrics read it at scrape time)."""
+        return self._connections
+
     async def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port), useful with port 0 in tests."""
         self._server = await asyncio.start_server(

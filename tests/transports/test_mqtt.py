@@ -173,7 +173,7 @@ def test_qos1_redelivery_is_answered_again_and_debits_once(
 
 def _start_switch(db_url: str, broker: Broker, log_path: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, BPNT_DATABASE_URL=db_url, BPNT_MQTT_URL=broker.url,
-               BPNT_TCP_ENABLED="false")
+               BPNT_TCP_ENABLED="false", BPNT_METRICS_PORT="0")
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "-v", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)
