@@ -9,16 +9,16 @@ list with one value per minute of ``minutes``, oldest first, the last the curren
     minutes:    [ISO minute, ...]                       # 60 of them
     tiles:      {approved_minute, declined_minute, approved_hour, declined_hour,
                  purchases_approved_hour, purchases_declined_hour, rc_91_hour,
-                 rc_96_hour, timeouts_hour, backlog, terminals_online,
+                 rc_96_hour, no_answer_hour, timeouts_hour, backlog, terminals_online,
                  terminals_offline, rule_alerts_hour, spikes_hour}
     series:     {by_rc: {RC: [n]}, purchases: {approved: [n], declined: [n]},
-                 failures: {"91": [n], "96": [n], timeouts: [n]},
+                 failures: {"91": [n], "96": [n], no_answer: [n], timeouts: [n]},
                  reversals: {class: [n]}, backlog: [n],
                  by_transport: {transport: [n]} | {}, latency_ms: {p50: [ms|null],
                  p99: [ms|null]}}
     switch:     {available: bool, errors: {url: text}, gauges: {name{labels}: value}}
                 | null (an e-warong's view)
-    backlog:    {window_minutes, failed_answers, reversals_no_original,
+    backlog:    {window_minutes, failed_answers, reversals, reversals_no_original,
                  reversals_after_approval, outstanding}
     regions:    [{level: province|regency, code, requests, declined, timeouts,
                   decline_rate, timeout_rate, spike: [decline|timeout]}]
@@ -26,23 +26,29 @@ list with one value per minute of ``minutes``, oldest first, the last the curren
                   timeout_rate, spike: [...]}]
     spike_alerts: [{minute, level, code, kind, rate, baseline, requests}]  newest first
     terminals:  {online, offline, list: [{tid, status, last_seen_at, source}]}
+                (presence for MQTT terminals; the others are ``active`` with their
+                last request as last seen)
     rule_alerts: [{id, at, rule, action, tid, mid, detail}]               newest first
 
-**RC 91/96**: a 91 commits nothing (the batch rolled back, docs/ARCHITECTURE.md), so
-the database rarely holds one; ``failures`` takes the switches' metrics
-(``bpnt_requests_total`` for purchases answered 91 or 96) when they answer, the
-records otherwise.  **Time-outs** are the reversals received (an EDC sends a 0400
-only after a time-out or an unusable answer, HOST_SPEC §5).
+**RC 91/96 and no answer**: a 91 commits nothing (the batch rolled back,
+docs/ARCHITECTURE.md), so the database rarely holds one, and a request closed without
+an answer leaves no record at all; ``failures`` takes the switches' metrics
+(``bpnt_requests_total{mti="0200"}`` with ``rc`` 91, 96 or ``none``) when they answer,
+the records otherwise (no ``no_answer`` then).  **Time-outs** are the reversals
+received (an EDC sends a 0400 only after a time-out or an unusable answer, HOST_SPEC
+§5).
 
-**Reversal backlog** (an estimate, and an upper bound): over the window, purchases
-the switches answered 91/96 (``failed_answers``, from their metrics) minus the
-reversals whose original never reached the records (``reversals_no_original``: what
-such an EDC sends on its next transaction), floored at 0.  A signed 91 is a decline
-and needs no reversal, so the figure can stay above zero; it cannot be matched one by
-one because a 91's request leaves no record.  Without metrics it is ``null``.
-``reversals_after_approval`` counts the reversals of requests the switch had approved
-(the answer was lost: money moved and came back).  ``series.backlog`` is the running
-estimate minute by minute.
+**Reversal backlog** (an estimate): the purchases the switches answered 91/96 or not at
+all (``failed_answers``, from their metrics, minute by minute) less the reversals
+received in the same minutes, carried over from minute to minute and never below 0
+(``series.backlog``; ``outstanding`` is its last value): EDCs that should still be
+holding a reversal (HOST_SPEC §5: sent before their next transaction).  It is an
+estimate both ways, as the switch cannot match a 91 to its reversal (a 91 leaves no
+record): a *signed* 91 is a plain decline and needs no reversal (too high), and an
+answer lost after the switch sent it brings a reversal no failure was counted for (too
+low).  Without metrics it is ``null``.  ``reversals_no_original`` counts the reversals
+whose original never reached the records, ``reversals_after_approval`` those of
+requests the switch had approved (the answer was lost: money moved and came back).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from typing import Any
 from console.live.rows import NO_ORIGINAL, AlertRow, PresenceRow
 from console.live.spikes import group_spikes
 from console.live.state import LiveState, SpikeAlert
-from console.live.switch_metrics import quantile
+from console.live.switch_metrics import NO_ANSWER, quantile
 from console.live.window import Scope, ScopeMinute, Tally
 
 SCHEMA = 1
@@ -191,8 +197,8 @@ def _switch_series(state: LiveState, labels: list[datetime]) -> dict[str, Any]:
 def _terminal(row: PresenceRow | None, tid: str, seen: datetime | None
               ) -> dict[str, Any]:
     last = max((t for t in (row.last_seen_at if row else None, seen) if t), default=None)
-    return {"tid": tid, "status": row.status if row else "no presence",
-            "source": row.source if row else "records",
+    return {"tid": tid, "status": row.status if row else "active",
+            "source": row.source if row else "last request",
             "last_seen_at": _iso(last) if last else None}
 
 
@@ -247,11 +253,14 @@ def build(state: LiveState, now: datetime, scope: Scope = None) -> dict[str, Any
     failures: dict[str, list[int]] = {
         rc: (switch["purchase_rc"].get(rc, [0] * len(labels)) if switch and metrics_ok
              else db_91_96[rc]) for rc in ("91", "96")}
+    failures["no_answer"] = (switch["purchase_rc"].get(NO_ANSWER, [0] * len(labels))
+                             if switch and metrics_ok else [0] * len(labels))
     failures["timeouts"] = _counts(series, lambda m: sum(m.reversals.values()))
     no_original = _counts(series, lambda m: m.reversals.get(NO_ORIGINAL, 0))
-    failed = [a + b for a, b in zip(failures["91"], failures["96"], strict=True)]
+    failed = [a + b + c for a, b, c in zip(failures["91"], failures["96"],
+                                           failures["no_answer"], strict=True)]
     running, backlog_series = 0, []
-    for out, back in zip(failed, no_original, strict=True):
+    for out, back in zip(failed, failures["timeouts"], strict=True):
         running = max(0, running + out - back)
         backlog_series.append(running)
     outstanding = backlog_series[-1] if metrics_ok else None
@@ -277,6 +286,7 @@ def build(state: LiveState, now: datetime, scope: Scope = None) -> dict[str, Any
             "purchases_approved_hour": sum(m.purchases_approved for m in series),
             "purchases_declined_hour": sum(m.purchases_declined for m in series),
             "rc_91_hour": sum(failures["91"]), "rc_96_hour": sum(failures["96"]),
+            "no_answer_hour": sum(failures["no_answer"]) if metrics_ok else None,
             "timeouts_hour": hour.timeouts, "backlog": outstanding,
             "terminals_online": terminals["online"],
             "terminals_offline": terminals["offline"],
@@ -296,6 +306,7 @@ def build(state: LiveState, now: datetime, scope: Scope = None) -> dict[str, Any
             "gauges": dict(state.metrics.gauges)},
         "backlog": {"window_minutes": len(labels),
                     "failed_answers": sum(failed) if metrics_ok else None,
+                    "reversals": hour.timeouts,
                     "reversals_no_original": sum(no_original),
                     "reversals_after_approval": sum(
                         m.reversals.get("original_00", 0) for m in series),

@@ -30,9 +30,11 @@ REQUESTS = "bpnt_requests_total"
 LATENCY_BUCKET = "bpnt_request_seconds_bucket"
 GAUGES = ("bpnt_connections", "bpnt_inflight_requests", "bpnt_mqtt_terminals")
 DB_ERRORS = "bpnt_db_errors_total"
-#: Purchase MTIs as the metric may label them (request or response).
+#: The purchase MTI as the switch labels it (the request's; "0210" tolerated).
 PURCHASE_MTIS = ("0200", "0210")
-TRACKED_RCS = ("91", "96")
+#: Purchase answers tracked by RC: 91, 96 and ``none`` (closed without an answer).
+NO_ANSWER = "none"
+TRACKED_RCS = ("91", "96", NO_ANSWER)
 
 
 @dataclass

@@ -98,9 +98,34 @@
     });
   }
 
+  // The charts start at the first minute with traffic (at most an hour, at least
+  // MIN_MINUTES): a console started a few minutes ago shows those minutes wide.
+  var MIN_MINUTES = 15;
+
+  function firstBusy(series, length) {
+    var first = length;
+    [series.by_rc, series.by_transport, series.failures].forEach(function (byKey) {
+      Object.keys(byKey).forEach(function (key) {
+        var at = byKey[key].findIndex(function (v) { return v; });
+        if (at >= 0 && at < first) { first = at; }
+      });
+    });
+    return Math.max(0, Math.min(first, length - MIN_MINUTES));
+  }
+
+  function cut(byKey, from) {
+    var out = {};
+    Object.keys(byKey).forEach(function (key) { out[key] = byKey[key].slice(from); });
+    return out;
+  }
+
   function update(snapshot) {
-    var labels = snapshot.minutes.map(minuteLabel);
-    var series = snapshot.series;
+    var all = snapshot.series;
+    var from = firstBusy(all, snapshot.minutes.length);
+    var labels = snapshot.minutes.slice(from).map(minuteLabel);
+    var series = { by_rc: cut(all.by_rc, from), by_transport: cut(all.by_transport, from),
+                   latency_ms: cut(all.latency_ms, from), failures: cut(all.failures, from),
+                   backlog: all.backlog.slice(from) };
     tiles(snapshot.tiles);
     warn(snapshot);
     chart("chart-rc", "bar", labels, series.by_rc, true);

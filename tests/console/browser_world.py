@@ -95,10 +95,11 @@ def dashboard_world(workdir: Path, url: str | None = None, *, kpm: int = 200,
     allocate_period(db, SystemClock().now().strftime("%Y-%m"), settings.period_amount_sen)
     logins = {role: (name, password) for name, role, password
               in seed_demo_users(db, keys, SystemClock())}
-    port = free_port()
-    switch: subprocess.Popen[bytes] = start_switch(url, port, workdir / "switch.log",
-                                                   switch_env)
-    metrics_url = f"http://127.0.0.1:{free_port()}/metrics"  # no such switch endpoint yet
+    port, metrics_port = free_port(), free_port()
+    switch: subprocess.Popen[bytes] = start_switch(
+        url, port, workdir / "switch.log",
+        {"BPNT_METRICS_PORT": str(metrics_port), **(switch_env or {})})
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     app = create_app(ConsoleSettings(switch_metrics_urls=[metrics_url]), settings)
     poller = Poller(app.state.db, interval_s=POLL_S, metrics_urls=[metrics_url])
     app.state.live_poller = poller

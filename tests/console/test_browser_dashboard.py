@@ -95,7 +95,14 @@ def test_every_role_sees_its_dashboard_move_with_edc_traffic(tmp_path: Path) -> 
             "#ewarongs tbody tr td:first-child", "cells => cells.map(c => c.textContent)") \
             == [world.ewarong_mid]
         assert shop.locator("#chart-transport").is_hidden()  # no system-wide figures
-        assert "switch metrics unavailable" in pages["admin"].inner_text("#dash-warning")
+        admin = pages["admin"]
+        assert admin.locator("#dash-warning").is_hidden()  # the switch's /metrics answers
+        # the transport chart has the switch's TCP requests, the latency chart p50/p99
+        assert "tcp" in admin.evaluate(
+            "window.Chart.getChart('chart-transport').data.datasets.map(d => d.label)")
+        assert admin.evaluate(
+            "window.Chart.getChart('chart-latency').data.datasets.map(d => d.label)") \
+            == ["p50", "p99"]
         # the charts were drawn by Chart.js from /static/vendor (not a CDN)
         assert pages["admin"].evaluate("typeof window.Chart") == "function"
         assert errors == []

@@ -1,5 +1,5 @@
-"""The switches' /metrics as the dashboard reads them: a tiny HTTP server serving a
-real prometheus-client registry with the switch's metric names."""
+"""The switches' /metrics as the dashboard reads them: a tiny HTTP server serving the
+switch's own prometheus-client registry (switch.metrics)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 
 from console.live.poller import Poller
 from console.live.switch_metrics import SwitchMetrics, quantile
+from switch.metrics import SwitchMetrics as SwitchRegistry
 from tests.console.test_live_poller import _buy
 from tests.world import HostWorld
-
-
-class SwitchRegistry:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("bpnt_requests", "answered", ["mti", "rc", "transport"],
-                                registry=self.registry)
-        self.latency = Histogram("bpnt_request_seconds", "latency", ["mti", "transport"],
-                                 registry=self.registry)
-        self.inflight = Gauge("bpnt_inflight_requests", "in flight", registry=self.registry)
-        self.connections = Gauge("bpnt_connections", "open", ["transport"],
-                                 registry=self.registry)
 
 
 @pytest.fixture
@@ -59,12 +48,13 @@ def _traffic(metrics: SwitchRegistry) -> None:
     metrics.requests.labels("0200", "00", "tcp").inc(30)
     metrics.requests.labels("0200", "91", "mqtt").inc(5)
     metrics.requests.labels("0100", "00", "serial").inc(2)
+    metrics.requests.labels("0200", "none", "tcp").inc(2)  # closed without an answer
     for _ in range(20):
-        metrics.latency.labels("0200", "tcp").observe(0.01)
+        metrics.request_seconds.labels("0200", "tcp").observe(0.01)
     for _ in range(10):
-        metrics.latency.labels("0200", "mqtt").observe(0.2)
-    metrics.inflight.set(3)
-    metrics.connections.labels("tcp").set(12)
+        metrics.request_seconds.labels("0200", "mqtt").observe(0.2)
+    metrics.inflight_count = 3
+    metrics.watch_connections("tcp", lambda: 12)
 
 
 def test_rates_and_quantiles_come_from_successive_scrapes(
@@ -81,16 +71,17 @@ def test_rates_and_quantiles_come_from_successive_scrapes(
     assert snap["switch"]["available"] and snap["switch"]["errors"] == {}
     series = snap["series"]
     assert {t: s[-1] for t, s in series["by_transport"].items()} == \
-        {"tcp": 30, "mqtt": 5, "serial": 2}
+        {"tcp": 32, "mqtt": 5, "serial": 2}
     assert series["failures"]["91"][-1] == 5 and snap["tiles"]["rc_91_hour"] == 5
+    assert series["failures"]["no_answer"][-1] == 2 and snap["tiles"]["no_answer_hour"] == 2
     # p50: rank 15 of 30 in (0.005, 0.01] holding 20; p99: rank 29.7 in (0.1, 0.25]
     assert series["latency_ms"]["p50"][-1] == pytest.approx(8.75)
     assert series["latency_ms"]["p99"][-1] == pytest.approx(245.5)
     assert snap["switch"]["gauges"]["bpnt_inflight_requests"] == 3
     assert snap["switch"]["gauges"]["bpnt_connections{transport=tcp}"] == 12
-    # five purchases answered 91, no reversal of an unrecorded request yet
-    assert snap["backlog"]["failed_answers"] == 5 and snap["backlog"]["outstanding"] == 5
-    assert snap["tiles"]["backlog"] == 5
+    # five purchases answered 91 and two not at all; no reversal came yet
+    assert snap["backlog"]["failed_answers"] == 7 and snap["backlog"]["outstanding"] == 7
+    assert snap["tiles"]["backlog"] == 7
 
 
 def test_an_unreachable_switch_is_reported_not_raised(world: HostWorld) -> None:
