@@ -31,6 +31,7 @@ from console.auth import API_PREFIX, Forbidden, NotAuthenticated, current_user
 from console.csrf import CsrfRefused
 from console.db import writing
 from console.metrics import ConsoleMetrics, MetricsMiddleware, metrics_endpoint
+from console.pages.dashboard import live_lifespan
 from console.settings import ConsoleSettings
 from console.throttle import AddressLimiter
 from console.views import make_templates, render
@@ -140,6 +141,7 @@ def create_app(settings: ConsoleSettings, switch_settings: Settings, *,
     ]
     app = Starlette(
         routes=routes,
+        lifespan=live_lifespan,  # the live dashboard's poller
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeaders),

@@ -79,7 +79,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"console on http://{settings.host}:{settings.port}/ over "
           f"{_safe_url(switch_settings.database_url)}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, workers=1, loop=loop,
-                log_level="info", proxy_headers=False, server_header=False)
+                log_level="info", proxy_headers=False, server_header=False,
+                # open dashboards (server-sent events) never hold a shutdown longer
+                timeout_graceful_shutdown=5)
     return 0
 
 

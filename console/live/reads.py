@@ -1,0 +1,143 @@
+"""The poller's reads (SQLAlchemy Core, one read-only transaction per poll).
+
+Every read of ``request_records`` and ``alerts`` is a primary-key range (``id >
+after``, bounded by a ``LIMIT`` or an upper id): nothing here scans a whole table or
+needs an index the switch's insert path would have to maintain.  The joins are
+primary- or unique-key lookups (terminal by TID, e-warong, card, KPM, the original
+record of a reversal).  ``terminal_presence`` and ``ewarongs`` are small registry
+tables and are read whole.
+
+Ids become visible in order: the switch reserves them and commits under its single
+writer lock (``switch.db.engine``), so reading ``id > last seen`` misses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.orm import aliased
+
+from console.live.rows import AlertRow, EwarongRow, PresenceRow, RecordRow
+from switch.db.engine import Database
+from switch.db.tables import (
+    Alert,
+    Card,
+    Ewarong,
+    Kpm,
+    RequestRecord,
+    Terminal,
+    TerminalPresence,
+)
+
+RECORDS = cast(Table, RequestRecord.__table__)
+ALERTS = cast(Table, Alert.__table__)
+TERMINALS = cast(Table, Terminal.__table__)
+EWARONGS = cast(Table, Ewarong.__table__)
+CARDS = cast(Table, Card.__table__)
+KPM = cast(Table, Kpm.__table__)
+PRESENCE = cast(Table, TerminalPresence.__table__)
+NIK_DIGITS = 4
+
+
+def utc(at: datetime) -> datetime:
+    """SQLite hands back naive UTC, PostgreSQL aware: aware UTC either way."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+@contextmanager
+def read_snapshot(db: Database) -> Iterator[Connection]:
+    """One read-only transaction (PostgreSQL: REPEATABLE READ, READ ONLY); it takes
+    no writer lock and never blocks the switch (SQLite WAL: a deferred BEGIN)."""
+    with db.read() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield connection
+
+
+def max_record_id(connection: Connection) -> int:
+    return int(connection.scalar(select(func.max(RECORDS.c.id))) or 0)
+
+
+def max_alert_id(connection: Connection) -> int:
+    return int(connection.scalar(select(func.max(ALERTS.c.id))) or 0)
+
+
+def records_after(connection: Connection, after_id: int, *, limit: int,
+                  up_to_id: int | None = None, since: datetime | None = None
+                  ) -> list[RecordRow]:
+    """Records with ``after_id < id [<= up_to_id]`` (and ``created_at >= since``), in
+    id order, at most ``limit``."""
+    r, original = RECORDS, aliased(RECORDS, name="original")
+    card_id = func.coalesce(r.c.card_id, original.c.card_id)
+    query = (
+        select(r.c.id, r.c.tid, r.c.kind, r.c.processing_code, r.c.response_code,
+               r.c.created_at, TERMINALS.c.ewarong_id, EWARONGS.c.region,
+               func.substr(KPM.c.nik, 1, NIK_DIGITS).label("nik_prefix"),
+               original.c.response_code.label("original_rc"))
+        .select_from(r)
+        .outerjoin(TERMINALS, TERMINALS.c.tid == r.c.tid)
+        .outerjoin(EWARONGS, EWARONGS.c.id == TERMINALS.c.ewarong_id)
+        .outerjoin(original, original.c.id == r.c.original_record_id)
+        .outerjoin(CARDS, CARDS.c.id == card_id)
+        .outerjoin(KPM, KPM.c.id == CARDS.c.kpm_id)
+        .where(r.c.id > after_id)
+        .order_by(r.c.id)
+        .limit(limit))
+    if up_to_id is not None:
+        query = query.where(r.c.id <= up_to_id)
+    if since is not None:
+        query = query.where(r.c.created_at >= since)
+    return [_record(row) for row in connection.execute(query)]
+
+
+def _record(row: Any) -> RecordRow:
+    kind = str(row.kind)
+    return RecordRow(
+        id=int(row.id), tid=str(row.tid), kind=kind,
+        processing_code=str(row.processing_code), response_code=str(row.response_code),
+        created_at=utc(row.created_at),
+        ewarong_id=None if row.ewarong_id is None else int(row.ewarong_id),
+        ewarong_region=row.region, nik_prefix=row.nik_prefix,
+        original_rc=row.original_rc if kind == "reversal" else None)
+
+
+def alerts_after(connection: Connection, after_id: int, *, limit: int,
+                 since: datetime | None = None) -> list[AlertRow]:
+    """Alerts with ``id > after_id`` (and ``created_at >= since``), in id order; an
+    alert with no e-warong is its terminal's."""
+    a = ALERTS
+    query = (select(a.c.id, a.c.created_at, a.c.rule, a.c.action, a.c.tid,
+                    func.coalesce(a.c.ewarong_id, TERMINALS.c.ewarong_id).label("ewarong"),
+                    a.c.detail)
+             .select_from(a).outerjoin(TERMINALS, TERMINALS.c.tid == a.c.tid)
+             .where(a.c.id > after_id).order_by(a.c.id).limit(limit))
+    if since is not None:
+        query = query.where(a.c.created_at >= since)
+    return [AlertRow(int(row.id), utc(row.created_at), str(row.rule), str(row.action),
+                     row.tid, None if row.ewarong is None else int(row.ewarong),
+                     str(row.detail or "{}"))
+            for row in connection.execute(query)]
+
+
+def presence(connection: Connection) -> list[PresenceRow]:
+    p = PRESENCE
+    query = (select(p.c.tid, p.c.status, p.c.last_seen_at, p.c.source,
+                    TERMINALS.c.ewarong_id)
+             .select_from(p).outerjoin(TERMINALS, TERMINALS.c.tid == p.c.tid)
+             .order_by(p.c.tid))
+    return [PresenceRow(str(row.tid), str(row.status), utc(row.last_seen_at),
+                        str(row.source),
+                        None if row.ewarong_id is None else int(row.ewarong_id))
+            for row in connection.execute(query)]
+
+
+def ewarongs(connection: Connection) -> list[EwarongRow]:
+    e = EWARONGS
+    return [EwarongRow(int(row.id), str(row.mid), str(row.name), row.region)
+            for row in connection.execute(select(e.c.id, e.c.mid, e.c.name, e.c.region)
+                                          .order_by(e.c.id))]
