@@ -3,7 +3,6 @@ permissions and the same e-warong scope as the pages.  Read-only."""
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -11,8 +10,7 @@ from starlette.routing import BaseRoute, Route
 from console.auth import require, scope_of
 from console.db import reading
 from console.forms import page_of
-from console.pages.reports import day_of
-from console.reports import day_tables, report_names
+from console.pages.reports import requested_table
 from console.transactions import parse_search, search_transactions
 from switch.admin.complaints import list_complaints
 from switch.admin.stock import stock_rows
@@ -30,13 +28,7 @@ def transactions(request: Request) -> Response:
 
 
 def report(request: Request) -> Response:
-    require(request, "download_reports")
-    name = str(request.path_params["name"])
-    if name not in report_names():
-        raise HTTPException(404, f"no report {name[:40]}")
-    day = day_of(request)
-    state = request.app.state
-    [table] = day_tables(state.db, day, state.switch_settings, mid=None, names=[name])
+    table, day = requested_table(request)
     return JSONResponse({"name": table.name, "title": table.title, "date": day.isoformat(),
                          "columns": list(table.columns), "notes": list(table.notes),
                          "rows": [list(row) for row in table.rows]})

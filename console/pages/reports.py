@@ -14,6 +14,7 @@ from console.auth import require
 from console.reports import day_tables, report_names
 from console.views import render
 from switch.clock import WIB
+from switch.reports.daily_model import ReportTable
 
 
 def day_of(request: Request) -> date:
@@ -36,7 +37,8 @@ def reports(request: Request) -> Response:
                   printable=request.query_params.get("print") == "1")
 
 
-def report_csv(request: Request) -> Response:
+def requested_table(request: Request) -> tuple[ReportTable, date]:
+    """The one report the path names, of the day the query asks (``download_reports``)."""
     require(request, "download_reports")
     name = str(request.path_params["name"])
     if name not in report_names():
@@ -44,6 +46,12 @@ def report_csv(request: Request) -> Response:
     day = day_of(request)
     state = request.app.state
     [table] = day_tables(state.db, day, state.switch_settings, mid=None, names=[name])
+    return table, day
+
+
+def report_csv(request: Request) -> Response:
+    table, day = requested_table(request)
+    name = table.name
     filename = f"bpnt-{name}-{day.isoformat()}.csv"
     return Response(table.to_csv(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
