@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.orm import aliased
 
 from console.live.rows import AlertRow, EwarongRow, PresenceRow, RecordRow
+from switch.core.facts import utc
 from switch.db.engine import Database
 from switch.db.tables import (
     Alert,
@@ -41,11 +42,6 @@ CARDS = cast(Table, Card.__table__)
 KPM = cast(Table, Kpm.__table__)
 PRESENCE = cast(Table, TerminalPresence.__table__)
 NIK_DIGITS = 4
-
-
-def utc(at: datetime) -> datetime:
-    """SQLite hands back naive UTC, PostgreSQL aware: aware UTC either way."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @contextmanager
