@@ -89,6 +89,9 @@ class RecordWrite:
     #: A purchase's DE 48 (a void: its original's) and the e-warong whose stock it moved.
     basket: str | None = None
     stock_ewarong_id: int | None = None
+    #: ``False``: the velocity rule declined it, so its card does not join the
+    #: terminal's window (a retry of the refused card is refused again, FAILURES F9).
+    joins_window: bool = True
 
 
 @dataclass(frozen=True)

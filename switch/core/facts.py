@@ -310,7 +310,7 @@ class BatchFacts:
             write.processing_code, write.original_record_id, basket=write.basket,
             stock_ewarong_id=write.stock_ewarong_id)
         self.records_used += 1
-        if write.card_id is not None and self.policy.velocity != OFF:
+        if write.card_id is not None and write.joins_window and self.policy.velocity != OFF:
             seen = self.recent_cards.setdefault(write.key.tid, {})
             last = seen.get(write.card_id)
             if write.key.tid in self.window_counts and (

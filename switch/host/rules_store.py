@@ -237,7 +237,7 @@ def submit_rule_writes(connection: Connection, effects: ByKind,
             {"tid": tid, "card_id": card_id, "last_at": moment}
             for tid, card_id in dict.fromkeys(
                 (e.key.tid, e.card_id) for e in effects.of(RecordWrite)
-                if e.card_id is not None)])
+                if e.card_id is not None and e.joins_window)])
     takes = [{"stock_ewarong": ewarong, "stock_item": item, "take_units": -delta}
              for (ewarong, item), delta in sorted(deltas.items()) if delta < 0]
     taken = _TAKE_STOCK.submit(connection, takes)

@@ -170,6 +170,23 @@ def test_more_distinct_cards_than_the_limit_at_one_terminal(engine_world: HostWo
     assert len(_alerts(world)) == 1
 
 
+def test_a_card_refused_for_velocity_is_refused_again_on_retry(engine_world: HostWorld) -> None:
+    """A card the rule declined does not join the terminal's window: swiping it again
+    (the agent's obvious next move, FAILURES F9) is declined again, with its own alert,
+    and no money or stock moves either time."""
+    world = engine_world
+    _rules(world, velocity="decline", velocity_max_cards=2, velocity_window_minutes=10)
+    edc = world.edc()
+    edc.logon()
+    assert _buy(world, edc, 0)[0] == codes.APPROVED
+    assert _buy(world, edc, 1)[0] == codes.APPROVED
+    for _ in range(2):
+        _declined_without_moving(world, edc, 2, codes.LIMIT_EXCEEDED,
+                                 "BATAS TRANSAKSI TERLAMPAUI")
+    assert [(a["rule"], a["action"]) for a in _alerts(world)] == [("velocity", "decline")] * 2
+    assert _buy(world, edc, 1)[0] == codes.APPROVED  # the two admitted cards still buy
+
+
 @pytest.mark.parametrize("mode", ["decline", "flag", "off"])
 def test_a_card_transaction_outside_the_opening_hours(engine_world: HostWorld,
                                                      mode: str) -> None:
