@@ -10,10 +10,10 @@ tables and are read whole.
 **The grouped read** (:func:`record_groups`, :func:`terminals_seen`; what the poller
 uses): the database counts the records of an id range by UTC minute and by what they
 count as (:class:`~console.live.rows.RecordGroup`), so a poll reads one row per group,
-not per record.  Per record it joins only the terminal and its e-warong (small
-tables); the card's KPM (for the NIK prefix) is looked up only when the e-warong has
-no usable region, and the original record only for a reversal (its RC) or for a
-record without a card of its own whose e-warong has no region.  :func:`records_after`
+not per record.  Per record it joins the terminal and its e-warong (small tables);
+the join to the card and its KPM (for the NIK prefix) holds only when the e-warong
+has no usable region, the one to the original record only for a reversal (its RC)
+or for a record without a card of its own whose e-warong has no region.  :func:`records_after`
 reads the same records one by one (a :class:`~console.live.rows.RecordRow` each): the
 grouped read's reference.
 
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, case, func, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from console.live.rows import (
@@ -156,26 +156,28 @@ def record_groups(connection: Connection, after_id: int, *, up_to_id: int,
     """The records with ``after_id < id <= up_to_id`` (and ``created_at >= since``),
     counted by minute and by what they count as (module docstring)."""
     r, original = RECORDS, aliased(RECORDS, name="original")
-
-    def of_original(column: str) -> Any:
-        return (select(original.c[column]).where(original.c.id == r.c.original_record_id)
-                .correlate(r).scalar_subquery())  # nested: correlate it by name
-
-    card_id = func.coalesce(r.c.card_id, of_original("card_id"))
-    nik_prefix = (select(func.substr(KPM.c.nik, 1, NIK_DIGITS))
-                  .select_from(CARDS.join(KPM, KPM.c.id == CARDS.c.kpm_id))
-                  .where(CARDS.c.id == card_id).correlate(r).scalar_subquery())
-    region_usable = func.length(EWARONGS.c.region) >= REGION_MIN_DIGITS
+    region = EWARONGS.c.region
+    no_region = or_(region.is_(None), func.length(region) < REGION_MIN_DIGITS)
+    # Joins, not correlated subqueries: PostgreSQL memoizes a join's lookups, and
+    # plans a subquery per row (on small tables a scan per row).  The join
+    # conditions say when a lookup is needed at all.
+    is_reversal = r.c.kind == "reversal"
     rows = (
         select(_minute(connection, r.c.created_at).label("minute"), r.c.kind,
                r.c.processing_code, r.c.response_code, TERMINALS.c.ewarong_id,
-               func.substr(EWARONGS.c.region, 1, REGION_DIGITS).label("region"),
-               case((region_usable, None), else_=nik_prefix).label("nik_prefix"),
-               case((r.c.kind == "reversal", of_original("response_code")))
-               .label("original_rc"))
+               func.substr(region, 1, REGION_DIGITS).label("region"),
+               case((no_region, func.substr(KPM.c.nik, 1, NIK_DIGITS)))
+               .label("nik_prefix"),
+               case((is_reversal, original.c.response_code)).label("original_rc"))
         .select_from(r)
         .outerjoin(TERMINALS, TERMINALS.c.tid == r.c.tid)
         .outerjoin(EWARONGS, EWARONGS.c.id == TERMINALS.c.ewarong_id)
+        .outerjoin(original, and_(
+            original.c.id == r.c.original_record_id,
+            or_(is_reversal, and_(r.c.card_id.is_(None), no_region))))
+        .outerjoin(CARDS, and_(
+            CARDS.c.id == func.coalesce(r.c.card_id, original.c.card_id), no_region))
+        .outerjoin(KPM, KPM.c.id == CARDS.c.kpm_id)
         .where(r.c.id > after_id, r.c.id <= up_to_id))
     if since is not None:
         rows = rows.where(r.c.created_at >= since)
