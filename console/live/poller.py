@@ -2,12 +2,16 @@
 the switch's database and scrapes the switches' metrics, then publishes a new
 snapshot version that every open dashboard (server-sent events) is woken for.
 
-**What a poll reads** (console.live.reads): ``request_records`` with ``id >`` the last
-one seen (at most ``batch_rows`` per read, up to ``max_reads`` reads a poll), new
-``alerts`` by id, ``terminal_presence`` whole, and the e-warong registry every
-``registry_every_s``.  **On start** it back-fills the window once: the records among
-the newest ``backfill_ids`` ids (from ``max(id)`` back) created in the last hour,
-read in id ranges of ``batch_rows``, and the last hour's alerts.
+**What a poll reads** (console.live.reads, one read-only snapshot): ``top = max(id)``
+of ``request_records`` first, then the records ``last < id <= top`` (``last``: the
+previous poll's ``top``), grouped by the database (the grouped read: one row per
+minute and kind of record, not per record), in id ranges of ``batch_rows`` ids, up to
+``max_reads`` ranges a poll (the rest waits for the next); new ``alerts`` by id,
+``terminal_presence`` whole, and the e-warong registry every ``registry_every_s``.
+**On start** it back-fills the window once: the records among the newest
+``backfill_ids`` ids (from ``max(id)`` back) created in the last hour, read the same
+way, and the last hour's alerts; the first poll that reads without an error is the
+back-fill.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from console.live import reads
-from console.live.rows import AlertRow, RecordRow
+from console.live.rows import AlertRow, RecordBatch
 from console.live.snapshot import build, detect_spikes
 from console.live.state import LiveState
 from console.live.switch_metrics import DEFAULT_METRICS_URLS, Fetch, SwitchMetrics, http_fetch
@@ -43,9 +47,13 @@ def system_now() -> datetime:
 
 @dataclass
 class PollResult:
-    """What one poll read: the ids prove a poll reads only what is new."""
+    """What one poll read: the id range ``after_id < id <= up_to_id`` of
+    ``request_records`` (the next poll reads from ``up_to_id``) and how many records it
+    held, and the alerts' ids: they prove a poll reads only what is new."""
 
-    record_ids: list[int] = field(default_factory=list)
+    after_id: int = 0
+    up_to_id: int = 0
+    records: int = 0
     alert_ids: list[int] = field(default_factory=list)
     backfilled: bool = False
 
@@ -77,18 +85,19 @@ class Poller:
         now = self.clock()
         result = PollResult()
         try:
-            records, alerts, presence, registry = self._read(now, result)
+            batch, alerts, presence, registry = self._read(now)
         except Exception as exc:  # the database is away: the dashboard says so
             log.warning("dashboard poll failed: %s", exc)
             with self.state.lock:
                 self.state.database_error = f"{type(exc).__name__}: {str(exc)[:160]}"
                 self.version += 1
             return result
+        result.backfilled, self._started = not self._started, True
         self.state.metrics.scrape(now)
         with self.state.lock:
             state = self.state
             state.database_error = None
-            state.add_records(records)
+            state.add_batch(batch)
             state.add_alerts(alerts)
             state.presence = presence
             if registry is not None:
@@ -98,52 +107,43 @@ class Poller:
             state.polls += 1
             state.polled_at = now
             self.version += 1
-        result.record_ids = [r.id for r in records]
+        result.after_id, result.up_to_id = batch.after_id, batch.up_to_id
+        result.records = batch.records
         result.alert_ids = [a.id for a in alerts]
         return result
 
-    def _read(self, now: datetime, result: PollResult) -> tuple[
-            list[RecordRow], list[AlertRow], list[Any], list[Any] | None]:
+    def _read(self, now: datetime) -> tuple[
+            RecordBatch, list[AlertRow], list[Any], list[Any] | None]:
         since = (now - timedelta(minutes=self.state.window.minutes)).astimezone(UTC)
         with reads.read_snapshot(self.db) as c:
+            top = reads.max_record_id(c)  # first: the range ends there, in this snapshot
             if not self._started:
-                records, alerts = self._backfill(c, since)
-                self._started = result.backfilled = True
+                batch = reads.read_records(c, max(0, top - self.backfill_ids), top,
+                                           batch_rows=self.batch_rows, since=since)
+                # Nothing older than the window counts, but the next poll starts after
+                # the top.
+                alerts = reads.alerts_after(
+                    c, max(0, reads.max_alert_id(c) - self.backfill_ids),
+                    limit=self.batch_rows, since=since)
             else:
-                records = []
-                for _ in range(self.max_reads):
-                    after = records[-1].id if records else self.state.last_record_id
-                    chunk = reads.records_after(c, after, limit=self.batch_rows)
-                    records += chunk
-                    if len(chunk) < self.batch_rows:
-                        break
+                after = self.state.last_record_id
+                batch = reads.read_records(
+                    c, after, max(after, min(top, after + self.batch_rows * self.max_reads)),
+                    batch_rows=self.batch_rows)
                 alerts = reads.alerts_after(c, self.state.last_alert_id,
                                             limit=self.batch_rows)
             presence = reads.presence(c)
             registry = None
             if self._registry_at is None or (now - self._registry_at).total_seconds() \
-                    >= REGISTRY_EVERY_S or self._unknown_ewarongs(records):
+                    >= REGISTRY_EVERY_S or self._unknown_ewarongs(batch):
                 registry = reads.ewarongs(c)
                 self._registry_at = now
-        return records, alerts, presence, registry
+        return batch, alerts, presence, registry
 
-    def _unknown_ewarongs(self, records: list[RecordRow]) -> bool:
+    def _unknown_ewarongs(self, batch: RecordBatch) -> bool:
         known = self.state.ewarongs
-        return any(r.ewarong_id is not None and r.ewarong_id not in known for r in records)
-
-    def _backfill(self, c: Any, since: datetime) -> tuple[list[RecordRow], list[AlertRow]]:
-        top = reads.max_record_id(c)
-        records: list[RecordRow] = []
-        low = max(0, top - self.backfill_ids)
-        for start in range(low, top, self.batch_rows):  # id ranges: bounded reads
-            records += reads.records_after(c, start, limit=self.batch_rows,
-                                           up_to_id=min(top, start + self.batch_rows),
-                                           since=since)
-        # Nothing older than the window counts, but the next poll starts after the top.
-        self.state.last_record_id = top
-        alerts = reads.alerts_after(c, max(0, reads.max_alert_id(c) - self.backfill_ids),
-                                    limit=self.batch_rows, since=since)
-        return records, alerts
+        return any(g.ewarong_id is not None and g.ewarong_id not in known
+                   for g in batch.groups)
 
     # -- snapshots ---------------------------------------------------------------------
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from console.live.rows import AlertRow, EwarongRow, PresenceRow, RecordRow
+from console.live.rows import AlertRow, EwarongRow, PresenceRow, RecordBatch, RecordRow
 from console.live.switch_metrics import SwitchMetrics
 from console.live.window import Window
 
@@ -58,7 +59,19 @@ class LiveState:
     database_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_records(self, rows: list[RecordRow]) -> None:
+    def add_batch(self, batch: RecordBatch) -> None:
+        """Fold in a grouped read (what the poller does): the same as
+        :meth:`add_records` of the range's records, a group at a time (a TID's last
+        sign of life: its newest ``created_at`` in the range, its highest id's while
+        the switch's clock moves forward)."""
+        for group in batch.groups:
+            self.window.add(group)
+        for tid, seen in batch.seen.items():
+            self.last_seen[tid] = LastSeen(seen.at, seen.ewarong_id)
+        self.last_record_id = max(self.last_record_id, batch.up_to_id)
+
+    def add_records(self, rows: Iterable[RecordRow]) -> None:
+        """Fold in records one by one (in id order)."""
         for row in rows:
             self.window.add(row)
             self.last_seen[row.tid] = LastSeen(row.created_at, row.ewarong_id)

@@ -21,7 +21,8 @@ from typing import TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.live.window import WINDOW_MINUTES, minute_of
+from console.live.rows import minute_of
+from console.live.window import WINDOW_MINUTES
 
 K = TypeVar("K", str, float)
 DEFAULT_METRICS_URLS = ("http://127.0.0.1:9585/metrics",)

@@ -10,15 +10,19 @@ id); each scope of a minute holds:
   each one is an EDC that timed out (HOST_SPEC §5);
 * ``tally`` and per-province / per-regency tallies: requests, declines and
   time-outs (reversals), for the failure table and the spike rule.
+
+The poller folds in groups of like records (:class:`~console.live.rows.RecordGroup`,
+each with its ``count``); a single record (:class:`~console.live.rows.RecordRow`)
+folds in the same way as a group of one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from console.live.rows import RecordRow
+from console.live.rows import Classified, minute_of
 
 WINDOW_MINUTES = 60
 Scope = int | None
@@ -46,17 +50,22 @@ class ScopeMinute:
     provinces: dict[str, Tally] = field(default_factory=dict)
     regencies: dict[str, Tally] = field(default_factory=dict)
 
-    def add(self, row: RecordRow) -> None:
+    def add(self, row: Classified) -> None:
+        """Count ``row`` (``row.count`` records)."""
+        n = row.count
         one = Tally()
         if row.is_request:
-            self.by_rc[row.response_code] += 1
-            one.requests, one.declined = 1, int(not row.approved)
+            approved = row.approved
+            self.by_rc[row.response_code] += n
+            one.requests, one.declined = n, 0 if approved else n
             if row.is_purchase:
-                self.purchases_approved += row.approved
-                self.purchases_declined += not row.approved
+                if approved:
+                    self.purchases_approved += n
+                else:
+                    self.purchases_declined += n
         elif row.kind == "reversal":
-            self.reversals[row.reversal_class] += 1
-            one.timeouts = 1
+            self.reversals[row.reversal_class] += n
+            one.timeouts = n
         else:
             return
         self.tally.add(one)
@@ -66,10 +75,6 @@ class ScopeMinute:
             self.regencies.setdefault(row.regency, Tally()).add(one)
 
 
-def minute_of(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(second=0, microsecond=0)
-
-
 @dataclass
 class Window:
     """Minute → scope → :class:`ScopeMinute`, for the ``minutes`` minutes to ``now``."""
@@ -77,8 +82,8 @@ class Window:
     minutes: int = WINDOW_MINUTES
     buckets: dict[datetime, dict[Scope, ScopeMinute]] = field(default_factory=dict)
 
-    def add(self, row: RecordRow) -> None:
-        scopes = self.buckets.setdefault(minute_of(row.created_at), {})
+    def add(self, row: Classified) -> None:
+        scopes = self.buckets.setdefault(row.minute, {})
         scopes.setdefault(None, ScopeMinute()).add(row)
         if row.ewarong_id is not None:
             scopes.setdefault(row.ewarong_id, ScopeMinute()).add(row)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from console.live.poller import Poller
+from console.live.poller import Poller, PollResult
 from switch.db.tables import Card, Ewarong, Kpm, RequestRecord
 from switch.protocol.bpnt import BasketLine
 from switch.security.keys import pan_token
@@ -32,6 +32,19 @@ def _region_of(world: HostWorld, label: str, index: int) -> str:
             Card.pan_token == pan_token(world.keys.pan_token_key, card.pan)))
     assert nik is not None
     return str(nik)[:4]
+
+
+def _record_ids(world: HostWorld, after_id: int = 0) -> list[int]:
+    with world.db.transaction() as session:
+        return list(session.scalars(select(RequestRecord.id).where(
+            RequestRecord.id > after_id).order_by(RequestRecord.id)))
+
+
+def _reads(result: PollResult, after_id: int, ids: list[int]) -> None:
+    """``result`` read the id range from ``after_id`` to the newest record, holding
+    exactly the records ``ids`` (all there is after ``after_id``)."""
+    assert (result.after_id, result.up_to_id) == (after_id, ids[-1] if ids else after_id)
+    assert result.records == len(ids) and all(after_id < i for i in ids)
 
 
 def _ewarong_ids(world: HostWorld) -> dict[str, int]:
@@ -63,7 +76,8 @@ def test_the_aggregates_count_real_traffic_exactly(engine_world: HostWorld) -> N
     world = engine_world
     poller = _poller(world)
     first = poller.poll_once()
-    assert first.backfilled and first.record_ids == []
+    assert first.backfilled and first.records == 0
+    _reads(first, 0, _record_ids(world))
     # 3 approved purchases on terminal 0, 1 wrong PIN (55) on terminal 1, 1 blocked card
     # (62) on terminal 0
     expected_rc: Counter[str] = Counter()
@@ -79,7 +93,8 @@ def test_the_aggregates_count_real_traffic_exactly(engine_world: HostWorld) -> N
     expected_rc.update({"55": 1, "62": 1})
 
     second = poller.poll_once()
-    assert len(second.record_ids) == 5 and not second.backfilled
+    assert not second.backfilled and second.records == 5
+    _reads(second, first.up_to_id, _record_ids(world, first.up_to_id))
     snap = poller.snapshot()
     assert snap["series"]["by_rc"] == {rc: [0] * 59 + [n] for rc, n in expected_rc.items()}
     assert snap["tiles"]["purchases_approved_hour"] == 3
@@ -102,15 +117,17 @@ def test_the_aggregates_count_real_traffic_exactly(engine_world: HostWorld) -> N
     # the next poll reads only the new record
     assert _buy(world, "ok", 4) == "00"
     third = poller.poll_once()
-    assert third.record_ids == [second.record_ids[-1] + 1]
+    assert third.records == 1
+    _reads(third, second.up_to_id, _record_ids(world, second.up_to_id))
     assert poller.snapshot()["series"]["by_rc"]["00"][-1] == 4
-    assert poller.poll_once().record_ids == []
+    assert poller.snapshot()["last_record_id"] == third.up_to_id
+    _reads(poller.poll_once(), third.up_to_id, [])
 
 
 def test_a_time_out_is_a_reversal_and_a_rule_alert_appears(engine_world: HostWorld) -> None:
     world = engine_world
     poller = _poller(world)
-    poller.poll_once()
+    first = poller.poll_once()
     faults = Faults()
     edc = _edc(world, 0, faults)
     assert edc.logon().rc == "00"
@@ -128,7 +145,8 @@ def test_a_time_out_is_a_reversal_and_a_rule_alert_appears(engine_world: HostWor
                     world.clock.now() - timedelta(minutes=3))
 
     result = poller.poll_once()
-    assert len(result.record_ids) == 3  # the approved purchase, its reversal, the next
+    assert result.records == 3  # the approved purchase, its reversal, the next
+    _reads(result, first.up_to_id, _record_ids(world, first.up_to_id))
     assert len(result.alert_ids) == 1
     snap = poller.snapshot()
     assert snap["series"]["reversals"] == {"original_00": [0] * 59 + [1]}
@@ -160,13 +178,17 @@ def test_the_backfill_reads_the_last_hour_from_the_newest_ids(engine_world: Host
     poller = _poller(world)
     poller.batch_rows = 1  # one id range per read
     result = poller.poll_once()
-    assert result.backfilled and result.record_ids == [recent, declined]  # not ``old``
+    assert result.backfilled and result.records == 2  # ``recent`` and ``declined``
+    assert (result.after_id, result.up_to_id) == (0, declined)  # ``old`` is too old
     snap = poller.snapshot()
     assert snap["tiles"]["approved_hour"] == 1 and snap["tiles"]["declined_hour"] == 1
-    assert poller.poll_once().record_ids == []
+    _reads(poller.poll_once(), declined, [])
     newest_only = _poller(world)
     newest_only.backfill_ids = 1  # only the newest id, ``max(id)`` back
-    assert newest_only.poll_once().record_ids == [declined]
+    result = newest_only.poll_once()
+    assert result.records == 1 and (result.after_id, result.up_to_id) == (declined - 1, declined)
+    snap = newest_only.snapshot()
+    assert snap["tiles"]["approved_hour"] == 0 and snap["tiles"]["declined_hour"] == 1
 
 
 def test_an_ewarong_sees_only_its_own(engine_world: HostWorld) -> None:
