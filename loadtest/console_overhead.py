@@ -10,8 +10,9 @@ one after the other on the same machine:
 
 1. open loop at ``--rate`` for ``--duration-s``: **without** the console;
 2. the same **with** the console (``bpnt-switch console``, its own process, polling
-   every 2 s) and ``--sse-clients`` real HTTP clients (another process) logged in and
-   reading ``/events/dashboard``;
+   the database and scraping every switch's ``/metrics`` every 2 s) and
+   ``--sse-clients`` real HTTP clients (another process) logged in and reading
+   ``/events/dashboard``;
 3. the same **without** again (so a drift of the machine shows);
 4. closed loop (``--peak-connections`` connections, each sending its next purchase as
    soon as the last is answered) for ``--peak-s``: without, with, without, and that
@@ -73,6 +74,8 @@ class Figures:
     switch_cpu_pct: float = 0.0
     console_cpu_pct: float | None = None
     events: int | None = None
+    #: with the console: whether its last polls had scraped every switch's /metrics
+    scraped: bool | None = None
 
     def line(self) -> str:
         extra = f"; switches CPU {self.switch_cpu_pct:.0f} %"
@@ -80,6 +83,9 @@ class Figures:
             extra = f"; console CPU {self.console_cpu_pct:.0f} % of a core"
         if self.events is not None:
             extra += f"; {self.events} SSE events read"
+        if self.scraped is not None:
+            extra += "; switches' /metrics scraped" if self.scraped else \
+                "; switches' /metrics NOT scraped"
         return (f"  {self.label:<28} {self.approved_per_s:8.1f} approved/s  p50 "
                 f"{self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  errors {self.errors}{extra}")
 
@@ -107,14 +113,22 @@ def sse_clients(url: str, username: str, password: str, count: int) -> int:
 
     stop = threading.Event()
     events = [0] * count
+    scraped = [False] * count
 
     def read(index: int) -> None:
         with httpx.Client(base_url=url, timeout=30.0) as client:
             _log_in(client, username, password)
             with client.stream("GET", "/events/dashboard") as stream:
+                snapshot_next = False
                 for line in stream.iter_lines():
                     if line.startswith("event: snapshot"):
                         events[index] += 1
+                        snapshot_next = True
+                    elif snapshot_next and line.startswith("data: "):
+                        # whether the console's last poll scraped the switches
+                        switch = json.loads(line[len("data: "):]).get("switch") or {}
+                        scraped[index] = bool(switch.get("available"))
+                        snapshot_next = False
                     if stop.is_set():
                         return
 
@@ -126,7 +140,7 @@ def sse_clients(url: str, username: str, password: str, count: int) -> int:
         stop.wait(0.2)
     for thread in threads:
         thread.join(timeout=10)
-    print(json.dumps({"events": events}), flush=True)
+    print(json.dumps({"events": events, "scraped": all(scraped)}), flush=True)
     return 0
 
 
@@ -135,16 +149,22 @@ def sse_clients(url: str, username: str, password: str, count: int) -> int:
 class Console:
     """``bpnt-switch console`` over the bench database, and the SSE clients."""
 
-    def __init__(self, url: str, login: tuple[str, str], clients: int, log: Path) -> None:
+    def __init__(self, url: str, login: tuple[str, str], clients: int, log: Path,
+                 metrics_ports: list[int]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, BPNT_DATABASE_URL=url, BPNT_CONSOLE_PORT=str(self.port))
+        # It scrapes the switches' /metrics as in production (that costs them too).
+        scraped = json.dumps([f"http://127.0.0.1:{p}/metrics" for p in metrics_ports])
+        env = dict(os.environ, BPNT_DATABASE_URL=url, BPNT_CONSOLE_PORT=str(self.port),
+                   BPNT_CONSOLE_SWITCH_METRICS_URLS=scraped)
         with log.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "console"],
                                          env=env, stdout=out, stderr=subprocess.STDOUT)
         self._wait(lambda: self._get("/login") == 200, CONSOLE_READY_TIMEOUT_S,
                    "the console did not answer")
         self.clients: subprocess.Popen[str] | None = None
+        #: the clients' last snapshots said the switches' /metrics were scraped
+        self.scraped = False
         if clients:
             self.clients = subprocess.Popen(
                 [sys.executable, "-m", "loadtest.console_overhead", "sse-clients",
@@ -187,7 +207,9 @@ class Console:
             self.clients.send_signal(signal.SIGTERM)
             try:
                 out, _ = self.clients.communicate(timeout=20)
-                events = sum(json.loads(out.strip().splitlines()[-1])["events"])
+                read = json.loads(out.strip().splitlines()[-1])
+                events = sum(read["events"])
+                self.scraped = bool(read["scraped"])
             except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
                 self.clients.kill()
                 self.clients.wait(timeout=5)
@@ -276,9 +298,10 @@ def run(ns: argparse.Namespace, out: Callable[[str], None] = print) -> int:
                       in seed_demo_users(db, keys, SystemClock())}
             db.dispose()
             ports = [free_port() for _ in range(ns.switches)]
-            for n, port in enumerate(ports):
+            metrics_ports = [free_port() for _ in range(ns.switches)]
+            for n, (port, metrics_port) in enumerate(zip(ports, metrics_ports, strict=True)):
                 procs.append(start_switch(url, port, workdir / f"switch-{n}.log",
-                                          {"BPNT_METRICS_PORT": str(free_port())}))
+                                          {"BPNT_METRICS_PORT": str(metrics_port)}))
             pids = [p.pid for p in procs]
             edcs = bench.logged_on_edcs(args, ports)
             open_units = round(ns.rate * ns.duration_s)
@@ -295,7 +318,7 @@ def run(ns: argparse.Namespace, out: Callable[[str], None] = print) -> int:
                 nonlocal console
                 if with_console:
                     console = Console(url, logins["operator"], ns.sse_clients,
-                                      workdir / "console.log")
+                                      workdir / "console.log", metrics_ports)
                 cpu0 = cpu_seconds([console.proc.pid]) if console else 0.0
                 switch0 = cpu_seconds(pids)
                 outcomes, start, _ = asyncio.run(run_point(units, ns.rate, ports,
@@ -304,12 +327,13 @@ def run(ns: argparse.Namespace, out: Callable[[str], None] = print) -> int:
                 switch_used = cpu_seconds(pids) - switch0
                 used = cpu_seconds([console.proc.pid]) - cpu0 if console else None
                 events = console.stop() if console else None
+                scraped = console.scraped if console else None
                 console = None
                 figures.append(Figures(label, stats.approved_per_s, stats.p50_ms,
                                        stats.p99_ms, sum(stats.errors.values()),
                                        100 * switch_used / stats.wall_s,
                                        None if used is None else 100 * used / stats.wall_s,
-                                       events))
+                                       events, scraped))
                 out(figures[-1].line())
                 bench.drain(edcs, ports)
 
@@ -317,7 +341,7 @@ def run(ns: argparse.Namespace, out: Callable[[str], None] = print) -> int:
                 nonlocal console
                 if with_console:
                     console = Console(url, logins["operator"], ns.sse_clients,
-                                      workdir / "console.log")
+                                      workdir / "console.log", metrics_ports)
                 cpu0 = cpu_seconds([console.proc.pid]) if console else 0.0
                 switch0 = cpu_seconds(pids)
                 approved, elapsed, latencies, errors = asyncio.run(
@@ -325,12 +349,13 @@ def run(ns: argparse.Namespace, out: Callable[[str], None] = print) -> int:
                 switch_used = cpu_seconds(pids) - switch0
                 used = cpu_seconds([console.proc.pid]) - cpu0 if console else None
                 events = console.stop() if console else None
+                scraped = console.scraped if console else None
                 console = None
                 figures.append(Figures(label, approved / elapsed, _pct(latencies, 0.5),
                                        _pct(latencies, 0.99), errors,
                                        100 * switch_used / elapsed,
                                        None if used is None else 100 * used / elapsed,
-                                       events))
+                                       events, scraped))
                 out(figures[-1].line())
                 bench.drain(edcs, ports)
 
