@@ -8,14 +8,12 @@ half second; the EDCs are ``terminal_sim``'s, over TCP to the switch.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from console.app import create_app
@@ -34,29 +32,7 @@ from terminal_sim.demo import free_port, start_switch, stop_switch
 from terminal_sim.world import SimWorld
 from tests.console.live_server import LiveServer
 
-CHROMIUM = "/usr/bin/chromium"
-#: Playwright refuses ``--user-data-dir`` in ``launch``: it gives every launch a fresh,
-#: empty temporary profile of its own.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 POLL_S = 0.5
-
-
-def require_chromium() -> None:
-    """Skip without Playwright or Chromium, except in CI (``CI=true``): fail there."""
-    problem = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        problem = "playwright is not installed"
-    if problem is None and not Path(CHROMIUM).exists():
-        problem = f"no Chromium at {CHROMIUM}"
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{problem} (CI=true: the browser tests are required)")
-    pytest.skip(problem)
 
 
 @dataclass

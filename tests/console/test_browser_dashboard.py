@@ -11,19 +11,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from console.browser import CHROMIUM_FLAGS
 from terminal_sim.fleet import FleetReport, run_fleet
-from tests.console.browser_world import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DashboardWorld,
-    dashboard_world,
-    require_chromium,
-)
+from tests.console.browser_world import DashboardWorld, dashboard_world
+from tests.console.live import CHROMIUM, require_chromium
 
 ROLES = ("admin", "operator", "auditor", "ewarong")
 UPDATE_TIMEOUT_S = 60.0
+
+pytestmark = pytest.mark.browser
 
 
 def _log_in(page: Page, world: DashboardWorld, role: str) -> None:
@@ -51,7 +50,9 @@ def _wait_for_tile(page: Page, name: str, done: Callable[[int], bool], what: str
 def test_every_role_sees_its_dashboard_move_with_edc_traffic(tmp_path: Path) -> None:
     require_chromium()
     with dashboard_world(tmp_path) as world, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # One context per role (one session each): ``launch``, whose every run gets a
+        # fresh, empty profile directory from Playwright (it passes --user-data-dir).
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         pages: dict[str, Page] = {}
         errors: list[str] = []
         for role in ROLES:
