@@ -19,6 +19,9 @@ grouped read's reference.
 
 Ids become visible in order: the switch reserves them and commits under its single
 writer lock (``switch.db.engine``), so reading ``id > last seen`` misses nothing.
+Without that lock (the scale-out issue: processes committing concurrently) a lower id
+could commit after a higher one was read; the poller then needs another cursor (a
+commit sequence, or ``created_at`` read with a lag).
 """
 
 from __future__ import annotations
