@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import shutil
 import signal
@@ -69,11 +70,11 @@ CHECK_FALL = 3
 CHECK_RISE = 2
 TIMEOUT_CHECK = "5s"
 TIMEOUT_CONNECT = "2s"
-#: Longer than the switch's idle time-out (BPNT_IDLE_TIMEOUT_S, 120 s) and the EDC's
-#: response time-out (HOST_SPEC §5, 30 s): the switch's idle rule is the one that
-#: applies, HAProxy never cuts an EDC connection first.
-TIMEOUT_CLIENT = "150s"
-TIMEOUT_SERVER = "150s"
+#: ``timeout client`` and ``timeout server`` are the switch's idle time-out
+#: (BPNT_IDLE_TIMEOUT_S, 120 s by default) plus this: longer than it and than the EDC's
+#: response time-out (HOST_SPEC §5, 30 s), so the switch's idle rule is the one that
+#: applies and HAProxy never cuts an EDC connection first.
+IDLE_MARGIN_S = 30
 #: The switch's per-address limit (BPNT_MAX_CONNECTIONS_PER_ADDRESS, 1024), applied by
 #: HAProxy per EDC source address: behind HAProxy every connection a switch sees comes
 #: from HAProxy's address, so the switches get a per-address limit of their total.
@@ -116,11 +117,17 @@ class Backend:
 
 
 def render_config(listen_port: int, backends: Sequence[Backend], stats_socket: Path, *,
-                  listen_host: str = "127.0.0.1") -> str:
+                  listen_host: str = "127.0.0.1", idle_timeout_s: float | None = None) -> str:
     """The HAProxy configuration: one TCP frontend, ``balance leastconn`` over the
-    switches, each checked by a real echo test (docs/SCALING.md explains each line)."""
+    switches, each checked by a real echo test (docs/SCALING.md explains each line).
+    ``idle_timeout_s``: the switches' (default: BPNT_IDLE_TIMEOUT_S as set here)."""
     if not backends:
         raise ValueError("at least one backend")
+    if idle_timeout_s is None:
+        from switch.settings import load_settings
+
+        idle_timeout_s = load_settings().idle_timeout_s
+    idle_s = math.ceil(idle_timeout_s) + IDLE_MARGIN_S
     servers = "\n".join(f"    server {b.name} {b.host}:{b.port}" for b in backends)
     return f"""\
 # Written by loadtest/haproxy.py (docs/SCALING.md).  EDCs -> this frontend -> switches.
@@ -136,8 +143,9 @@ defaults
     option tcplog
     option dontlognull
     timeout connect {TIMEOUT_CONNECT}
-    timeout client {TIMEOUT_CLIENT}
-    timeout server {TIMEOUT_SERVER}
+    # longer than the switch's idle time-out ({idle_timeout_s:g} s): the switch's rule applies
+    timeout client {idle_s}s
+    timeout server {idle_s}s
     timeout check {TIMEOUT_CHECK}
     # a connect refused by a switch that has gone: try again, on another switch
     retries 3
