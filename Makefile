@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos lock clean help
+.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos haproxy lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -17,8 +17,12 @@ help:
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
 	@echo "              (ENGINE=postgresql: a fresh PostgreSQL database; WORKERS=N: N Locust workers)"
 	@echo "make chaos  - every chaos scenario (DB outage, kill -9, SIGSTOP, broker, link toxics, serial noise,"
-	@echo "              MQTT flood) under EDC load, each judged by the history checker (CI=true: short)"
+	@echo "              MQTT flood, a switch killed behind HAProxy) under EDC load, each judged by the"
+	@echo "              history checker (CI=true: short)"
 	@echo "make load-ui - the same with Locust's web UI on 127.0.0.1 until Ctrl-C, then the verdict"
+	@echo "make haproxy - SWITCHES=2 switches on one fresh PostgreSQL database behind ONE HAProxy address"
+	@echo "              (TCP, echo-test health checks); prints the address; Ctrl-C stops it all."
+	@echo "              ENGINE=sqlite, DURATION=S (stop by itself); docs/SCALING.md"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
 	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
@@ -130,6 +134,18 @@ load-ui: $(STAMP)
 CHAOS_FLAGS ?= $(if $(filter true,$(CI)),--ci)
 chaos: $(STAMP)
 	$(PY) -m loadtest.chaos all $(CHAOS_FLAGS)
+
+# Several switches behind one address (docs/SCALING.md): SWITCHES `bpnt-switch serve` processes
+# on free loopback ports over one fresh database (PostgreSQL on 127.0.0.1:5432 by default,
+# seeded with the demo world, dropped at the end; ENGINE=sqlite for a file), Debian's haproxy
+# in front (TCP mode, leastconn, a real echo test as its health check) with a config of its
+# own in var/haproxy/; the one address EDCs use is printed.  Ctrl-C or SIGTERM stops
+# haproxy and the switches by PID; DURATION=S stops it all after S seconds.
+SWITCHES ?= 2
+HAPROXY_ENGINE = $(if $(filter command line environment,$(origin ENGINE)),$(ENGINE),postgresql)
+haproxy: $(STAMP)
+	$(PY) -m loadtest.haproxy --switches $(SWITCHES) --engine $(HAPROXY_ENGINE) \
+		$(if $(DURATION),--duration-s $(DURATION))
 
 # Regenerate the lock files from pyproject.toml with uv (pinned and hash-checked itself, in a
 # venv of its own): every release that the ranges allow, newest first, for CPython 3.11 on

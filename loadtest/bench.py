@@ -8,7 +8,10 @@
    dropped afterwards): the catalogue, e-warongs and ``--terminals`` terminals of
    the demo world (registry), ``--kpm`` KPM with cards (``make_kpm_csv`` file and
    the ``import-kpm`` importer), this period's allocation;
-2. ``--switches`` ``bpnt-switch serve`` processes on free loopback ports;
+2. ``--switches`` ``bpnt-switch serve`` processes on free loopback ports; with
+   ``--haproxy``, HAProxy in TCP mode in front of them (:mod:`loadtest.haproxy`,
+   docs/SCALING.md) and the load sent to its one address instead (logon and the
+   drain still reach each switch directly);
 3. not timed: every terminal logs on with a real EDC over TCP, then every request
    is built by ``Edc.prepare_purchase`` with a real emulated card (ARQC, PIN block,
    MAC), cards taken round-robin so no wallet runs dry and each card's ATC rises
@@ -60,6 +63,7 @@ from loadtest.bench_load import (
     reduce,
     run_point,
 )
+from loadtest.haproxy import Haproxy, switch_env
 from loadtest.make_kpm_csv import pin_for, write_csv
 from switch.admin.demo import DEMO_STOCK_UNITS, DemoWorld, build_world, seed_database
 from switch.admin.importer import import_kpm
@@ -108,6 +112,8 @@ class Args:
     profile_s: float
     profile_at: float
     max_total_s: float
+    #: The load through one HAProxy address in front of the switches.
+    haproxy: bool = False
 
 
 @dataclass
@@ -390,7 +396,9 @@ def describe(point: PointStats, timeout_s: float) -> str:
             f"    declines by RC: {declines}; errors: {errors}; late sends (> 5 ms, no free "
             f"connection): {point.late_sends}\n"
             f"    CPU (of one core): generator {point.gen_cpu_pct:.0f} %, switch "
-            f"{point.switch_cpu_pct:.0f} %, database server {point.db_cpu_pct:.0f} %")
+            f"{point.switch_cpu_pct:.0f} %, "
+            + (f"haproxy {point.lb_cpu_pct:.0f} %, " if point.lb_cpu_pct else "")
+            + f"database server {point.db_cpu_pct:.0f} %")
 
 
 def run(args: Args, out: Callable[[str], None] = print) -> RunResult:
@@ -406,14 +414,26 @@ def run(args: Args, out: Callable[[str], None] = print) -> RunResult:
     out(f"machine: {os.cpu_count()} CPU, {platform.machine()}, Python "
         f"{platform.python_version()}, {platform.platform(terse=True)}")
     procs: list[subprocess.Popen[bytes]] = []
+    lb: Haproxy | None = None
     try:
         with bench_database(args, workdir) as url:
             cards = seed(url, args, workdir, out)
             ports = [free_port() for _ in range(args.switches)]
+            env = switch_env() if args.haproxy else None
             for n, port in enumerate(ports):
-                procs.append(start_switch(url, port, args.out / f"switch-{args.engine}-{n}.log"))
+                procs.append(start_switch(url, port, args.out / f"switch-{args.engine}-{n}.log",
+                                          env))
             out(f"switch pid(s) {', '.join(str(p.pid) for p in procs)} on 127.0.0.1 port(s) "
                 f"{', '.join(map(str, ports))}")
+            load_ports = ports
+            if args.haproxy:
+                lb = Haproxy(ports, args.out)
+                lb.start()
+                if not lb.wait_all_up(DRAIN_TIMEOUT_S):
+                    raise RuntimeError(f"HAProxy's echo check failed: {lb.servers()}")
+                load_ports = [lb.port]
+                out(f"haproxy pid {lb.pid} on {lb.address} in front of them (config "
+                    f"{lb.config_path}): the load goes there")
             edcs = logged_on_edcs(args, ports)
             counts = [args.warmup] + [round(r * args.duration_s) for r in args.rates]
             built = time.perf_counter()
@@ -421,7 +441,12 @@ def run(args: Args, out: Callable[[str], None] = print) -> RunResult:
             build_s = time.perf_counter() - built
             out(f"built {sum(counts)} purchases in {build_s:.1f} s "
                 f"({build_s / max(1, sum(counts)) * 1e3:.2f} ms each, not measured)")
-            points = measure(args, batches, ports, procs, edcs, out)
+            points = measure(args, batches, ports, procs, edcs, out, load_ports,
+                             lb.pid if lb is not None else None)
+            if lb is not None:
+                out(f"haproxy at the end: {lb.servers()}")
+                lb.close()
+                lb = None
             for proc in procs:
                 stop_switch(proc)
             procs.clear()
@@ -431,6 +456,8 @@ def run(args: Args, out: Callable[[str], None] = print) -> RunResult:
             if args.engine == "postgresql" and args.pgbench:
                 result.pgbench = run_pgbench(args, out)
     finally:
+        if lb is not None:
+            lb.close()
         for proc in procs:
             stop_switch(proc)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -439,17 +466,21 @@ def run(args: Args, out: Callable[[str], None] = print) -> RunResult:
 
 def measure(args: Args, batches: list[list[bytes]], ports: list[int],
             procs: list[subprocess.Popen[bytes]], edcs: list[tuple[Edc, EmulatedReader]],
-            out: Callable[[str], None]) -> list[PointStats]:
+            out: Callable[[str], None], load_ports: list[int] | None = None,
+            lb_pid: int | None = None) -> list[PointStats]:
+    """Each rate offered to ``load_ports`` (default: the switches' ``ports``; HAProxy's
+    with ``--haproxy``), the switches drained through ``ports`` after each."""
     pids = [p.pid for p in procs]
+    target = ports if load_ports is None else load_ports
     points = []
     if batches[0]:
         rate = min(50.0, args.rates[0])
-        asyncio.run(run_point(batches[0], rate, ports, min(args.connections, 64),
+        asyncio.run(run_point(batches[0], rate, target, min(args.connections, 64),
                               args.timeout_s))
         drain(edcs, ports)
         out(f"warm-up: {len(batches[0])} purchases at {rate:g}/s (not reported)")
-    target = args.profile_at or max(args.rates)
-    peak = min(range(len(args.rates)), key=lambda j: abs(args.rates[j] - target))
+    profile_rate = args.profile_at or max(args.rates)
+    peak = min(range(len(args.rates)), key=lambda j: abs(args.rates[j] - profile_rate))
     for j, (rate, units) in enumerate(zip(args.rates, batches[1:], strict=True)):
         spy = None
         if args.profile_s > 0 and j == peak:
@@ -457,12 +488,15 @@ def measure(args: Args, batches: list[list[bytes]], ports: list[int],
             spy = start_profile(pids[0], min(args.profile_s, args.duration_s), raw)
         db0 = cpu_by_pid(pids_named("postgres")) if args.engine == "postgresql" else {}
         sw0 = cpu_seconds(pids)
+        lb0 = cpu_seconds([lb_pid]) if lb_pid is not None else 0.0
         outcomes, start, gen_cpu = asyncio.run(
-            run_point(units, rate, ports, args.connections, args.timeout_s))
+            run_point(units, rate, target, args.connections, args.timeout_s))
         point = reduce(outcomes, rate, args.duration_s, start)
         wall = max(point.wall_s, 1e-9)
         point.gen_cpu_pct = 100 * gen_cpu / wall
         point.switch_cpu_pct = 100 * (cpu_seconds(pids) - sw0) / wall
+        if lb_pid is not None:
+            point.lb_cpu_pct = 100 * (cpu_seconds([lb_pid]) - lb0) / wall
         if args.engine == "postgresql":
             point.db_cpu_pct = 100 * cpu_used_since(db0, "postgres") / wall
         out(describe(point, args.timeout_s))
@@ -524,7 +558,8 @@ def plot(out_dir: Path, timeout_s: float) -> Path | None:
             rows = list(csv.DictReader(handle))
         if not rows:
             continue
-        label = f"{rows[0]['engine']} ({rows[0]['switches']} switch)"
+        label = f"{rows[0]['engine']} ({rows[0]['switches']} switch)" + \
+            (" via HAProxy" if path.stem.endswith("-haproxy") else "")
         offered = [float(r["offered_per_s"]) for r in rows]
         achieved = [float(r["approved_per_s"]) for r in rows]
         top = max(top, *offered)
@@ -553,11 +588,12 @@ def plot(out_dir: Path, timeout_s: float) -> Path | None:
 
 def markdown(args: Args, result: RunResult, command: str) -> list[str]:
     lines = [f"`{command}` ({date.today().isoformat()}, {os.cpu_count()} vCPU, "
-             f"Python {platform.python_version()}, {args.switches} switch process(es), "
+             f"Python {platform.python_version()}, {args.switches} switch process(es)"
+             f"{' behind HAProxy (one address)' if args.haproxy else ''}, "
              f"{args.terminals} terminals, {args.kpm} KPM, {args.connections} connections, "
              f"time-out {args.timeout_s:g} s):", "",
              "| offered/s | approved/s | p50 ms | p95 ms | p99 ms | declines | errors "
-             "| CPU gen / switch / db |",
+             f"| CPU gen / switch{' / haproxy' if args.haproxy else ''} / db |",
              "|---|---|---|---|---|---|---|---|"]
     for p in result.points:
         declines = ", ".join(f"{rc}×{n}" for rc, n in sorted(p.declines.items())) or "0"
@@ -566,7 +602,8 @@ def markdown(args: Args, result: RunResult, command: str) -> list[str]:
             f"| {p.rate:g} | {p.approved_per_s:.0f} | {fmt_ms(p.p50_ms, args.timeout_s)} | "
             f"{fmt_ms(p.p95_ms, args.timeout_s)} | {fmt_ms(p.p99_ms, args.timeout_s)} | "
             f"{declines} | {errors} | {p.gen_cpu_pct:.0f} / {p.switch_cpu_pct:.0f} / "
-            f"{p.db_cpu_pct:.0f} % |")
+            + (f"{p.lb_cpu_pct:.0f} / " if args.haproxy else "")
+            + f"{p.db_cpu_pct:.0f} % |")
     peak = max((p.approved_per_s for p in result.points), default=0.0)
     lines += ["", f"Peak: {peak:.0f} approved purchases/s. Money invariant: "
               f"{'holds' if result.invariants.ok else 'BROKEN'} "
@@ -605,6 +642,9 @@ def parse_args(argv: list[str] | None) -> Args:
                         help="the rate to profile at (default: the highest)")
     parser.add_argument("--max-total-s", type=float, default=3600.0,
                         help="abort (and clean up) after this long")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="send the load to one HAProxy address in front of the "
+                             "switches (loadtest/haproxy.py; needs haproxy installed)")
     ns = parser.parse_args(argv)
     rates = [float(r) for r in ns.sweep.split(",")] if ns.sweep else [ns.rate]
     if any(r <= 0 for r in rates) or ns.duration_s <= 0 or ns.switches < 1 \
@@ -612,7 +652,8 @@ def parse_args(argv: list[str] | None) -> Args:
         parser.error("rates, duration, switches, terminals, kpm, connections must be > 0")
     return Args(ns.engine, ns.kpm, ns.terminals, ns.switches, rates, ns.duration_s,
                 ns.connections, ns.timeout_s, ns.warmup, ns.pgbench, ns.pgbench_seconds,
-                ns.pg_url.rstrip("/"), ns.out, ns.profile_s, ns.profile_at, ns.max_total_s)
+                ns.pg_url.rstrip("/"), ns.out, ns.profile_s, ns.profile_at, ns.max_total_s,
+                ns.haproxy)
 
 
 def _abort(_signum: int, _frame: FrameType | None) -> None:
@@ -632,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.alarm(0)
     name = "sweep" if len(args.rates) > 1 else "rate"
-    csv_path = args.out / f"{name}-{args.engine}.csv"
+    csv_path = args.out / f"{name}-{args.engine}{'-haproxy' if args.haproxy else ''}.csv"
     write_csv_rows(csv_path, result, args.switches)
     png = plot(args.out, args.timeout_s)
     print(f"\nCSV: {csv_path}" + (f"; plot: {png}" if png else ""))

@@ -69,6 +69,8 @@ class PointStats:
     gen_cpu_pct: float = 0.0
     switch_cpu_pct: float = 0.0
     db_cpu_pct: float = 0.0
+    #: HAProxy's, when the load goes through it (bench --haproxy).
+    lb_cpu_pct: float = 0.0
     wall_s: float = 0.0
 
 
