@@ -45,8 +45,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
+from loadtest.own_process import OwnProcess
 from switch.core.replies import build_response
 from switch.protocol import codes
 from switch.protocol.framing import frame_tcp
@@ -83,8 +84,6 @@ SWITCH_MAX_CONNECTIONS = 4096
 FRONTEND_MAXCONN = 8192
 
 START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
-KILL_WAIT_S = 5.0
 POLL_S = 0.05
 STATS_TIMEOUT_S = 2.0
 BACKEND = "switches"
@@ -234,7 +233,7 @@ def parse_show_stat(text: str, backend: str = BACKEND) -> dict[str, ServerState]
     return states
 
 
-class Haproxy:
+class Haproxy(OwnProcess):
     """``with Haproxy(ports, run_dir) as lb:`` HAProxy on ``lb.port`` in front of the
     switches on ``ports``; ``lb.servers()``, ``lb.wait_for(name, "DOWN", timeout_s)``."""
 
@@ -331,36 +330,6 @@ class Haproxy:
             if self.wait_for(backend.name, "UP", max(0.0, deadline - time.monotonic())) is None:
                 return False
         return True
-
-    def stop(self) -> int | None:
-        """SIGTERM by PID (hard stop: every session closed), SIGKILL if it lingers."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(KILL_WAIT_S)
-        return proc.returncode
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Haproxy:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def switch_env() -> dict[str, str]:

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
+from loadtest.own_process import OwnProcess
 from terminal_sim.demo import free_port
 
 START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
-KILL_WAIT_S = 5.0
 POLL_S = 0.02
 
 
@@ -51,7 +48,7 @@ def accepts(port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-class OwnBroker:
+class OwnBroker(OwnProcess):
     """``with OwnBroker(log_path) as broker:`` ... ``broker.stop()`` / ``broker.start()``."""
 
     def __init__(self, log_path: Path) -> None:
@@ -95,33 +92,3 @@ class OwnBroker:
                 raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} "
                                    f"(exit {code}); see {self.log_path}")
             time.sleep(POLL_S)  # polling the port: the only readiness signal it gives
-
-    def stop(self) -> int | None:
-        """SIGTERM by PID (SIGKILL if it does not go in time); its exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(KILL_WAIT_S)
-        return proc.returncode
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> OwnBroker:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

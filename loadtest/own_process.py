@@ -1,0 +1,54 @@
+"""A helper process the harness starts itself (its own Mosquitto, its own HAProxy): its
+PID is ours, its files live in a directory of its own, and it is stopped by that PID,
+never by name.  Subclasses set ``proc`` and ``_dir`` and implement :meth:`start`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+STOP_TIMEOUT_S = 10.0
+KILL_WAIT_S = 5.0
+
+
+class OwnProcess:
+    proc: subprocess.Popen[bytes] | None
+    _dir: Path
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> int | None:
+        """SIGTERM by PID (SIGKILL if it does not go in time); its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(KILL_WAIT_S)
+        return proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
