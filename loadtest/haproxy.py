@@ -33,7 +33,6 @@ import csv
 import io
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from loadtest.own_process import OwnProcess
+from loadtest.own_process import OwnProcess, accepts, debian_binary
 from switch.core.replies import build_response
 from switch.protocol import codes
 from switch.protocol.framing import frame_tcp
@@ -176,10 +175,7 @@ on-error mark-down on-marked-down shutdown-sessions maxconn {SWITCH_MAX_CONNECTI
 
 
 def haproxy_binary() -> str | None:
-    found = shutil.which("haproxy")
-    if found is not None:
-        return found
-    return "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
+    return debian_binary("haproxy")
 
 
 def unavailable() -> str | None:
@@ -187,14 +183,6 @@ def unavailable() -> str | None:
     if haproxy_binary() is None:
         return "haproxy is not installed (apt-get install haproxy)"
     return None
-
-
-def accepts(port: int, timeout_s: float = 0.2) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

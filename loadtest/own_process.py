@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +15,23 @@ from typing import Self
 
 STOP_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
+
+
+def debian_binary(name: str) -> str | None:
+    """A daemon's path (on PATH, else Debian's /usr/sbin), or None when not installed."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    return f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+
+
+def accepts(port: int, timeout_s: float = 0.2) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 class OwnProcess:

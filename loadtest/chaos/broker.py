@@ -9,15 +9,12 @@ the run directory (``mosquitto.log``, appended across restarts).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from loadtest.own_process import OwnProcess
+from loadtest.own_process import OwnProcess, accepts, debian_binary
 from terminal_sim.demo import free_port
 
 START_TIMEOUT_S = 10.0
@@ -26,10 +23,7 @@ POLL_S = 0.02
 
 def mosquitto_binary() -> str | None:
     """The broker's path, or None when it is not installed."""
-    found = shutil.which("mosquitto")
-    if found is not None:
-        return found
-    return "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    return debian_binary("mosquitto")
 
 
 def unavailable() -> str | None:
@@ -37,15 +31,6 @@ def unavailable() -> str | None:
     if mosquitto_binary() is None:
         return "mosquitto is not installed (apt-get install mosquitto)"
     return None
-
-
-def accepts(port: int, timeout_s: float = 0.2) -> bool:
-    """Something accepts TCP connections on 127.0.0.1:``port``."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 class OwnBroker(OwnProcess):
