@@ -135,7 +135,7 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
         posting.debit_account_id if posting else None,
         posting.credit_account_id if posting else None, invoice,
         original.record_id if original else None, card.card_id if card else None,
-        basket_text, stock_ewarong_id, joins_window=not checked.alerts or not any(
+        basket_text, stock_ewarong_id, joins_window=not any(
             hit.rule == "velocity" and action == DECLINE for hit, action in checked.alerts)))
     out.append(AuditEntry(facts.now, f"terminal:{key.tid}", request.txn.value, mask_pan(pan), {
         "rc": verdict.rc, "amount_sen": verdict.amount_sen, "stan": key.stan,
