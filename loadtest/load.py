@@ -514,7 +514,8 @@ def verdict(db_url: str, workdir: Path, run_problems: list[str], max_failure_pct
     if scrapes is not None:
         locust = load_metrics.locust_counts((r.name, r.requests) for r in rows)
         problems += scrapes.report(locust, whole_run=total is not None
-                                   and approvals[0] == purchases, out=out)
+                                   and approvals[0] == purchases,
+                                   interrupted=int(seen.get("interrupted", 0)), out=out)
     if seen.get("undelivered_reversals", 0):
         problems.append("reversals left undelivered")
     if not seen or seen.get("in_progress") \
