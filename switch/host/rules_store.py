@@ -7,7 +7,9 @@ when the batch needs it:
   e-warong's shelf and the reference price of the longest prefix of its region; and
   every shelf of the e-warongs of terminals reversing (a reversed void takes stock);
 * the velocity window: each card-requesting terminal's most recent cards within it
-  (``terminal_cards``), as many as the rule's limit + 1.
+  (``terminal_cards``), as many as the rule's limit + 1, and when it last saw each
+  card of the batch (so a card it saw earlier in the window is not a new one, however
+  many cards came since).
 
 Writes, in the batch's write pipeline: the stock taken (one conditional UPDATE for
 all rows, refused below zero: :meth:`SubmittedStock.confirm` raises
@@ -18,7 +20,7 @@ request), the stock given back, the alerts, and the cards each terminal saw.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from switch.core.effects import AlertRaise, ByKind, RecordWrite, StockMove
 from switch.core.facts import StockLevel, utc
 from switch.core.policy import OFF, Policy
-from switch.core.request import Request
+from switch.core.request import Request, pan_of
 from switch.core.stock import units_needed
 from switch.db.bulk import Bulk, Written, recordset, unnest
 from switch.db.sql import Prepared, Submitted, in_json_list, json_list
@@ -92,6 +94,19 @@ _WINDOWS = Prepared(
          "FROM jsonb_array_elements_text(CAST(:tids AS jsonb)) AS k(tid) "
          "CROSS JOIN LATERAL (SELECT tid, card_id, last_at FROM terminal_cards "
          "WHERE tid = k.tid AND last_at >= :since ORDER BY last_at DESC LIMIT :cap) AS w"))
+#: When each terminal of the batch last saw each card of the batch within the window
+#: (by PAN token; primary-key probes).
+_SEEN = Prepared(
+    text("SELECT tc.tid, tc.card_id, tc.last_at FROM json_each(:pairs) AS p "
+         "JOIN cards c ON c.pan_token = json_extract(p.value, '$[1]') "
+         "JOIN terminal_cards tc ON tc.tid = json_extract(p.value, '$[0]') "
+         "AND tc.card_id = c.id WHERE tc.last_at >= :since"),
+    postgresql=text(
+        "SELECT tc.tid, tc.card_id, tc.last_at "
+        "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
+        "JOIN cards c ON c.pan_token = p ->> 1 "
+        "JOIN terminal_cards tc ON tc.tid = p ->> 0 AND tc.card_id = c.id "
+        "WHERE tc.last_at >= :since"))
 _SEE_COLUMNS = ("tid", "card_id", "last_at")
 _SEE_CARDS = Bulk(
     Prepared(sqlite_insert(TerminalCard).on_conflict_do_update(
@@ -129,6 +144,7 @@ class RuleReads:
     ewarong_stock: Submitted | None = None
     window: list[Submitted] = field(default_factory=list)
     window_tids: tuple[str, ...] = ()
+    seen: Submitted | None = None
 
     def shelves_and_prices(self) -> tuple[dict[tuple[int, str], StockLevel],
                                           dict[tuple[str, str], int]]:
@@ -149,21 +165,27 @@ class RuleReads:
         return levels, prices
 
     def recent_cards(self) -> tuple[dict[str, dict[int, datetime]], dict[str, int]]:
-        """The cards each terminal saw most recently within the window, and how many,
-        up to the rule's limit + 1 (enough to know a new card is over it)."""
-        newest_first: dict[str, list[tuple[datetime, int]]] = {}
+        """The cards each terminal saw within the window, oldest first: its most recent
+        ones, and the batch's own cards it saw earlier; and how many distinct cards the
+        window holds, counted up to the rule's limit + 1 (enough to know a new card is
+        over it; the batch's own earlier cards are in that count or older than it)."""
+        cards_at: dict[str, list[tuple[datetime, int]]] = {}
         for read in self.window:
             for tid, card_id, at in read.rows():
-                newest_first.setdefault(tid, []).append((_moment(at), int(card_id)))
+                cards_at.setdefault(tid, []).append((_moment(at), int(card_id)))
+        counts = {tid: len(cards_at.get(tid, ())) for tid in self.window_tids}
+        for tid, card_id, at in (self.seen.rows() if self.seen else ()):
+            cards_at.setdefault(tid, []).append((_moment(at), int(card_id)))
         seen = {tid: {card_id: at for at, card_id in sorted(cards)}  # oldest first
-                for tid, cards in newest_first.items()}
-        counts = {tid: len(seen.get(tid, ())) for tid in self.window_tids}
+                for tid, cards in cards_at.items()}
         return seen, counts
 
 
 def submit_rule_reads(connection: Connection, requests: Sequence[Request], policy: Policy,
-                      now: datetime) -> RuleReads:
-    """Send the reads the batch's requests need (see the module)."""
+                      now: datetime, pan_tokens: Mapping[str, str]) -> RuleReads:
+    """Send the reads the batch's requests need (see the module); ``pan_tokens``: the
+    batch's PAN tokens by PAN."""
+    seen_pairs: dict[tuple[str, str], None] = {}
     sold: dict[tuple[str, str], None] = {}
     reversing: dict[str, None] = {}
     ruled: dict[str, None] = {}
@@ -173,6 +195,9 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         tid = request.message.text(41)
         if request.txn in RULED:
             ruled[tid] = None
+            token = _token(request, pan_tokens)
+            if token is not None:
+                seen_pairs[(tid, token)] = None
         if request.txn is TxnType.REVERSAL:
             reversing[tid] = None
         if request.txn is TxnType.PURCHASE:
@@ -193,7 +218,17 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
             reads.window = [_WINDOWS.submit(connection, {"tids": json_list(ruled), **window})]
         else:
             reads.window = [_WINDOW.submit(connection, {"tid": tid, **window}) for tid in ruled]
+        if seen_pairs:
+            reads.seen = _SEEN.submit(connection, {"since": window["since"], "pairs": json_list(
+                [list(pair) for pair in seen_pairs])})
     return reads
+
+
+def _token(request: Request, pan_tokens: Mapping[str, str]) -> str | None:
+    try:
+        return pan_tokens.get(pan_of(request.message))
+    except ProtocolError:
+        return None  # its decision answers it (30)
 
 
 def _moment(value: Any) -> datetime:

@@ -346,7 +346,8 @@ class StoreBatch:
             catalogue_read = (_CATALOGUE.submit(connection)
                               if any(r.txn is TxnType.PURCHASE for r in requests) else None)
             head_read = audit.submit_head(connection)
-            rules_read = submit_rule_reads(connection, requests, policy, now)
+            rules_read = submit_rule_reads(connection, requests, policy, now,
+                                           {pan: token for token, pan in pans.items()})
         self._head = audit.head_of(head_read)
         cards, balances = store._cards(cards_read, pans)
         records = _records(records_read, balances)

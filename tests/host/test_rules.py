@@ -170,6 +170,29 @@ def test_more_distinct_cards_than_the_limit_at_one_terminal(engine_world: HostWo
     assert len(_alerts(world)) == 1
 
 
+def test_a_card_seen_earlier_in_the_window_is_not_new_however_many_came_since(
+        engine_world: HostWorld) -> None:
+    """The rule counts distinct cards: a card the terminal saw earlier in the window
+    adds none, even when more than the limit's worth of cards came after it (before
+    2026-12-03 only the limit + 1 most recent cards counted as seen, so a terminal
+    over the limit flagged every card again on each swipe)."""
+    world = engine_world
+    _rules(world, velocity="flag", velocity_max_cards=2, velocity_window_minutes=10)
+    edc = world.edc()
+    edc.logon()
+    for index in range(5):  # cards 2, 3 and 4 are hits; 2, 3, 4 are the newest three
+        world.clock.advance(timedelta(seconds=1))  # an order of last use without ties
+        assert _buy(world, edc, index)[0] == codes.APPROVED
+    assert len(_alerts(world)) == 3
+    assert _buy(world, edc, 0)[0] == codes.APPROVED  # seen first, 4 cards ago
+    assert _buy(world, edc, 1)[0] == codes.APPROVED
+    assert len(_alerts(world)) == 3
+    world.clock.advance(timedelta(minutes=11))
+    for index in range(3):  # the window moved on: 0, 1 are in it again, 2 is new
+        assert _buy(world, edc, index)[0] == codes.APPROVED
+    assert len(_alerts(world)) == 4
+
+
 def test_a_card_refused_for_velocity_is_refused_again_on_retry(engine_world: HostWorld) -> None:
     """A card the rule declined does not join the terminal's window: swiping it again
     (the agent's obvious next move, FAILURES F9) is declined again, with its own alert,
