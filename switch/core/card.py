@@ -36,7 +36,7 @@ from switch.core.facts import BatchFacts, Card, CardFacts, PinOutcome
 from switch.core.gate import Caller, gated
 from switch.core.policy import DECLINE, FLAG, OFF
 from switch.core.replies import approval_code_for, build_response, replay, rrn_for
-from switch.core.request import Request, RequestKey, pan_of
+from switch.core.request import Request, RequestKey
 from switch.core.rules import (
     Hit,
     Verdict,
@@ -52,7 +52,7 @@ from switch.core.rules import (
 from switch.core.verify import Cryptogram, check_arqc
 from switch.ledger.money import Posting
 from switch.protocol import codes
-from switch.protocol.bpnt import BasketLine, decode_basket
+from switch.protocol.bpnt import BasketLine
 from switch.protocol.message import encode, mask_pan
 from switch.protocol.routing import TxnType, response_mti
 from switch.security.mac import PLACEHOLDER
@@ -63,8 +63,8 @@ def decide_card_request(request: Request, facts: BatchFacts, caller: Caller) -> 
     """The decision on a balance inquiry, a purchase or a void (see the module)."""
     message = request.message
     key = RequestKey.of(message)
-    pan = pan_of(message)  # unusable card data or basket: 30, whatever else is wrong
-    purchase = ((int(message.text(4)), decode_basket(message.text(48)))
+    pan = request.pan  # unusable card data or basket: 30, whatever else is wrong
+    purchase = ((int(message.text(4)), request.basket)
                 if request.txn in (TxnType.PURCHASE, TxnType.VOID) else None)
     invoice = (parse_n6(message.text(62), 62)
                if request.txn in (TxnType.PURCHASE, TxnType.VOID) else None)

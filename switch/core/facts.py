@@ -14,6 +14,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import NamedTuple
 
 from switch.core.batch import PURCHASE_CODE, VOID_CODE, BatchEntry, OpenBatch
@@ -123,9 +124,10 @@ class Card:
                          self.wrong_pin_count, self.kpm_active, self.wallet_account_id,
                          balance_sen, self.active_since, self.zone)
 
-    @property
+    @cached_property
     def active_since(self) -> datetime | None:
-        """The latest of issue, last use and reactivation, in UTC."""
+        """The latest of issue, last use and reactivation, in UTC (once per card row:
+        a changed card is a new one)."""
         latest = None
         for moment in (self.issued_at, self.last_used_at, self.reactivated_at):
             if moment is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from switch.core.facts import Card, Terminal
-from switch.core.request import Request, pan_of
+from switch.core.request import Request
 from switch.core.verify import Checks, check_arqc
 from switch.protocol.errors import ProtocolError
 from switch.security import emv
@@ -39,7 +39,7 @@ def _warm_one(checks: Checks, terminal: Terminal | None, cards: Mapping[str, Car
         return
     if not checks.mac_ok(terminal.facts.tak, request.raw):
         return
-    pan = pan_of(message)
+    pan = request.pan
     card = cards.get(pan)
     if card is None:
         return

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
-from switch.protocol.bpnt import card_data
+from switch.protocol.bpnt import BasketLine, card_data, decode_basket
 from switch.protocol.errors import ProtocolError
 from switch.protocol.message import Message
 from switch.protocol.routing import TxnType
@@ -29,6 +29,18 @@ class Request:
     #: Required DEs it lacks (HOST_SPEC §4): answered 30, signed when the terminal can
     #: be told apart (:func:`switch.core.decide.decide_invalid`).
     missing: tuple[int, ...] = ()
+
+    @cached_property
+    def pan(self) -> str:
+        """The card's PAN (:func:`pan_of`), parsed once for the store's reads, the
+        precheck and the decision; ProtocolError if the card data is unusable."""
+        return pan_of(self.message)
+
+    @cached_property
+    def basket(self) -> list[BasketLine]:
+        """DE 48's lines (:func:`~switch.protocol.bpnt.decode_basket`), decoded once;
+        not to be changed.  ProtocolError if DE 48 is absent or malformed."""
+        return decode_basket(self.message.text(48))
 
 
 @dataclass(frozen=True)

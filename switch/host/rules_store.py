@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from switch.core.effects import AlertRaise, ByKind, RecordWrite, StockMove
 from switch.core.facts import StockLevel, utc
 from switch.core.policy import OFF, Policy
-from switch.core.request import Request, pan_of
+from switch.core.request import Request
 from switch.core.stock import units_needed
 from switch.db.bulk import Bulk, Written, recordset, unnest
 from switch.db.sql import Prepared, Submitted, in_json_list, json_list
@@ -226,7 +226,7 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
 
 def _token(request: Request, pan_tokens: Mapping[str, str]) -> str | None:
     try:
-        return pan_tokens.get(pan_of(request.message))
+        return pan_tokens.get(request.pan)
     except ProtocolError:
         return None  # its decision answers it (30)
 
@@ -238,7 +238,7 @@ def _moment(value: Any) -> datetime:
 
 def _items(request: Request) -> Iterable[str]:
     try:
-        return units_needed(request.message.text(48)).keys()
+        return units_needed(request.basket).keys()
     except ProtocolError:
         return ()  # its decision answers it (30)
 

@@ -62,7 +62,7 @@ from switch.core.facts import (
 )
 from switch.core.policy import Policy
 from switch.core.precheck import warm
-from switch.core.request import Request, RequestKey, key_date, pan_of
+from switch.core.request import Request, RequestKey, key_date
 from switch.core.verify import Checks
 from switch.db import audit
 from switch.db.bulk import Bulk, unnest
@@ -249,7 +249,7 @@ class BatchStore:
         for request in requests:
             if request.txn in CARD_REQUESTS:
                 try:
-                    pan = pan_of(request.message)
+                    pan = request.pan
                 except ProtocolError:
                     continue  # its decision answers it (30)
                 pans[pan_token(self.keys.pan_token_key, pan)] = pan
