@@ -249,7 +249,13 @@ class Edc:
             return TxnResult("logon", None, codes.TIMEOUT_DISPLAY, timed_out=True)
         rc = response.opt_text(39) or codes.SYSTEM_MALFUNCTION
         if rc == codes.APPROVED:
-            self._tpk, self._tak = parse_key_data(self.config.tmk, response.text(62))
+            try:
+                self._tpk, self._tak = parse_key_data(self.config.tmk, response.text(62))
+            except (ValueError, ProtocolError) as exc:
+                # an approval whose keys are missing or fail their check values (a
+                # damaged answer the frame check let through): no keys, no logon
+                self._show(f"LOGON GAGAL: {exc}")
+                return TxnResult("logon", None, codes.TIMEOUT_DISPLAY, request.text(11))
         self._show(f"LOGON {codes.display_for(rc)}")
         return TxnResult("logon", rc, codes.display_for(rc), request.text(11))
 
