@@ -226,6 +226,7 @@ class StandbyPair:
         #: Set by kill_primary / promote (time.monotonic()).
         self.killed_at: float | None = None
         self.promoted_at: float | None = None
+        self._held: int | None = None
 
     @property
     def url(self) -> str:
@@ -382,11 +383,45 @@ class StandbyPair:
         self.promoted_at = time.monotonic()
         return self.promoted_at - started
 
+    def walreceiver_pid(self) -> int | None:
+        """The standby's walreceiver (the process that receives, flushes and acks WAL)."""
+        pid = self.standby.postmaster_pid()
+        if pid is None:
+            return None
+        for child in _children(pid):
+            try:
+                title = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"walreceiver" in title:
+                return child
+        return None
+
+    def hold_standby(self) -> int:
+        """SIGSTOP the standby's walreceiver: it acknowledges nothing more, so every
+        commit on the primary waits for it (sent, not returned): the in-flight case
+        made certain instead of left to chance.  Returns its PID."""
+        pid = self.walreceiver_pid()
+        if pid is None:
+            raise RuntimeError("the standby has no walreceiver")
+        os.kill(pid, signal.SIGSTOP)
+        self._held = pid
+        return pid
+
+    def release_standby(self) -> None:
+        """SIGCONT the walreceiver :meth:`hold_standby` stopped (it then reads what the
+        kernel still holds of the primary's stream)."""
+        pid, self._held = self._held, None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     # -- the end ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Both stopped (by data directory; a killed primary's leftovers by PID), the
         directories removed."""
+        self.release_standby()  # a stopped process ignores pg_ctl's SIGQUIT
         for node in (self.standby, self.primary):
             with contextlib.suppress(Exception):
                 node.close()

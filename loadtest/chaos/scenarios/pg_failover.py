@@ -23,16 +23,16 @@ promise that no approval a terminal saw is missing afterwards.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from loadtest.pg_standby import STANDBY, StandbyPair, unavailable
 from switch.protocol import codes
 
 from ..config import RunConfig
 from ..context import Acceptance, FaultContext
-from ..history import ANSWERED, Exchange
+from ..history import ANSWERED, NOT_SENT, PURCHASE, Exchange
 from ..metrics import Figures
 from . import Scenario, recovered_within, register
 
@@ -42,6 +42,8 @@ RESUME_LIMIT_S = 5.0
 #: raised (it may have landed: no answer, the terminal's reversal settles it).
 UNAVAILABLE_LOG = "ledger unavailable for a batch of"
 COMMIT_FAILED_LOG = re.compile(r"the commit of a batch of (\d+) failed")
+LANDED = "on the standby (committed there; its reversal refunded it)"
+NOT_LANDED = "not on the standby (its reversal found nothing to undo)"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Seen:
     ports: tuple[int, int] | None = None
     pids: dict[str, int | None] = field(default_factory=dict)
     sync_at_kill: list[tuple[str, str, str]] = field(default_factory=list)
+    hold_s: float | None = None
     kill_s: float | None = None
     promoted_s: float | None = None
     promote_took_s: float | None = None
@@ -56,6 +59,9 @@ class _Seen:
     unavailable_lines: int = 0
     commit_failed_lines: int = 0
     commit_failed_requests: int = 0
+    #: purchases in flight at the kill (sent before it, no answer): key -> whether the
+    #: promoted standby holds its debit (committed there, so its reversal refunded it)
+    in_flight: dict[str, bool] = field(default_factory=dict)
 
 
 @register
@@ -99,10 +105,20 @@ class PgFailover(Scenario):
         assert pair is not None
         ctx.wait_until(self.fault_at_s(ctx))
         seen.sync_at_kill = pair.replication()
+        hold_s = ctx.cfg.param_s("hold_s", 1.0)
+        if hold_s > 0:
+            held = pair.hold_standby()
+            seen.hold_s = ctx.now_s()
+            ctx.mark("standby's walreceiver stopped (SIGSTOP)",
+                     f"pid {held}: commits on the primary wait for it; kill in {hold_s:g} s")
+            ctx.sleep(hold_s)
         with ctx.fault("primary killed, standby promoted"):
             pid = pair.kill_primary()
             seen.kill_s = ctx.now_s()
             ctx.mark("kill -9 the primary", f"postmaster pid {pid} and its backends")
+            if hold_s > 0:
+                pair.release_standby()
+                ctx.mark("standby's walreceiver continued (SIGCONT)")
             ctx.sleep(ctx.cfg.param_s("promote_after_s", 2.0))
             ctx.mark("pg_ctl promote")
             seen.promote_took_s = pair.promote()
@@ -116,6 +132,7 @@ class PgFailover(Scenario):
         if pair is not None:
             seen.ledger_port = pair.writable_port()
         self._read_logs(cfg)
+        self._in_flight(exchanges)
         checks = [Acceptance("the standby was the synchronous one when the primary died",
                              (STANDBY, "streaming", "sync") in seen.sync_at_kill,
                              ", ".join("/".join(r) for r in seen.sync_at_kill) or "-")]
@@ -155,6 +172,22 @@ class PgFailover(Scenario):
                 seen.commit_failed_lines += 1
                 seen.commit_failed_requests += int(match.group(1))
 
+    def _in_flight(self, exchanges: Sequence[Exchange]) -> None:
+        """Which unanswered purchases of the kill's moment reached the standby."""
+        seen, pair = self.seen, self.pair
+        if pair is None or seen.kill_s is None or seen.promoted_s is None:
+            return
+        since = seen.hold_s if seen.hold_s is not None else seen.kill_s
+        keys = [e.key for e in exchanges if e.op == PURCHASE and e.outcome != ANSWERED
+                and e.outcome != NOT_SENT and e.sent_s <= seen.kill_s and e.done_s >= since]
+        for key in keys:
+            tid, local_date, stan = key.split("/")
+            rows = pair.standby.query(
+                "SELECT count(*) FROM request_records WHERE kind = 'request' AND "
+                f"transfer_id IS NOT NULL AND tid = '{tid}' AND local_date = '{local_date}' "
+                f"AND stan = '{stan}'", dbname=pair.database)
+            seen.in_flight[key] = bool(rows and rows[0][0])
+
     def setup(self, ctx: FaultContext) -> None:
         self._log_dir = ctx.switches.log_dir
 
@@ -176,7 +209,11 @@ class PgFailover(Scenario):
                   f"unavailable: nothing committed) and {seen.commit_failed_lines} failed "
                   f"commits ({seen.commit_failed_requests} requests closed without an answer: "
                   "their commit may have reached the standby; the terminals' reversals settle "
-                  f"them). After the run the URL reached port {seen.ledger_port}."]
+                  f"them). After the run the URL reached port {seen.ledger_port}.", "",
+                  f"Purchases in flight at the kill (sent before it, never answered): "
+                  f"{len(seen.in_flight)}"
+                  + "".join(f"; `{key}` {LANDED if on else NOT_LANDED}"
+                            for key, on in seen.in_flight.items()) + "."]
         return lines
 
     def summary_lines(self) -> list[str]:
@@ -185,7 +222,9 @@ class PgFailover(Scenario):
         return [f"failover: primary killed at {_s(seen.kill_s)}, standby promoted at "
                 f"{_s(seen.promoted_s)} (pg_ctl promote {took}); switches logged "
                 f"{seen.unavailable_lines} batches answered 91, {seen.commit_failed_lines} "
-                f"failed commits ({seen.commit_failed_requests} requests closed); ledger "
+                f"failed commits ({seen.commit_failed_requests} requests closed); in flight "
+                f"at the kill {len(seen.in_flight)}, "
+                f"{sum(seen.in_flight.values())} of them on the standby; ledger "
                 f"read from port {seen.ledger_port}"]
 
 
