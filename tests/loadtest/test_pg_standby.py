@@ -37,6 +37,8 @@ def test_the_multi_host_url_reaches_libpq_as_host_and_port_lists() -> None:
     _args, kwargs = engine.dialect.create_connect_args(engine.url)
     assert kwargs["host"] == "127.0.0.1,127.0.0.1" and kwargs["port"] == "5001,5002"
     assert kwargs["target_session_attrs"] == "read-write" and kwargs["dbname"] == "bpnt"
+    # a peer that died without a word (its machine) is given up in seconds
+    assert kwargs["tcp_user_timeout"] == "5000" and kwargs["keepalives_idle"] == "5"
     engine.dispose()
 
 
