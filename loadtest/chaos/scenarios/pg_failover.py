@@ -67,9 +67,9 @@ class _Seen:
 @register
 class PgFailover(Scenario):
     name = "pg-failover"
-    summary = ("PostgreSQL primary + synchronous standby; at 30 % the primary is killed "
-               "(SIGKILL), promote_after_s (2 s) later the standby promoted; 2 switches on "
-               "the multi-host URL")
+    summary = ("PostgreSQL primary + synchronous standby; at 30 % the standby held hold_s "
+               "(1 s: a commit in flight), the primary killed (SIGKILL), promote_after_s "
+               "(2 s) later the standby promoted; 2 switches on the multi-host URL")
     engines = ("postgresql",)
     ci_params = {"promote_after_s": "1"}
 
