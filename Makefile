@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos haproxy lock clean help
+.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos haproxy pg-standby lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -23,6 +23,9 @@ help:
 	@echo "make haproxy - SWITCHES=2 switches on one fresh PostgreSQL database behind ONE HAProxy address"
 	@echo "              (TCP, echo-test health checks); prints the address; Ctrl-C stops it all."
 	@echo "              ENGINE=sqlite, DURATION=S (stop by itself); docs/SCALING.md"
+	@echo "make pg-standby - a PostgreSQL primary + synchronous standby of our own on two free loopback ports;"
+	@echo "              prints the switch's multi-host BPNT_DATABASE_URL and the PIDs; stops by itself after"
+	@echo "              DURATION=S (600); FAILOVER=S kills the primary (SIGKILL) at S and promotes the standby; docs/SCALING.md"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
 	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
@@ -146,6 +149,15 @@ HAPROXY_ENGINE = $(if $(filter command line environment,$(origin ENGINE)),$(ENGI
 haproxy: $(STAMP)
 	$(PY) -m loadtest.haproxy --switches $(SWITCHES) --engine $(HAPROXY_ENGINE) \
 		$(if $(DURATION),--duration-s $(DURATION))
+
+# PostgreSQL that fails over (docs/SCALING.md): two clusters of our own (initdb + pg_basebackup
+# in a temporary directory, run as postgres when root, loopback only), the standby synchronous
+# (synchronous_standby_names, synchronous_commit=on); the multi-host URL for BPNT_DATABASE_URL is
+# printed.  Both stop by their data directories after DURATION seconds (600) or on Ctrl-C /
+# SIGTERM, and are removed.  FAILOVER=S: SIGKILL the primary S seconds in, promote the standby.
+pg-standby: $(STAMP)
+	$(PY) -m loadtest.pg_standby $(if $(DURATION),--duration-s $(DURATION)) \
+		$(if $(FAILOVER),--failover-after-s $(FAILOVER))
 
 # Regenerate the lock files from pyproject.toml with uv (pinned and hash-checked itself, in a
 # venv of its own): every release that the ranges allow, newest first, for CPython 3.11 on
