@@ -34,6 +34,9 @@ class Scenario:
     name: ClassVar[str]
     summary: ClassVar[str]
     engines: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql")
+    #: Part of ``all`` (``make chaos``); False for a scenario run on its own (and by its
+    #: own CI test), to keep the suite within its bound (suite.MAX_TOTAL_S).
+    in_suite: ClassVar[bool] = True
     #: The SQLite database lives on a small tmpfs the scenario may fill.
     sqlite_on_tmpfs: ClassVar[bool] = False
     #: The full version's run settings where they differ from the harness's defaults
