@@ -150,6 +150,25 @@ def messages_with_one_invalid_value(draw: st.DrawFn) -> Message:
     return Message(message.mti, fields)  # type: ignore[arg-type]
 
 
+@given(
+    messages(),
+    st.sampled_from(sorted(DEFINED_FIELDS - BINARY_FIELDS)),
+    st.integers(min_value=0),
+    st.data(),
+)
+@settings(max_examples=300)
+def test_one_character_outside_the_alphabet_is_refused_by_both(
+    message: Message, de: int, where: int, data: st.DataObject
+) -> None:
+    valid = data.draw(field_value(de))
+    assert isinstance(valid, str)
+    pool = _BAD_DIGITS if de in NUMERIC_FIELDS else _BAD_TRACK2 if de == 35 else _BAD_TEXT
+    at = where % len(valid)
+    bad = valid[:at] + data.draw(st.sampled_from(pool)) + valid[at + 1 :]
+    fields = {**message.fields, de: bad}
+    assert assert_same_encoding(Message(message.mti, fields), same_field=True) == ("error", str(de))
+
+
 _UNDEFINED_DES = st.one_of(
     st.sampled_from([0, 1, 5, 26, 36, 53, 65, 128, 129, 192, 193, -1]),
     st.integers(-300, 300).filter(lambda de: de not in DEFINED_FIELDS),
@@ -245,24 +264,37 @@ def test_valid_header_and_any_fields_decode_the_same(data: bytes) -> None:
     assert_same_decoding(data)
 
 
-def field_offsets(message: Message) -> dict[int, int]:
-    """Where each DE starts in ``encode(message)``."""
-    offsets, at = {}, MTI_AND_BITMAP
+def field_places(message: Message) -> dict[int, tuple[int, int, int]]:
+    """Each DE of ``encode(message)``: (where it starts, its prefix width, where it ends)."""
+    places, at = {}, MTI_AND_BITMAP
     for de in sorted(message.fields):
-        offsets[de] = at
-        at += len(encode_reference(Message(message.mti, {de: message.fields[de]}))) - MTI_AND_BITMAP
-    return offsets
+        alone = encode_reference(Message(message.mti, {de: message.fields[de]}))
+        size = len(alone) - MTI_AND_BITMAP
+        places[de] = (at, int(SPEC[str(de)]["len_type"]), at + size)
+        at += size
+    return places
+
+
+_NOT_TEXT_BYTES = [*range(0x20), 0x7F, 0x80, 0xA0, 0xC3, 0xFF]
+
+
+def _same_value_not_bcd(byte: int) -> int | None:
+    """A byte a decoder that skips the BCD check reads as the same number
+    (``0x21`` -> ``0x1B``: 1*10+11 = 21), or ``None``."""
+    high, low = byte >> 4, byte & 0xF
+    return (high - 1) << 4 | (low + 10) if high >= 1 and low <= 5 else None
 
 
 @st.composite
 def mutated_encodings(draw: st.DrawFn) -> bytes:
+    """A valid encoding with one defect (or, by chance, none)."""
     message = draw(messages())
     raw = bytearray(encode_reference(message))
-    offsets = field_offsets(message)
+    places = field_places(message)
     how = draw(
         st.sampled_from(
             ["truncate", "extend", "flip", "bitmap bit", "secondary", "bad nibble", "length",
-             "splice"]
+             "length not BCD", "text byte", "nibble field", "splice", "mti not BCD"]
         )
     )
     if how == "truncate":
@@ -282,33 +314,64 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
         raw[2] |= 0x80
         return bytes(raw[:10]) + draw(st.binary(min_size=0, max_size=16)) + bytes(raw[10:])
     if how == "bad nibble":
-        at = draw(st.integers(0, len(raw) - 1))
-        nibble = draw(st.integers(0xA, 0xF))
-        if draw(st.booleans()):
-            raw[at] = (raw[at] & 0x0F) | (nibble << 4)
-        else:
-            raw[at] = (raw[at] & 0xF0) | nibble
-        return bytes(raw)
-    if how == "length":
-        variable = [de for de in offsets if de not in FIXED_LENGTHS]
-        if not variable:
-            return bytes(raw)
+        return bytes(_set_nibble(draw, raw, draw(st.integers(0, len(raw) - 1))))
+    if how == "mti not BCD":
+        at = draw(st.integers(0, 1))
+        alias = _same_value_not_bcd(raw[at])
+        return bytes(_set_nibble(draw, raw, at) if alias is None else _replace(raw, at, alias))
+    variable = [de for de, (_, width, _) in places.items() if width]
+    if how in ("length", "length not BCD") and variable:
         de = draw(st.sampled_from(variable))
-        at = offsets[de]
-        width = int(SPEC[str(de)]["len_type"])
-        raw[at : at + width] = draw(st.binary(min_size=width, max_size=width))
-        return bytes(raw)
+        at, width, _ = places[de]
+        if how == "length":
+            raw[at : at + width] = draw(st.binary(min_size=width, max_size=width))
+            return bytes(raw)
+        which = at + draw(st.integers(0, width - 1))
+        alias = _same_value_not_bcd(raw[which])
+        if alias is None:
+            return bytes(_set_nibble(draw, raw, which))
+        return bytes(_replace(raw, which, alias))
+    if how in ("text byte", "nibble field"):
+        kinds = (
+            (fast_codec.Kind.TEXT,)
+            if how == "text byte"
+            else (fast_codec.Kind.DIGITS, fast_codec.Kind.TRACK2)
+        )
+        chosen = [de for de in places if fast_codec.layout_of(de).kind in kinds]
+        if chosen:
+            de = draw(st.sampled_from(chosen))
+            at, width, end = places[de]
+            which = draw(st.integers(at + width, end - 1))
+            if how == "text byte":
+                raw[which] = draw(st.sampled_from(_NOT_TEXT_BYTES))
+                return bytes(raw)
+            return bytes(_set_nibble(draw, raw, which))
     # splice: a field's bytes replaced by junk of another length
-    if not offsets:
+    if not places:
         return bytes(raw)
-    de = draw(st.sampled_from(sorted(offsets)))
-    at = offsets[de]
+    de = draw(st.sampled_from(sorted(places)))
+    at = places[de][0]
     cut = draw(st.integers(0, 6))
     return bytes(raw[:at]) + draw(st.binary(max_size=6)) + bytes(raw[at + cut :])
 
 
+def _set_nibble(draw: st.DrawFn, raw: bytearray, at: int) -> bytearray:
+    """One nibble of ``raw[at]`` set to A-F (not BCD)."""
+    nibble = draw(st.integers(0xA, 0xF))
+    if draw(st.booleans()):
+        raw[at] = (raw[at] & 0x0F) | (nibble << 4)
+    else:
+        raw[at] = (raw[at] & 0xF0) | nibble
+    return raw
+
+
+def _replace(raw: bytearray, at: int, byte: int) -> bytearray:
+    raw[at] = byte
+    return raw
+
+
 @given(mutated_encodings())
-@settings(max_examples=800)
+@settings(max_examples=1000)
 @example(bytes.fromhex("0200" "0000040000000000" "1051"))  # DE 22's pad nibble not 0
 @example(bytes.fromhex("0200" "0000000020000000" "03" "12d4"))  # DE 35 odd, last not F
 @example(bytes.fromhex("0200" "0000000020000000" "04" "12df"))  # DE 35 even, ends F
@@ -316,6 +379,12 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
 @example(bytes.fromhex("0200" "4000000000000000" "20" + "11" * 10))  # DE 2 of 20 digits
 @example(bytes.fromhex("0200" "0000000000000200" "0256" + "00" * 256))  # DE 55 of 256
 @example(bytes.fromhex("0200" "0000000000000200" "0a01" + "00"))  # DE 55, length not BCD
+@example(bytes.fromhex("0200" "0000000000000200" "000b" + "00" * 11))  # 0x0b read as 11
+@example(bytes.fromhex("0200" "0000000000800000" "4544430030303031"))  # DE 41 holds NUL
+@example(bytes.fromhex("0200" "0000000000800000" "4544433030303031"))  # DE 41 fine
+@example(bytes.fromhex("0b00" "0000000000000000"))  # MTI 0B00 (0x0b read as 11)
+@example(bytes.fromhex("0200" "8000000000000000"))  # DE 1 set, no secondary bitmap
+@example(bytes.fromhex("0200" "8000000000000000" "0000000000000000"))  # secondary, empty
 def test_mutated_encodings_decode_the_same(data: bytes) -> None:
     assert_same_decoding(data)
 
