@@ -188,16 +188,15 @@ def _odd_pads(layout: FieldLayout) -> tuple[str, str] | None:
 
 
 def _value_problem(layout: FieldLayout, value: object) -> str:
-    if layout.kind is Kind.BINARY:
-        if not isinstance(value, bytes):
-            return "binary field needs bytes"
-    elif not isinstance(value, str):
+    if layout.kind is Kind.BINARY and not isinstance(value, bytes):
+        return "binary field needs bytes"
+    if layout.kind is not Kind.BINARY and not isinstance(value, str):
         return "text field needs str"
-    elif layout.kind is Kind.TEXT:
-        if not (value.isascii() and value.isprintable()):
+    if isinstance(value, str):
+        if layout.kind is Kind.TEXT and not (value.isascii() and value.isprintable()):
             return "text field holds a non-printable character"
-    elif value.strip(layout.alphabet):
-        return f"field holds a character other than {layout.alphabet}"
+        if layout.kind is not Kind.TEXT and value.strip(layout.alphabet):
+            return f"field holds a character other than {layout.alphabet}"
     assert isinstance(value, str | bytes)
     if layout.fixed_length is not None:
         if len(value) != layout.fixed_length:
@@ -511,7 +510,7 @@ def _plan(bitmap: bytes) -> tuple[FieldDecoder, ...]:
 
 def encode_fields(mti: str, fields: Mapping[int, FieldValue]) -> bytes:
     """MTI and data elements → the message's bytes (MTI, binary bitmap, fields)."""
-    if len(mti) != MTI_DIGITS or not (mti.isascii() and mti.isdigit()):
+    if not isinstance(mti, str) or len(mti) != MTI_DIGITS or not (mti.isascii() and mti.isdigit()):
         raise ProtocolError("MTI must be 4 digits", field="t")
     parts = [bytes.fromhex(mti), b""]
     bits = 0
