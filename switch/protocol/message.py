@@ -4,8 +4,16 @@ A :class:`Message` is an MTI plus data elements: ``str`` for ``n``/``z``/``an``/
 ``ans`` fields and ``bytes`` for ``b`` fields (52, 55, 64).  :func:`encode` and
 :func:`decode` are pure and raise only :class:`ProtocolError`.
 
+They run the codec that :mod:`switch.protocol.fast_codec` compiles from the spec
+data at import (issue 17).  :func:`encode_reference` and :func:`decode_reference` are
+the generic path it replaced, pyiso8583 with :data:`~switch.protocol.spec.SPEC` plus
+the dialect's value checks: the oracle the fast codec is tested against
+(``tests/protocol/test_fast_codec.py``), not used by the switch.
+
 >>> m = Message("0800", {3: "990000", 11: "000001", 24: "001", 41: "EDC00001"})
 >>> decode(encode(m)) == m
+True
+>>> encode(m) == encode_reference(m) and decode(encode(m)) == decode_reference(encode(m))
 True
 """
 
@@ -18,6 +26,7 @@ from typing import Any
 import iso8583
 
 from switch.protocol.errors import ProtocolError
+from switch.protocol.fast_codec import FieldValue, decode_fields, encode_fields
 from switch.protocol.spec import (
     BINARY_FIELDS,
     DEFINED_FIELDS,
@@ -27,7 +36,6 @@ from switch.protocol.spec import (
     SPEC,
 )
 
-FieldValue = str | bytes
 _HEX_TRACK2 = frozenset("0123456789D")
 _MASKED_FIELDS = {2: "pan", 35: "track2", 52: "pin block", 55: "icc", 64: "mac"}
 
@@ -126,6 +134,17 @@ def _check_mti(mti: str) -> None:
 
 def encode(message: Message) -> bytes:
     """Message → ISO 8583 bytes (MTI, binary bitmap, data elements)."""
+    return encode_fields(message.mti, message.fields)
+
+
+def decode(data: bytes) -> Message:
+    """ISO 8583 bytes → Message; every defect is a :class:`ProtocolError`."""
+    mti, fields = decode_fields(data)
+    return Message(mti, fields)
+
+
+def encode_reference(message: Message) -> bytes:
+    """:func:`encode` the generic way, through pyiso8583 (the test oracle)."""
     _check_mti(message.mti)
     doc: dict[str, Any] = {"t": message.mti}
     for de, value in message.fields.items():
@@ -138,8 +157,8 @@ def encode(message: Message) -> bytes:
     return bytes(raw)
 
 
-def decode(data: bytes) -> Message:
-    """ISO 8583 bytes → Message; every defect is a :class:`ProtocolError`."""
+def decode_reference(data: bytes) -> Message:
+    """:func:`decode` the generic way, through pyiso8583 (the test oracle)."""
     try:
         doc, _ = iso8583.decode(bytes(data), SPEC)
     except iso8583.DecodeError as exc:
