@@ -8,9 +8,9 @@
    ``bpnt_bench_<hex>`` dropped afterwards), this period's allocation;
 2. ONE real ``bpnt-switch serve`` process on a free loopback port, with
    ``BPNT_MAX_CONNECTIONS`` above the count and ``/metrics`` on a port of its own; it
-   is started with the open-file limit this process was given (its own start-up
-   raises it: switch/transports/nofile.py), its per-address limit left at the default
-   (1,024);
+   is started with a soft open-file limit of at most 1,024 (a common default: its own
+   start-up must raise it, switch/transports/nofile.py), its per-address limit left
+   at the default (1,024);
 3. this process raises its own RLIMIT_NOFILE soft limit to the hard limit (fails with
    the reason when that is below what the run needs), then opens ``--connections`` TCP
    connections that send nothing, from 127.0.0.1, 127.0.0.2, ... with at most
@@ -72,12 +72,16 @@ PACE_POLL_S = 0.002
 CONNECT_TIMEOUT_S = 10.0
 #: How long the gauge may take to settle on the expected count.
 SETTLE_TIMEOUT_S = 10.0
+SETTLE_STILL_S = 1.0
 #: Descriptors this process needs besides its N connections (the EDC's, the database's,
 #: the metrics scrapes', the interpreter's own).
 OWN_MARGIN = 128
 #: The switch's limit is the count plus this (BPNT_MAX_CONNECTIONS): the readiness
 #: probe, the EDC and the metrics scrapes must fit as well.
 SWITCH_MARGIN = 64
+#: The switch is started with at most this soft open-file limit (a common default), so
+#: its own start-up must raise it for the run's connections.
+SWITCH_START_SOFT_NOFILE = 1024
 EDC_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -243,7 +247,7 @@ class Switch:
 def start_switch(url: str, max_connections: int, log_path: Path,
                  nofile: tuple[int, int]) -> Switch:
     """``bpnt-switch serve`` on free loopback ports, started with the open-file limit
-    ``nofile`` (what this process was given: the switch raises its own); returns once
+    ``nofile`` (a low soft limit: the switch raises its own); returns once
     it accepts TCP connections and answers ``/metrics``."""
     from terminal_sim.demo import free_port, wait_until_listening
 
@@ -335,6 +339,19 @@ async def open_idle(count: int, per_address: int, switch: Switch, deadline: floa
     return socks, failed
 
 
+def listen_overflows() -> int | None:
+    """The kernel's TcpExt ListenOverflows (this network namespace, every listener)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table["ListenOverflows"]) if "ListenOverflows" in table else None
+    return None
+
+
 def check_sockets(socks: Sequence[socket.socket]) -> tuple[int, int, int, int]:
     """(open, closed by the peer, reset, written to): a peek that must find nothing."""
     held = closed = reset = written = 0
@@ -354,13 +371,18 @@ def check_sockets(socks: Sequence[socket.socket]) -> tuple[int, int, int, int]:
 
 
 def held(switch: Switch, socks: Sequence[socket.socket], expected: int) -> Held:
-    """The gauge once it settles on ``expected`` (or what it reads after
-    :data:`SETTLE_TIMEOUT_S`), and the client sockets."""
+    """The gauge once it reads ``expected`` (or what it reads once it has stayed still
+    for :data:`SETTLE_STILL_S`, at most :data:`SETTLE_TIMEOUT_S`), and the client
+    sockets."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     gauge = switch.gauge()
-    while gauge != expected and time.monotonic() < deadline:
+    still_since = time.monotonic()
+    while gauge != expected and time.monotonic() < deadline \
+            and time.monotonic() - still_since < SETTLE_STILL_S:
         time.sleep(0.05)
-        gauge = switch.gauge()
+        now = switch.gauge()
+        if now != gauge:
+            gauge, still_since = now, time.monotonic()
     return Held(gauge, *check_sockets(socks))
 
 
@@ -443,9 +465,16 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
             workdir = args.out
             workdir.mkdir(parents=True, exist_ok=True)
         url = stack.enter_context(demo_database(args, workdir, out))
-        switch = start_switch(url, switch_max, workdir / "switch.log", (soft, hard))
+        # the soft limit a shell or service manager commonly gives (1,024): the switch
+        # must raise its own (switch/transports/nofile.py), as a deployment's would
+        switch = start_switch(url, switch_max, workdir / "switch.log",
+                              (min(soft, SWITCH_START_SOFT_NOFILE), hard))
         stack.callback(lambda: out(f"switch stopped by PID {switch.pid}: exit "
                                    f"{switch.stop()}"))
+        raised = [line for line in switch.log_path.read_text(errors="replace").splitlines()
+                  if "open-file limit" in line]
+        for line in raised:
+            out(f"switch log: {line.strip()}")
         out(f"switch: pid {switch.pid} on 127.0.0.1:{switch.port}, metrics "
             f"{switch.metrics_port}, BPNT_MAX_CONNECTIONS={switch_max}, per-address limit "
             f"default, open-file limit {switch.nofile()} (log {switch.log_path})")
@@ -458,6 +487,7 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
                 sock.close()
 
         stack.callback(close_all)
+        overflows = listen_overflows()
         t0 = time.monotonic()
         opened, failed = asyncio.run(open_idle(args.connections, args.per_address, switch,
                                                deadline))
@@ -469,6 +499,10 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
             f"source address(es) (127.0.0.1-{last_source}, at most {args.per_address} "
             f"each) in {result.open_s:.2f} s"
             + (f"; {failed} connects failed" if failed else ""))
+        overflows_now = listen_overflows()
+        if overflows is not None and overflows_now is not None:
+            out(f"listen queue overflows meanwhile (kernel TcpExt ListenOverflows, every "
+                f"listener on this machine): {overflows_now - overflows}")
         result.before = held(switch, socks, args.connections)
         result.rss_kb["held"] = switch.rss_kb()
         out(f"held before the purchase: {result.before.describe()}")
