@@ -304,10 +304,11 @@ async def _connect(source: str, port: int) -> socket.socket | None:
     return sock
 
 
-async def open_idle(count: int, per_address: int, switch: Switch, deadline: float
-                    ) -> tuple[list[socket.socket], int]:
+async def open_idle(count: int, per_address: int, switch: Switch, deadline: float,
+                    problems: list[str]) -> tuple[list[socket.socket], int]:
     """``count`` connections that send nothing, paced by the switch's gauge: at most
-    :data:`PACE_WINDOW` not yet accepted.  (sockets, failed connects)."""
+    :data:`PACE_WINDOW` not yet accepted.  (sockets, failed connects); a switch whose
+    ``/metrics`` stops answering ends the opening, with the reason in ``problems``."""
     socks: list[socket.socket] = []
     failed = 0
     base = switch.gauge() or 0
@@ -328,7 +329,9 @@ async def open_idle(count: int, per_address: int, switch: Switch, deadline: floa
         while True:
             gauge = await asyncio.to_thread(switch.gauge)
             if gauge is None:
-                raise RuntimeError(f"switch /metrics stopped answering; see {switch.log_path}")
+                problems.append(f"switch /metrics stopped answering with {len(socks)} "
+                                f"connections opened (out of descriptors?)")
+                return socks, failed
             if len(socks) - (gauge - base) <= PACE_WINDOW:
                 break
             if gauge != last:
@@ -490,7 +493,7 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
         overflows = listen_overflows()
         t0 = time.monotonic()
         opened, failed = asyncio.run(open_idle(args.connections, args.per_address, switch,
-                                               deadline))
+                                               deadline, result.problems))
         socks.extend(opened)
         result.open_s = time.monotonic() - t0
         result.opened, result.failed_connects = len(opened), failed
@@ -524,10 +527,13 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
             result.problems.append(f"purchase took {result.purchase_s:.3f} s, more than "
                                    f"{args.within_s:g} s")
         rss = result.rss_kb
-        per_conn = (rss["held"] - rss["start"]) * 1024 / max(1, result.before.gauge or 1)
+        per_conn = (rss["held"] - rss["start"]) * 1024 / max(1, result.before.open)
         out(f"switch RSS: {rss['start'] / 1024:.1f} MiB before, {rss['held'] / 1024:.1f} MiB "
             f"with the connections held, {rss['after'] / 1024:.1f} MiB after the purchase "
             f"(about {per_conn / 1024:.1f} KiB per idle connection)")
+        if result.problems:
+            for line in switch_complaints(switch.log_path):
+                out(f"switch log: {line}")
     out(f"{platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs; run {time.monotonic() - started:.1f} s")
     for problem in result.problems:
@@ -537,6 +543,18 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
         + ("-" if result.purchase_s is None else f"{result.purchase_s * 1000:.1f} ms")
         + f" (must be 00 within {args.within_s:g} s)")
     return result
+
+
+def switch_complaints(log_path: Path, most: int = 5) -> list[str]:
+    """The switch log's distinct WARNING/ERROR lines (without their time), at most
+    ``most``, each with how often it came."""
+    seen: dict[str, int] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        found = re.search(r"\b(WARNING|ERROR|CRITICAL)\b.*", line)
+        if found:
+            key = re.sub(r"\d+", "N", found.group(0))[:160]
+            seen[key] = seen.get(key, 0) + 1
+    return [f"{text} (x{n})" for text, n in list(seen.items())[:most]]
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
@@ -581,6 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunAborted as exc:
         print(f"VERDICT: FAIL: {exc}; everything started was stopped")
         return 2
+    except RuntimeError as exc:  # the switch did not start
+        print(f"VERDICT: FAIL: {exc}")
+        return 1
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
