@@ -84,6 +84,8 @@ SWITCH_MARGIN = 64
 SWITCH_START_SOFT_NOFILE = 1024
 EDC_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 20.0
+#: SIGALRM (main) this long after --max-total-s: stopping the switch takes up to 15 s.
+BACKSTOP_S = 30
 STOP_TIMEOUT_S = 15.0
 KPM = 20
 #: Linux: bind() a source address without taking a port until connect() (the
@@ -212,7 +214,7 @@ class Switch:
         """``bpnt_connections{transport="tcp"}`` from its ``/metrics`` (None: no answer)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as answer:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2.0) as answer:  # loopback only
                 text = answer.read().decode()
         except OSError:
             return None
@@ -257,13 +259,14 @@ def start_switch(url: str, max_connections: int, log_path: Path,
            "BPNT_METRICS_PORT": str(metrics_port),
            "BPNT_MAX_CONNECTIONS": str(max_connections)}
 
-    def given_limit() -> None:  # in the child, before exec: the limit we were started with
-        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
+    # the limit set, then exec'd into the switch (the same PID): no preexec_fn, which
+    # is unsafe in a process with threads (pytest's may have some)
+    trampoline = ("import os, resource, sys; "
+                  f"resource.setrlimit(resource.RLIMIT_NOFILE, {tuple(nofile)!r}); "
+                  "os.execv(sys.executable, [sys.executable, '-m', 'switch.cli', 'serve'])")
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "serve"], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT,
-                                preexec_fn=given_limit)  # noqa: PLW1509 - no threads here
+        proc = subprocess.Popen([sys.executable, "-c", trampoline], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
     switch = Switch(proc, port, metrics_port, log_path)
     try:
         wait_until_listening(port, proc, START_TIMEOUT_S)
@@ -453,6 +456,11 @@ def one_purchase(port: int, result: Result, out: Callable[[str], None]) -> None:
 
 # -- the run ------------------------------------------------------------------------------
 
+def _in_time(deadline: float, where: str) -> None:
+    if time.monotonic() > deadline:
+        raise RunAborted(f"--max-total-s ran out {where}")
+
+
 def run(args: Args, out: Callable[[str], None] = print) -> Result:
     """The whole check (module docstring); the figures go to ``out``."""
     started = time.monotonic()
@@ -506,16 +514,17 @@ def run(args: Args, out: Callable[[str], None] = print) -> Result:
         if overflows is not None and overflows_now is not None:
             out(f"listen queue overflows meanwhile (kernel TcpExt ListenOverflows, every "
                 f"listener on this machine): {overflows_now - overflows}")
+        _in_time(deadline, "before the first check")
         result.before = held(switch, socks, args.connections)
         result.rss_kb["held"] = switch.rss_kb()
         out(f"held before the purchase: {result.before.describe()}")
         if not result.before.all_held(args.connections):
             result.problems.append(f"not all {args.connections} held before the purchase: "
                                    f"{result.before.describe()}")
-        if time.monotonic() > deadline:
-            raise RunAborted("--max-total-s ran out before the purchase")
+        _in_time(deadline, "before the purchase")
         one_purchase(switch.port, result, out)
         result.rss_kb["after"] = switch.rss_kb()
+        _in_time(deadline, "before the second check")
         result.after = held(switch, socks, args.connections)
         out(f"held after the purchase: {result.after.describe()}")
         if not result.after.all_held(args.connections):
@@ -590,7 +599,9 @@ def _abort(_signum: int, _frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     old = signal.signal(signal.SIGALRM, _abort)
-    signal.alarm(int(args.max_total_s) + 1)  # the backstop: run() checks its deadline too
+    # the backstop, should a step hang: run() checks its own deadline at every step, and
+    # the alarm leaves it time to stop what it started
+    signal.alarm(int(args.max_total_s) + BACKSTOP_S)
     try:
         result = run(args)
     except SystemExit as exc:  # the open-file limit: the reason, and no run
