@@ -1,7 +1,7 @@
 """Issue 17: "10,000 idle terminal connections held while a purchase completes within 1 s".
 
 The whole check (loadtest/idle_connections.py) against a real ``bpnt-switch serve``
-process: always the full 10,000 (about 11 s on 2 cores), under CI and off it.  Only off
+process: always the full 10,000 (7 to 9 s on 2 cores), under CI and off it.  Only off
 CI, and only when this machine's hard open-file limit cannot hold them, it is skipped
 with the reason; under ``CI=true`` it runs, and such a limit fails it.  A second run
 shows the check can fail: a switch allowed fewer connections than are opened is
