@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench load load-ui chaos haproxy pg-standby lock clean help
+.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench idle-connections load load-ui chaos haproxy pg-standby lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -29,6 +29,8 @@ help:
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
 	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
+	@echo "make idle-connections - issue 17: 10,000 idle TCP connections held by one switch while one"
+	@echo "              purchase is answered within 1 s (CONNECTIONS=N, ENGINE=sqlite|postgresql, ~15 s)"
 	@echo "make lock   - refresh requirements/*.lock (hashed pins) to the newest releases pyproject.toml allows;"
 	@echo "              make lock KEEP=1 keeps today's pins and only re-resolves what pyproject.toml changed"
 
@@ -115,6 +117,14 @@ ENGINE ?= sqlite
 stock-bench: $(STAMP)
 	$(PY) -m loadtest.stock_bench --engine $(ENGINE) --terminals 32 --rate 500 --duration-s 30 \
 		--item BRS005 --units-per-purchase 1 --received 10000
+
+# Issue 17's acceptance line: CONNECTIONS (10,000) idle TCP connections held by ONE real
+# switch (its /metrics gauge and every client socket checked) while one EDC purchase is
+# answered within 1 s; a fresh demo database (SQLite in a temp dir; ENGINE=postgresql).
+# Needs about CONNECTIONS + 128 open files here (ulimit -Hn); docs/SCALING.md.
+CONNECTIONS ?= 10000
+idle-connections: $(STAMP)
+	$(PY) -m loadtest.idle_connections --connections $(CONNECTIONS) --engine $(ENGINE)
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict
 # (about 75 s; reports in var/load/).  ENGINE=postgresql: a fresh database on 127.0.0.1:5432,

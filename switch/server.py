@@ -16,6 +16,7 @@ from switch.host.service import HostService
 from switch.metrics import SwitchMetrics
 from switch.settings import Settings
 from switch.transports.mqtt import REQUEST_FILTER, MqttTransport
+from switch.transports.nofile import ensure_nofile_limit
 from switch.transports.presence import PresenceStore
 from switch.transports.serial import SerialTransport
 from switch.transports.tcp import TcpTransport
@@ -40,6 +41,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     presence = PresenceStore(db, clock)
     transports: list[Transport] = []
     if settings.tcp_enabled:
+        ensure_nofile_limit(settings.max_connections)  # a descriptor per connection
         tcp = TcpTransport(metrics.metered("tcp", host.handle), settings)
         metrics.watch_connections("tcp", lambda: tcp.open_connections)
         bound_host, bound_port = await tcp.start()
