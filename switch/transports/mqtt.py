@@ -47,6 +47,8 @@ STATUS_FILTER = f"{TOPIC_ROOT}/+/status"
 QOS = 1
 #: Seconds to wait for the broker's PUBACK of a response.
 PUBLISH_TIMEOUT_S = 10.0
+#: How often a session looks whether the broker closed its socket (see _watch_broker).
+BROKER_CHECK_S = 0.5
 
 
 def request_topic(tid: str) -> str:
@@ -175,6 +177,7 @@ class MqttTransport:
                 self._client = client
                 await client.subscribe(REQUEST_FILTER, qos=QOS)
                 await client.subscribe(STATUS_FILTER, qos=QOS)
+                tasks.create_task(self._watch_broker(client))
                 self.sessions += 1
                 self.connected.set()
                 log.info("subscribed on %s:%d as %s (receive maximum %d, %d slots)",
@@ -191,6 +194,22 @@ class MqttTransport:
         finally:
             self._most_waiting = max(self._most_waiting, client.most_waiting)
             self._client = None
+
+    async def _watch_broker(self, client: FlowControlledClient) -> None:
+        """End the session as soon as the broker's side of the socket is closed.
+
+        paho learns of a closed socket from its read callback.  Under uvloop that has
+        been seen to go missing as the broker went (``RuntimeError: unable to perform
+        operation on <UVPoll closed=True>`` from ``add_writer``, docs/CHAOS.md "A
+        switch that did not hear the broker go"), and the session then stayed
+        "connected" to nothing until the keepalive ran out, about 20 s later.  One
+        peek every ``BROKER_CHECK_S`` costs a system call."""
+        while True:
+            await asyncio.sleep(BROKER_CHECK_S)
+            if client.broker_gone():
+                log.warning("the broker closed the connection")
+                client.end_session("the broker closed the connection")
+                return
 
     def _shed(self, message: aiomqtt.Message, waiting: int) -> None:
         tid = topic_tid(message.topic.value, "req")

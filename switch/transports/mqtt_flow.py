@@ -30,6 +30,8 @@ trip to the broker per request (5,600-8,200 requests/s on loopback, measured alo
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -57,9 +59,9 @@ class FlowControlledClient(aiomqtt.Client):
     manual acknowledgement, and a queue of ``queue_bound`` places for QoS 0 and
     ``receive_maximum`` more for QoS 1 (see the module docstring).
 
-    Relies on aiomqtt 2.5 internals: ``_client`` (the paho client), ``_queue`` and the
-    ``_on_message`` callback it installs on paho; tests/transports/test_mqtt_flood.py
-    floods it on a real broker.
+    Relies on aiomqtt 2.5 internals: ``_client`` (the paho client), ``_queue``, the
+    ``_on_message`` callback it installs on paho and ``_disconnected`` (the session's
+    end); tests/transports/test_mqtt_flood.py floods it on a real broker.
     """
 
     def __init__(self, hostname: str, port: int, *, queue_bound: int, on_shed: ShedHandler,
@@ -87,6 +89,28 @@ class FlowControlledClient(aiomqtt.Client):
             return
         self._queue.put_nowait(received)  # cannot be full: places <= its maxsize
         self.most_waiting = max(self.most_waiting, self._queue.qsize())
+
+    def broker_gone(self) -> bool:
+        """True when the broker's end of the TCP connection is closed (EOF) or reset:
+        one non-blocking ``MSG_PEEK`` read of paho's socket, which takes nothing paho
+        would read.  False while connected, with no socket yet, or on TLS (a peek there
+        would see TLS records, not the stream)."""
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True  # reset, or closed under us
+
+    def end_session(self, reason: str) -> None:
+        """End the session now, as aiomqtt does when paho's read fails: its message
+        iterator raises :class:`aiomqtt.MqttError` and leaving ``async with`` does not
+        wait for a DISCONNECT exchange with a broker that is not there."""
+        if not self._disconnected.done():
+            self._disconnected.set_exception(aiomqtt.MqttError(reason))
 
     def take(self, message: aiomqtt.Message) -> None:
         """The switch takes ``message`` on: acknowledge it (PUBACK), which opens the
