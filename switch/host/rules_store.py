@@ -94,19 +94,19 @@ _WINDOWS = Prepared(
          "FROM jsonb_array_elements_text(CAST(:tids AS jsonb)) AS k(tid) "
          "CROSS JOIN LATERAL (SELECT tid, card_id, last_at FROM terminal_cards "
          "WHERE tid = k.tid AND last_at >= :since ORDER BY last_at DESC LIMIT :cap) AS w"))
-#: When each terminal of the batch last saw each card of the batch within the window
-#: (by PAN token; primary-key probes).
+#: When each terminal of the batch last saw each card of the batch (by PAN token;
+#: primary-key probes).  Whether that is within the window is decided with the moments
+#: as datetimes (``velocity_hit``), not by comparing SQLite's text in SQL.
 _SEEN = Prepared(
     text("SELECT tc.tid, tc.card_id, tc.last_at FROM json_each(:pairs) AS p "
          "JOIN cards c ON c.pan_token = json_extract(p.value, '$[1]') "
          "JOIN terminal_cards tc ON tc.tid = json_extract(p.value, '$[0]') "
-         "AND tc.card_id = c.id WHERE tc.last_at >= :since"),
+         "AND tc.card_id = c.id"),
     postgresql=text(
         "SELECT tc.tid, tc.card_id, tc.last_at "
         "FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS p "
         "JOIN cards c ON c.pan_token = p ->> 1 "
-        "JOIN terminal_cards tc ON tc.tid = p ->> 0 AND tc.card_id = c.id "
-        "WHERE tc.last_at >= :since"))
+        "JOIN terminal_cards tc ON tc.tid = p ->> 0 AND tc.card_id = c.id"))
 _SEE_COLUMNS = ("tid", "card_id", "last_at")
 _SEE_CARDS = Bulk(
     Prepared(sqlite_insert(TerminalCard).on_conflict_do_update(
@@ -165,10 +165,11 @@ class RuleReads:
         return levels, prices
 
     def recent_cards(self) -> tuple[dict[str, dict[int, datetime]], dict[str, int]]:
-        """The cards each terminal saw within the window, oldest first: its most recent
-        ones, and the batch's own cards it saw earlier; and how many distinct cards the
-        window holds, counted up to the rule's limit + 1 (enough to know a new card is
-        over it; the batch's own earlier cards are in that count or older than it)."""
+        """The cards each terminal saw, oldest first: its most recent ones within the
+        window, and the batch's own cards whenever it last saw them (the rule compares
+        that moment with the window's start); and how many distinct cards the window
+        holds, counted up to the rule's limit + 1 (enough to know a new card is over
+        it; a batch card seen within the window is in that count or older than it)."""
         cards_at: dict[str, list[tuple[datetime, int]]] = {}
         for read in self.window:
             for tid, card_id, at in read.rows():
@@ -219,7 +220,7 @@ def submit_rule_reads(connection: Connection, requests: Sequence[Request], polic
         else:
             reads.window = [_WINDOW.submit(connection, {"tid": tid, **window}) for tid in ruled]
         if seen_pairs:
-            reads.seen = _SEEN.submit(connection, {"since": window["since"], "pairs": json_list(
+            reads.seen = _SEEN.submit(connection, {"pairs": json_list(
                 [list(pair) for pair in seen_pairs])})
     return reads
 
