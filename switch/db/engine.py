@@ -15,24 +15,36 @@ is acceptable (tests, load benches).
 
 PostgreSQL (``postgresql+psycopg://...``, psycopg 3) runs READ COMMITTED with
 ``synchronous_commit=on`` set on every connection (durable, whatever the server
-default).  ``Database.transaction()`` first takes one transaction-scoped advisory
-lock, :data:`WRITER_LOCK_KEY`: the PostgreSQL counterpart of ``BEGIN IMMEDIATE``.
-Without it, a reversal and its original racing in two switch processes could
+default).  Two kinds of writer transaction (issue 17: no global writer lock):
+
+* ``Database.transaction()`` (administration, day-to-day tools) first takes the
+  transaction-scoped advisory lock :data:`WRITER_LOCK_KEY` **exclusively**: the
+  PostgreSQL counterpart of ``BEGIN IMMEDIATE``, it waits for every writer and
+  every writer waits for it.
+* ``Database.transaction(keys=...)`` (the host's batches) takes the same lock
+  **shared**, so host batches of any number of processes run at once, and then an
+  exclusive advisory lock per key (:func:`lock_key`: a terminal, a card), all in one
+  statement, in ascending order (no two batches can wait for each other), before
+  the batch's first read.  What one key protects is in :mod:`switch.host.store`.
+  Rows shared by many keys (a wallet of two cards, an e-warong's payable account or
+  stock) are changed only by conditional ``UPDATE``s, which PostgreSQL re-checks
+  after the row lock is granted.
+
+Without any lock a reversal and its original racing in two switch processes could
 each miss the other's uncommitted idempotency record (different rows, so no
 unique key catches it) and the original would be approved after its reversal was
-answered as "unknown".  Every host transaction appends to the audit chain, whose
-head row is locked until commit anyway, so this costs little parallelism today;
-narrower (per idempotency key) locking belongs with group commit (issue 3 part B).
-``transaction(exclusive=False)`` skips the lock for bulk loads that touch no
+answered as "unknown": the terminal's key serializes them.
+``transaction(exclusive=False)`` skips every lock, for bulk loads that touch no
 existing rows (the KPM import).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +60,11 @@ SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 #: ``pg_advisory_xact_lock`` key of the single-writer lock ("BPNT" in ASCII).
 WRITER_LOCK_KEY = 0x42504E54
 _WRITER_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(key)s)"
+#: The host batch's locks: the writer lock shared, then each key exclusively, in the
+#: order of the array (ascending: :meth:`Database.transaction` sorts it).
+_KEYED_LOCKS_SQL = ("SELECT pg_advisory_xact_lock_shared(%(key)s), "
+                    "(SELECT count(pg_advisory_xact_lock(k)) "
+                    "FROM unnest(CAST(%(keys)s AS bigint[])) AS k)")
 #: Execution option of :meth:`Database.read` connections.
 _READ_ONLY = "bpnt_read_only"
 
@@ -65,11 +82,14 @@ class Database:
         self._file_lock = _SqliteWriterQueue.for_engine(engine)
 
     @contextmanager
-    def transaction(self, *, exclusive: bool = True) -> Iterator[Session]:
+    def transaction(self, *, exclusive: bool = True,
+                    keys: Iterable[int] | None = None) -> Iterator[Session]:
         """One database transaction: commit on success, roll back on any exception.
 
         ``exclusive`` (PostgreSQL): hold the writer lock from the start, like
-        SQLite's ``BEGIN IMMEDIATE``.
+        SQLite's ``BEGIN IMMEDIATE``.  With ``keys`` (:func:`lock_key` values), hold
+        it shared and each key exclusively instead (see the module).  SQLite has one
+        writer at a time whatever is asked.
         """
         with self._file_lock.held(), self._sessions() as session, session.begin():
             if not (exclusive and self.writer_lock):
@@ -78,7 +98,11 @@ class Database:
             # Taken before the transaction's first statement, in the same round trip
             # as that statement when it is pipelined (a card run's reads).
             connection = session.connection()
-            owe_first(connection, _WRITER_LOCK_SQL, {"key": WRITER_LOCK_KEY})
+            if keys is None:
+                owe_first(connection, _WRITER_LOCK_SQL, {"key": WRITER_LOCK_KEY})
+            else:
+                owe_first(connection, _KEYED_LOCKS_SQL,
+                          {"key": WRITER_LOCK_KEY, "keys": sorted(set(keys))})
             try:
                 yield session
             finally:
@@ -102,6 +126,14 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self._file_lock.close()
+
+
+def lock_key(kind: str, name: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of one thing a host batch
+    changes: ``kind`` says what (``"T"`` a terminal, ``"C"`` a card), ``name`` which.
+    A collision of two keys only makes their batches wait for each other."""
+    digest = hashlib.blake2b(f"{kind}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class _SqliteWriterQueue:
