@@ -117,7 +117,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         from switch.db.tables import AuditRecord
 
         rows = session.scalars(
-            select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(args.last)
+            select(AuditRecord).order_by(AuditRecord.at.desc(), AuditRecord.chain.desc(),
+                                         AuditRecord.seq.desc()).limit(args.last)
         ).all()
         shown = [{"seq": rec.seq, "at": rec.at, "actor": rec.actor, "action": rec.action,
                   "subject": rec.subject, "detail": rec.detail} for rec in reversed(rows)]

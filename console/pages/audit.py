@@ -30,7 +30,8 @@ def _trail(request: Request) -> dict[str, Any]:
         if action:
             query = query.where(AuditRecord.action == action)
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = list(session.scalars(query.order_by(AuditRecord.seq.desc())
+        newest_first = (AuditRecord.at.desc(), AuditRecord.chain.desc(), AuditRecord.seq.desc())
+        rows = list(session.scalars(query.order_by(*newest_first)
                                     .limit(page.size).offset(page.offset)))
     return {"rows": rows, "total": total, "page": page, "actor": actor, "action": action}
 

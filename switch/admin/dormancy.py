@@ -86,8 +86,8 @@ def run_dormancy(db: Database, keys: Keyring, *, days: int, actor: str, clock: C
                     "last_activity": latest.date().isoformat(),
                     "days": (now - latest).days, "dormancy_days": days}))
             connection = session.connection()
-            rows, head = link(keys.audit_key, chain.head_of(chain.submit_head(connection)),
-                              entries)
+            head = chain.head_of(chain.submit_head(connection), connection)
+            rows, head = link(keys.audit_key, head, entries)
             chain.submit_rows(connection, rows, head)
             dormant += len(ids)
             after_id = ids[-1]

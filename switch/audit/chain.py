@@ -2,8 +2,10 @@
 :mod:`switch.db.audit` reads and writes the rows).
 
 Each record's MAC is an HMAC-SHA256, under a key from settings, of the previous
-record's MAC and this record's canonical JSON.  Sequence numbers are contiguous
-from 1 and the head row holds the last (seq, mac), so:
+record's MAC and this record's canonical JSON.  There are several chains (issue 17:
+switch processes append to different chains at once), each its own sequence of
+records; in each, sequence numbers are contiguous from 1 and the chain's head row
+holds the last (seq, mac), so:
 
 - a changed record no longer matches its MAC;
 - a deleted record leaves a gap in ``seq`` (or, at the tail, disagrees with the head);
@@ -43,11 +45,12 @@ def _mac(key: bytes, prev_mac: str, payload: bytes) -> str:
 
 @dataclass(frozen=True)
 class Head:
-    """The chain's last link (``exists``: the head row is in the database)."""
+    """A chain's last link (``exists``: the head row is in the database)."""
 
     seq: int
     mac: str
     exists: bool = True
+    chain: int = 1
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,11 @@ def link(key: bytes, head: Head, entries: Iterable[Entry]) -> tuple[list[dict[st
         stamp = entry.at.isoformat()
         mac = _mac(key, prev, _canonical(seq, stamp, entry.actor, entry.action, entry.subject,
                                          text))
-        rows.append({"seq": seq, "at": stamp, "actor": entry.actor, "action": entry.action,
-                     "subject": entry.subject, "detail": text, "prev_mac": prev, "mac": mac})
+        rows.append({"chain": head.chain, "seq": seq, "at": stamp, "actor": entry.actor,
+                     "action": entry.action, "subject": entry.subject, "detail": text,
+                     "prev_mac": prev, "mac": mac})
         prev = mac
-    return rows, Head(seq, prev, head.exists)
+    return rows, Head(seq, prev, head.exists, head.chain)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Row:
     detail: str
     prev_mac: str
     mac: str
+    chain: int = 1
 
 
 @dataclass
@@ -110,25 +115,29 @@ class VerifyReport:
                f"\n  - {shown}"
 
 
-def verify_rows(key: bytes, rows: Iterable[Any], head: Head) -> VerifyReport:
-    """Walk ``rows`` (in ``seq`` order; anything with :class:`Row`'s attributes) and report
-    every break, the head included."""
-    report = VerifyReport()
+def verify_rows(key: bytes, rows: Iterable[Any], head: Head,
+                report: VerifyReport | None = None) -> VerifyReport:
+    """Walk one chain's ``rows`` (in ``seq`` order; anything with :class:`Row`'s
+    attributes) and report every break, the head included (into ``report`` if given)."""
+    report = report if report is not None else VerifyReport()
+    named = f"chain {head.chain} " if head.chain != 1 else ""
     expected_seq, prev_mac = 1, GENESIS_MAC
     for rec in rows:
         report.records += 1
         if rec.seq != expected_seq:
-            report.problems.append(f"records {expected_seq}..{rec.seq - 1} are missing")
+            report.problems.append(
+                f"{named}records {expected_seq}..{rec.seq - 1} are missing")
         if rec.prev_mac != prev_mac:
-            report.problems.append(f"record {rec.seq} does not follow its predecessor "
+            report.problems.append(f"{named}record {rec.seq} does not follow its predecessor "
                                    "(deleted or reordered)")
         payload = _canonical(rec.seq, rec.at, rec.actor, rec.action, rec.subject, rec.detail)
         if not hmac.compare_digest(rec.mac, _mac(key, rec.prev_mac, payload)):
-            report.problems.append(f"record {rec.seq} was changed ({rec.action} {rec.subject})")
+            report.problems.append(
+                f"{named}record {rec.seq} was changed ({rec.action} {rec.subject})")
         expected_seq, prev_mac = rec.seq + 1, rec.mac
     if (head.seq, head.mac) != (expected_seq - 1, prev_mac):
         report.problems.append(
-            f"chain ends at record {expected_seq - 1} but the head says {head.seq}: "
-            "records at the end were deleted or the head was altered")
+            f"{named or 'chain '}ends at record {expected_seq - 1} but the head says "
+            f"{head.seq}: records at the end were deleted or the head was altered")
     return report
 

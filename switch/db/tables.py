@@ -487,10 +487,14 @@ class TerminalPresence(Base):
 
 
 class AuditRecord(Base):
-    """One audited event.  ``mac`` = HMAC(key, prev_mac || canonical(record))."""
+    """One audited event.  ``mac`` = HMAC(key, prev_mac || canonical(record)), linked
+    to the record before it in the same ``chain`` (issue 17: several chains, so switch
+    processes append at once)."""
 
     __tablename__ = "audit_records"
 
+    chain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False,
+                                       server_default="1")
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(60))
@@ -502,7 +506,8 @@ class AuditRecord(Base):
 
 
 class AuditHead(Base):
-    """The chain's last link, updated with every append: a deleted tail shows."""
+    """A chain's last link (``id``: the chain's number), updated with every append: a
+    deleted tail shows."""
 
     __tablename__ = "audit_head"
 

@@ -212,7 +212,7 @@ class HostService:
         effects: list[Effect] = []
         written = False
         try:
-            with self.store.batch() as batch:
+            with self.store.batch(requests) as batch:
                 facts = batch.read(requests, now=now, checks=checks,
                                    max_pin_tries=self.settings.max_pin_tries,
                                    window=timedelta(days=self.settings.idempotency_window_days),

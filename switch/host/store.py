@@ -1,7 +1,8 @@
 """The one store of the host: a batch's reads and writes, for every transaction type.
 
-``with store.batch() as batch`` is one database transaction (SQLite ``BEGIN
-IMMEDIATE``; PostgreSQL the writer lock, sent with the first statement).  Inside it:
+``with store.batch(requests) as batch`` is one database transaction (SQLite ``BEGIN
+IMMEDIATE``; PostgreSQL the writer lock shared and a lock per key, sent with the first
+statement: :mod:`switch.db.engine`).  Inside it:
 
 * :meth:`StoreBatch.read` → :class:`~switch.core.facts.BatchFacts`: the batch's
   terminals (with clear working keys, and the TMK of those logging on), cards and
@@ -16,6 +17,23 @@ IMMEDIATE``; PostgreSQL the writer lock, sent with the first statement).  Inside
 
 :meth:`BatchStore.precheck` reads terminals and cards with the same statements but
 no writer lock, for the checks run before the transaction.
+
+**What is serialized, and by what** (PostgreSQL; issue 17, docs/SCALING.md).  Batches
+of several switch processes run at once; each first locks (:func:`batch_lock_keys`):
+
+* **its terminals** (DE 41): everything keyed by a terminal — its idempotency records
+  (the same key on two processes, a reversal racing its original, a void racing
+  either), its keys and logon, its open batch, settlement and batch upload, its
+  velocity window — is read and written by one batch at a time;
+* **its cards** (the PAN's token): a card's ATC, PIN tries, status and dormancy.
+
+Rows that many keys share are never read-then-written: a wallet of two cards, an
+e-warong's payable account and its stock change only by conditional ``UPDATE``s
+(``balance_sen >= :debit``, ``on_hand >= :units``) whose shortfall fails the batch
+(:class:`~switch.ledger.postings.InsufficientFunds`), which the host then decides
+again one request at a time, on fresh balances.  The audit chain is one of
+:data:`~switch.db.audit.CHAINS` chains, whichever no other batch holds.  Ids come
+from sequences.
 """
 
 from __future__ import annotations
@@ -66,7 +84,7 @@ from switch.core.request import Request, RequestKey, key_date
 from switch.core.verify import Checks
 from switch.db import audit
 from switch.db.bulk import Bulk, unnest
-from switch.db.engine import Database
+from switch.db.engine import Database, lock_key
 from switch.db.sql import Prepared, Reservation, Submitted, in_json_list, json_list, pipeline
 from switch.db.tables import (
     Account,
@@ -225,10 +243,12 @@ class BatchStore:
         self.keys = keys
 
     @contextmanager
-    def batch(self) -> Iterator[StoreBatch]:
-        """One transaction: committed when the block ends, rolled back on an exception."""
-        with self.db.transaction() as session:
-            yield StoreBatch(self, session.connection())
+    def batch(self, requests: Sequence[Request]) -> Iterator[StoreBatch]:
+        """One transaction for ``requests``, holding their keys' locks: committed when the
+        block ends, rolled back on an exception."""
+        pans = self._card_tokens(requests)
+        with self.db.transaction(keys=batch_lock_keys(requests, pans)) as session:
+            yield StoreBatch(self, session.connection(), pans)
 
     def precheck(self, requests: Sequence[Request], checks: Checks) -> None:
         """The card requests' MAC, PIN and ARQC checks into ``checks``, from a read that
@@ -238,13 +258,14 @@ class BatchStore:
             return
         with self.db.read() as connection:
             terminals = self._terminals(_TERMINALS.submit(connection, _tids(wanted)), set())
-            cards, _ = self._cards(*self._submit_cards(connection, wanted))
+            pans = self._card_tokens(wanted)
+            cards, _ = self._cards(self._submit_cards(connection, pans), pans)
         warm(checks, terminals, cards, wanted)
 
     # -- reading ------------------------------------------------------------------
 
-    def _submit_cards(self, connection: Connection,
-                      requests: Iterable[Request]) -> tuple[Submitted | None, dict[str, str]]:
+    def _card_tokens(self, requests: Iterable[Request]) -> dict[str, str]:
+        """The PANs of the card requests, by token."""
         pans: dict[str, str] = {}
         for request in requests:
             if request.txn in CARD_REQUESTS:
@@ -253,9 +274,13 @@ class BatchStore:
                 except ProtocolError:
                     continue  # its decision answers it (30)
                 pans[pan_token(self.keys.pan_token_key, pan)] = pan
+        return pans
+
+    @staticmethod
+    def _submit_cards(connection: Connection, pans: dict[str, str]) -> Submitted | None:
         if not pans:
-            return None, pans
-        return _CARDS.submit(connection, {"tokens": json_list(pans)}), pans
+            return None
+        return _CARDS.submit(connection, {"tokens": json_list(pans)})
 
     def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
         kek = self.keys.kek
@@ -304,6 +329,14 @@ def _tmk(kek: bytes, tid: str, wrapped: bytes | None) -> bytes | None:
         return None
 
 
+def batch_lock_keys(requests: Iterable[Request], pans: Iterable[str]) -> set[int]:
+    """The advisory lock keys of a batch: its terminals and its cards' tokens (see the
+    module)."""
+    keys = {lock_key("T", request.message.text(41)) for request in requests}
+    keys.update(lock_key("C", token) for token in pans)
+    return keys
+
+
 def _tids(requests: Iterable[Request]) -> dict[str, str]:
     return {"tids": json_list(request.message.text(41) for request in requests)}
 
@@ -314,6 +347,8 @@ class StoreBatch:
 
     store: BatchStore
     connection: Connection
+    #: the batch's card PANs by token (:meth:`BatchStore._card_tokens`)
+    pans: dict[str, str]
     _head: Head | None = None
     _policy: Policy = Policy()
 
@@ -337,7 +372,8 @@ class StoreBatch:
             terminals_read = _TERMINALS.submit(connection, _tids(requests))
             records_read = (_RECORDS.submit(connection, {"keys": keys, "cutoff": now - window})
                             if recorded else None)
-            cards_read, pans = store._submit_cards(connection, requests)
+            pans = self.pans
+            cards_read = store._submit_cards(connection, pans)
             batch_reads = ((_OPEN_BATCH.submit(connection, {"tids": json_list(batched)}),
                             _PENDING_UPLOADS.submit(connection, {"tids": json_list(batched)}))
                            if batched else None)
@@ -348,7 +384,7 @@ class StoreBatch:
             head_read = audit.submit_head(connection)
             rules_read = submit_rule_reads(connection, requests, policy, now,
                                            {pan: token for token, pan in pans.items()})
-        self._head = audit.head_of(head_read)
+        self._head = audit.head_of(head_read, connection)
         cards, balances = store._cards(cards_read, pans)
         records = _records(records_read, balances)
         recent_cards, window_counts = rules_read.recent_cards()

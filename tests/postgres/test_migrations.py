@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 
 import switch.db.tables  # noqa: F401
 from switch.audit.chain import GENESIS_MAC
-from switch.db.audit import verify
+from switch.db.audit import CHAINS, verify
 from switch.db.engine import create_db_engine
 from switch.db.schema import SchemaError, current_revision, open_database
 from switch.db.tables import Base
@@ -31,7 +31,7 @@ def _diff(url: str) -> list[object]:
 def test_autogenerate_finds_no_difference_after_upgrade(any_url: str) -> None:
     db = open_database(any_url)
     try:
-        assert current_revision(db.engine) == "0004"
+        assert current_revision(db.engine) == "0005"
         tables = set(inspect(db.engine).get_table_names())
         assert set(Base.metadata.tables) | {"alembic_version"} == tables
     finally:
@@ -39,14 +39,14 @@ def test_autogenerate_finds_no_difference_after_upgrade(any_url: str) -> None:
     assert _diff(any_url) == []
 
 
-def test_upgrade_is_idempotent_and_seeds_the_audit_head(any_url: str) -> None:
+def test_upgrade_is_idempotent_and_seeds_the_audit_heads(any_url: str) -> None:
     for _ in range(2):
         open_database(any_url).dispose()
     db = open_database(any_url, create=False)
     try:
         with db.transaction() as session:
-            head = session.execute(text("SELECT id, seq, mac FROM audit_head")).all()
-            assert head == [(1, 0, GENESIS_MAC)]
+            heads = session.execute(text("SELECT id, seq, mac FROM audit_head ORDER BY id")).all()
+            assert heads == [(chain, 0, GENESIS_MAC) for chain in range(1, CHAINS + 1)]
             assert verify(session, b"k" * 16).ok
     finally:
         db.dispose()
@@ -64,5 +64,5 @@ def test_cli_db_upgrade(any_url: str) -> None:
     env_cmd = [sys.executable, "-m", "switch.cli", "db", "upgrade", "--db", any_url]
     done = subprocess.run(env_cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert "0004" in done.stdout
+    assert "0005" in done.stdout
     assert _diff(any_url) == []

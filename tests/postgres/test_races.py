@@ -77,18 +77,23 @@ def _wait_until_blocked_on_a_lock(db: Database, deadline_s: float = TIMEOUT_S) -
 def test_two_hosts_racing_on_one_key_retry_and_replay(
         unlocked: SeededWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both transactions find no idempotency record: the first holds its run's reads
-    until the second waits for a lock (the audit head, read last in the same pipeline
-    block as its idempotency lookup, which has found nothing by then).  The loser hits
-    the unique key, rolls back, retries once, replays."""
+    until the second has committed (no lock orders them: there is no writer lock here,
+    and each takes an audit chain of its own).  The first then hits the unique key,
+    rolls back, retries once, replays."""
     world = unlocked
     hosts = [HostService(open_database(world.url, create=False, writer_lock=False),
                          Settings(database_url=world.url), FixedClock()) for _ in range(2)]
     dispatches: list[str] = []
     real_decide = HostService._decide_and_write
+    first: list[threading.Thread] = []
+    other_committed = threading.Event()
 
     def counting_decide(self: HostService, *args: Any) -> Any:
         dispatches.append(threading.current_thread().name)  # one per transaction tried
-        return real_decide(self, *args)
+        decided = real_decide(self, *args)
+        if first and threading.current_thread() is not first[0]:
+            other_committed.set()
+        return decided
 
     monkeypatch.setattr(HostService, "_decide_and_write", counting_decide)
     card = world.card()
@@ -102,7 +107,8 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
     def read_then_wait(*args: Any, **kwargs: Any) -> Any:
         found = real_read(*args, **kwargs)  # the batch's idempotency lookup: no record yet
         if held.acquire(blocking=False):  # the first racer through, once
-            _wait_until_blocked_on_a_lock(world.db)
+            first.append(threading.current_thread())
+            assert other_committed.wait(TIMEOUT_S), "the other racer never committed"
         return found
 
     monkeypatch.setattr(StoreBatch, "read", read_then_wait)
@@ -173,28 +179,63 @@ def test_conditional_debit_refuses_the_second_spender(unlocked: SeededWorld) -> 
                         {"x": amount, "p": payable})
 
 
-def test_concurrent_audit_appends_serialize_on_the_head(unlocked: SeededWorld) -> None:
+def test_concurrent_audit_appends_take_chains_of_their_own(unlocked: SeededWorld) -> None:
+    """Issue 17: an append does not wait for another's uncommitted one; each links its
+    own chain, and every chain verifies."""
     db, key = unlocked.db, unlocked.keys.audit_key
     clock = FixedClock()
     first = db._sessions()
     first.begin()
-    chain.append(first, key, at=clock.now(), actor="t", action="one", subject="a")
+    held = chain.append(first, key, at=clock.now(), actor="t", action="one", subject="a")
 
     def second() -> int:
         with db.transaction() as session:
             return chain.append(session, key, at=clock.now(), actor="t", action="two",
-                                subject="b").seq
+                                subject="b").chain
 
     thread, result = _in_thread(second)
-    _wait_until_blocked_on_a_lock(db)  # SELECT ... FOR UPDATE on the head row
+    thread.join(timeout=TIMEOUT_S)  # while the first is still open
+    assert not thread.is_alive(), "the second append waited for the first"
     first.commit()
     first.close()
-    thread.join(timeout=TIMEOUT_S)
+    assert result[0] != held.chain
     with db.transaction() as session:
         report = chain.verify(session, key)
-        last = session.scalar(text("SELECT max(seq) FROM audit_records"))
     assert report.ok, report.summary()
-    assert result == [last]
+
+
+def test_when_every_chain_is_held_an_append_waits_for_one(unlocked: SeededWorld) -> None:
+    db, key = unlocked.db, unlocked.keys.audit_key
+    clock = FixedClock()
+    holders, databases = [], []
+    for n in range(chain.CHAINS):  # a pool each: more connections than one pool holds
+        databases.append(open_database(unlocked.url, create=False, writer_lock=False))
+        session = databases[-1]._sessions()
+        session.begin()
+        chain.append(session, key, at=clock.now(), actor="t", action="held", subject=str(n))
+        holders.append(session)
+
+    def one_more() -> int:
+        with db.transaction() as session:
+            return chain.append(session, key, at=clock.now(), actor="t", action="late",
+                                subject="x").chain
+
+    thread, result = _in_thread(one_more)
+    _wait_until_blocked_on_a_lock(db)  # SELECT ... FOR UPDATE on a held head
+    for session in holders:
+        session.commit()
+        session.close()
+    for database in databases:
+        database.dispose()
+    thread.join(timeout=TIMEOUT_S)
+    assert isinstance(result[0], int)
+    with db.transaction() as session:
+        report = chain.verify(session, key)
+        chains = session.scalar(text("SELECT count(DISTINCT chain) FROM audit_records"))
+        records = session.scalar(text("SELECT count(*) FROM audit_records "
+                                      "WHERE action IN ('held', 'late')"))
+    assert report.ok, report.summary()
+    assert (chains, records) == (chain.CHAINS, chain.CHAINS + 1)
 
 
 def test_writer_lock_and_durable_commit_settings(pg_url: str) -> None:
