@@ -39,7 +39,8 @@ horizon* (:mod:`console.live.horizon`):
   sequences ascend: ``CACHE 1``), so before ``M`` was read; a transaction still holding
   one when ``P`` was read had taken the lock before drawing it, so it is in ``P``; one
   not in ``Q`` had ended before ``Q`` was read, so before the snapshot, which sees its
-  rows (or it rolled back, and its ids are never used).
+  rows (PostgreSQL makes a commit visible before it releases the transaction's locks)
+  or it rolled back, and its ids are never used.
 * The horizon ``H`` is the largest ``M`` of a clear probe (it never moves back).  Probes
   not yet clear wait on the poller for the next polls (at most ``MAX_PENDING``: beyond
   it the oldest is merged into the next, with the union of their writers, which is
