@@ -50,9 +50,10 @@ horizon* (:mod:`console.live.horizon`):
 * On an idle database (``P`` empty) a probe is clear at once: a poll right after a
   write sees it.  Under load the console lags about one poll.
 
-Outside the argument: a writer that takes no writer lock (``transaction(exclusive=False)``,
-the bulk loads, which write neither table; ``Database(writer_lock=False)`` in tests)
-and a sequence with ``CACHE`` above 1.  Each poll reads ``pg_locks`` twice (a view
+Outside the argument: a transaction that takes no writer lock
+(``transaction(exclusive=False)``: reads, presence upserts and the KPM import, none of
+which writes either table; ``Database(writer_lock=False)`` in tests) and a sequence with
+``CACHE`` above 1.  Each poll reads ``pg_locks`` twice (a view
 over the whole lock table, which it briefly locks: cheap at a poll every few seconds).
 """
 
