@@ -2,16 +2,19 @@
 the switch's database and scrapes the switches' metrics, then publishes a new
 snapshot version that every open dashboard (server-sent events) is woken for.
 
-**What a poll reads** (console.live.reads, one read-only snapshot): ``top = max(id)``
-of ``request_records`` first, then the records ``last < id <= top`` (``last``: the
-previous poll's ``top``), grouped by the database (the grouped read: one row per
-minute and kind of record, not per record), in id ranges of ``batch_rows`` ids, up to
-``max_reads`` ranges a poll (the rest waits for the next); new ``alerts`` by id,
-``terminal_presence`` whole, and the e-warong registry every ``registry_every_s``.
+**What a poll reads** (console.live.reads, one read-only snapshot): the records
+``last < id <= top`` (``last``: the previous poll's ``top``), grouped by the database
+(the grouped read: one row per minute and kind of record, not per record), in id
+ranges of ``batch_rows`` ids, up to ``max_reads`` ranges a poll (the rest waits for the
+next); new ``alerts`` by id, ``terminal_presence`` whole, and the e-warong registry
+every ``registry_every_s``.  ``top`` is ``max(id)`` of ``request_records`` in the
+snapshot on SQLite (one writer: ids become visible in order); on PostgreSQL it is the
+safe horizon (console.live.horizon, read just before the snapshot; the reasoning is in
+console.live.reads), which bounds the alerts too.
 **On start** it back-fills the window once: the records among the newest
-``backfill_ids`` ids (from ``max(id)`` back) created in the last hour, read the same
-way, and the last hour's alerts; the first poll that reads without an error is the
-back-fill.
+``backfill_ids`` ids (from ``top`` back) created in the last hour, read the same
+way, and the last hour's alerts; the first poll that reads without an error (on
+PostgreSQL: once the horizon is known) is the back-fill.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from console.live import reads
+from console.live.horizon import Horizon, Tops
 from console.live.rows import AlertRow, RecordBatch
 from console.live.snapshot import build, detect_spikes
 from console.live.state import LiveState
@@ -71,6 +77,7 @@ class Poller:
     state: LiveState = field(default_factory=LiveState)
     version: int = 0
     _started: bool = False
+    _horizon: Horizon = field(default_factory=Horizon)
     _registry_at: datetime | None = None
     _cache: dict[Scope, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -84,6 +91,7 @@ class Poller:
     def poll_once(self) -> PollResult:
         now = self.clock()
         result = PollResult()
+        started = self._started
         try:
             batch, alerts, presence, registry = self._read(now)
         except Exception as exc:  # the database is away: the dashboard says so
@@ -92,7 +100,7 @@ class Poller:
                 self.state.database_error = f"{type(exc).__name__}: {str(exc)[:160]}"
                 self.version += 1
             return result
-        result.backfilled, self._started = not self._started, True
+        result.backfilled = self._started and not started
         self.state.metrics.scrape(now)
         with self.state.lock:
             state = self.state
@@ -115,30 +123,52 @@ class Poller:
     def _read(self, now: datetime) -> tuple[
             RecordBatch, list[AlertRow], list[Any], list[Any] | None]:
         since = (now - timedelta(minutes=self.state.window.minutes)).astimezone(UTC)
+        safe = self._safe_tops() if self.db.is_postgres else None
+        reading = safe is not None or not self.db.is_postgres
         with reads.read_snapshot(self.db) as c:
-            top = reads.max_record_id(c)  # first: the range ends there, in this snapshot
-            if not self._started:
-                batch = reads.read_records(c, max(0, top - self.backfill_ids), top,
-                                           batch_rows=self.batch_rows, since=since)
-                # Nothing older than the window counts, but the next poll starts after
-                # the top.
-                alerts = reads.alerts_after(
-                    c, max(0, reads.max_alert_id(c) - self.backfill_ids),
-                    limit=self.batch_rows, since=since)
-            else:
-                after = self.state.last_record_id
-                batch = reads.read_records(
-                    c, after, max(after, min(top, after + self.batch_rows * self.max_reads)),
-                    batch_rows=self.batch_rows)
-                alerts = reads.alerts_after(c, self.state.last_alert_id,
-                                            limit=self.batch_rows)
+            if not self.db.is_postgres:  # first: the range ends there, in this snapshot
+                batch, alerts = self._read_new(c, since, reads.max_record_id(c), None)
+            elif safe is not None:
+                batch, alerts = self._read_new(c, since, safe.records, safe.alerts)
+            else:  # no id is known to be final yet: nothing is read, the back-fill waits
+                batch, alerts = RecordBatch(0, 0), []
             presence = reads.presence(c)
             registry = None
             if self._registry_at is None or (now - self._registry_at).total_seconds() \
                     >= REGISTRY_EVERY_S or self._unknown_ewarongs(batch):
                 registry = reads.ewarongs(c)
                 self._registry_at = now
+        self._started = self._started or reading
         return batch, alerts, presence, registry
+
+    def _safe_tops(self) -> Tops | None:
+        """PostgreSQL: the horizon after this poll's probe (console.live.reads)."""
+        with reads.read_committed(self.db) as c:
+            probe = reads.probe(c)
+            writers_now = reads.writers(c)
+        return self._horizon.advance(probe, writers_now)
+
+    def _read_new(self, c: Connection, since: datetime, records_top: int,
+                  alerts_top: int | None) -> tuple[RecordBatch, list[AlertRow]]:
+        """The records up to ``records_top`` and the alerts up to ``alerts_top``
+        (``None``: no bound); the back-fill until the poller has started."""
+        if not self._started:
+            batch = reads.read_records(c, max(0, records_top - self.backfill_ids),
+                                       records_top, batch_rows=self.batch_rows, since=since)
+            # Nothing older than the window counts, but the next poll starts after
+            # the top.
+            newest_alert = reads.max_alert_id(c) if alerts_top is None else alerts_top
+            alerts = reads.alerts_after(
+                c, max(0, newest_alert - self.backfill_ids), limit=self.batch_rows,
+                up_to_id=alerts_top, since=since)
+            return batch, alerts
+        after = self.state.last_record_id
+        batch = reads.read_records(
+            c, after, max(after, min(records_top, after + self.batch_rows * self.max_reads)),
+            batch_rows=self.batch_rows)
+        alerts = reads.alerts_after(c, self.state.last_alert_id, limit=self.batch_rows,
+                                    up_to_id=alerts_top)
+        return batch, alerts
 
     def _unknown_ewarongs(self, batch: RecordBatch) -> bool:
         known = self.state.ewarongs

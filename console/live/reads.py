@@ -17,11 +17,44 @@ or for a record without a card of its own whose e-warong has no region.  :func:`
 reads the same records one by one (a :class:`~console.live.rows.RecordRow` each): the
 grouped read's reference.
 
-Ids become visible in order: the switch reserves them and commits under its single
-writer lock (``switch.db.engine``), so reading ``id > last seen`` misses nothing.
-Without that lock (the scale-out issue: processes committing concurrently) a lower id
-could commit after a higher one was read; the poller then needs another cursor (a
-commit sequence, or ``created_at`` read with a lag).
+**Ids and commits.**  A record's id is reserved early in its transaction
+(``nextval``) and inserted later; an alert's comes from its serial default at insert.
+On SQLite there is one writer at a time, so ids become visible in order and reading
+``last seen < id <= max(id)`` in the poll's snapshot misses nothing.  On PostgreSQL
+host batches of several processes commit concurrently (issue 17), so a lower id can
+become visible after a higher one was read; the poller reads only up to a *safe
+horizon* (:mod:`console.live.horizon`):
+
+* A *writer* is a transaction with a row in ``pg_locks`` for the writer lock
+  :data:`~switch.db.engine.WRITER_LOCK_KEY` in this database (advisory, ``classid``
+  and ``objid`` the key's halves, ``objsubid = 1``; granted or waiting, shared or
+  exclusive), named by its ``virtualtransaction`` (unique per transaction).  Every
+  writer of the two tables takes that lock as its first statement (host batches
+  shared, administration exclusively) and holds it until it ends.
+* Each poll, before its snapshot, one short READ COMMITTED read-only transaction
+  (:func:`read_committed`) reads a *probe* (:func:`probe`): ``M = max(id)`` of each
+  table first, then the writers ``P``; then (:func:`writers`) the writers ``Q`` of now.
+* A probe none of whose writers is in ``Q`` is *clear*: every id ``<= M`` is final
+  (committed, or never to be).  An id ``<= M`` was drawn before ``M`` was (the
+  sequences ascend: ``CACHE 1``), so before ``M`` was read; a transaction still holding
+  one when ``P`` was read had taken the lock before drawing it, so it is in ``P``; one
+  not in ``Q`` had ended before ``Q`` was read, so before the snapshot, which sees its
+  rows (PostgreSQL makes a commit visible before it releases the transaction's locks)
+  or it rolled back, and its ids are never used.
+* The horizon ``H`` is the largest ``M`` of a clear probe (it never moves back).  Probes
+  not yet clear wait on the poller for the next polls (at most ``MAX_PENDING``: beyond
+  it the oldest is merged into the next, with the union of their writers, which is
+  safe; dropping it would not be).  Records are read ``last < id <= min(H, the
+  max_reads bound)``, alerts ``last < id <= H``; the back-fill's top is ``H`` too, and
+  it waits until a first probe is clear.
+* On an idle database (``P`` empty) a probe is clear at once: a poll right after a
+  write sees it.  Under load the console lags about one poll.
+
+Outside the argument: a transaction that takes no writer lock
+(``transaction(exclusive=False)``: reads, presence upserts and the KPM import, none of
+which writes either table; ``Database(writer_lock=False)`` in tests) and a sequence with
+``CACHE`` above 1.  Each poll reads ``pg_locks`` twice (a view
+over the whole lock table, which it briefly locks: cheap at a poll every few seconds).
 """
 
 from __future__ import annotations
@@ -31,9 +64,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, or_, select, text
 from sqlalchemy.orm import aliased
 
+from console.live.horizon import Probe
 from console.live.rows import (
     AlertRow,
     EwarongRow,
@@ -44,7 +78,7 @@ from console.live.rows import (
     TerminalSeen,
 )
 from switch.core.facts import utc
-from switch.db.engine import Database
+from switch.db.engine import WRITER_LOCK_KEY, Database
 from switch.db.tables import (
     Alert,
     Card,
@@ -66,6 +100,14 @@ NIK_DIGITS = 4
 #: the region digits the rule looks at (console.live.rows), and the fewest it takes
 REGION_DIGITS = 4
 REGION_MIN_DIGITS = 2
+#: The writers (module docstring): every transaction holding or waiting for the writer
+#: lock in this database.  A bigint advisory key is ``classid`` (its high 32 bits),
+#: ``objid`` (its low ones), ``objsubid = 1``.
+_WRITERS = text(
+    "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND classid = {WRITER_LOCK_KEY >> 32} AND objid = {WRITER_LOCK_KEY & 0xFFFFFFFF} "
+    "AND objsubid = 1")
 
 
 @contextmanager
@@ -77,6 +119,28 @@ def read_snapshot(db: Database) -> Iterator[Connection]:
             connection.exec_driver_sql(
                 "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield connection
+
+
+@contextmanager
+def read_committed(db: Database) -> Iterator[Connection]:
+    """One short read-only transaction in which each statement reads what is
+    committed when it starts (PostgreSQL only: the horizon's probe)."""
+    with db.read() as connection:
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY")
+        yield connection
+
+
+def writers(connection: Connection) -> frozenset[str]:
+    """The ``virtualtransaction`` of every writer now (PostgreSQL)."""
+    return frozenset(str(v) for v in connection.scalars(_WRITERS))
+
+
+def probe(connection: Connection) -> Probe:
+    """``max(id)`` of both tables, then the writers, each statement after the other
+    (``connection``: :func:`read_committed`)."""
+    records_top = max_record_id(connection)
+    alerts_top = max_alert_id(connection)
+    return Probe(records_top, alerts_top, writers(connection))
 
 
 def max_record_id(connection: Connection) -> int:
@@ -215,15 +279,18 @@ def terminals_seen(connection: Connection, after_id: int, *, up_to_id: int,
 
 
 def alerts_after(connection: Connection, after_id: int, *, limit: int,
-                 since: datetime | None = None) -> list[AlertRow]:
-    """Alerts with ``id > after_id`` (and ``created_at >= since``), in id order; an
-    alert with no e-warong is its terminal's."""
+                 up_to_id: int | None = None, since: datetime | None = None
+                 ) -> list[AlertRow]:
+    """Alerts with ``after_id < id [<= up_to_id]`` (and ``created_at >= since``), in id
+    order, at most ``limit``; an alert with no e-warong is its terminal's."""
     a = ALERTS
     query = (select(a.c.id, a.c.created_at, a.c.rule, a.c.action, a.c.tid,
                     func.coalesce(a.c.ewarong_id, TERMINALS.c.ewarong_id).label("ewarong"),
                     a.c.detail)
              .select_from(a).outerjoin(TERMINALS, TERMINALS.c.tid == a.c.tid)
              .where(a.c.id > after_id).order_by(a.c.id).limit(limit))
+    if up_to_id is not None:
+        query = query.where(a.c.id <= up_to_id)
     if since is not None:
         query = query.where(a.c.created_at >= since)
     return [AlertRow(int(row.id), utc(row.created_at), str(row.rule), str(row.action),
