@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve console test lint fuzz fuzz-atheris bench stock-bench idle-connections load load-ui chaos haproxy pg-standby lock clean help
+.PHONY: run serve console test lint fuzz fuzz-atheris bench scale-bench stock-bench idle-connections load load-ui chaos haproxy pg-standby lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -27,6 +27,7 @@ help:
 	@echo "              prints the switch's multi-host BPNT_DATABASE_URL and the PIDs; stops by itself after"
 	@echo "              DURATION=S (600); FAILOVER=S kills the primary (SIGKILL) at S and promotes the standby; docs/SCALING.md"
 	@echo "make bench  - host baseline + the issue-3 sweeps, 60 s a point (SQLite; PostgreSQL + pgbench if up; ~25 min)"
+	@echo "make scale-bench - issue 17: 1, 2, 3 switch processes on PostgreSQL + pgbench, one run, plotted (~8 min)"
 	@echo "make stock-bench - issue 14: 32 terminals of one e-warong buy one item at 500/s for 30 s,"
 	@echo "              stock = received - sold exactly (ENGINE=sqlite|postgresql, ~2 min)"
 	@echo "make idle-connections - issue 17: 10,000 idle TCP connections held by one switch while one"
@@ -109,6 +110,11 @@ bench: $(STAMP)
 		$(PY) -m loadtest.bench --engine postgresql --switches 2 --kpm 20000 --connections 768 \
 			--sweep 600,1000,1600,2200,2600,2800 --duration-s 60 --pgbench --out var/bench/postgresql; \
 	else echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL bench skipped"; fi
+
+# Issue 17: 1, 2 and 3 switch processes on one PostgreSQL, one after the other in one run,
+# then pgbench on the same server; the table, the ratios and var/bench/scale/scale-postgresql.png.
+scale-bench: $(STAMP)
+	$(PY) -m loadtest.scale_bench --processes 1,2,3 --sweep 1000,2500 --duration-s 20
 
 # Issue 14's acceptance point: one e-warong's 32 terminals buy one item open-loop at 500/s
 # for 30 s against 10,000 units received (the shelf runs out mid-run: ST under load too);

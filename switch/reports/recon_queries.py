@@ -190,14 +190,14 @@ class DayReader:
     def audited(self, actions: Sequence[str], *where: ColumnElement[bool]
                 ) -> Iterator[AuditFact]:
         """The terminals' audit records of ``actions`` (and ``where``) stamped within the
-        day, in time order (see the module for how ``at`` is compared)."""
+        day, in chain order, chain by chain (see the module for how ``at`` is compared)."""
         near = (self.window.day - timedelta(days=1)).isoformat(), (
             self.window.day + timedelta(days=2)).isoformat()
         a = _AUDIT
         query = (select(a.c.action, a.c.actor, a.c.subject, a.c.at, a.c.detail)
                  .where(a.c.action.in_(actions), a.c.actor.startswith(_TERMINAL_ACTOR),
                         a.c.at >= near[0], a.c.at < near[1], *where)
-                 .order_by(a.c.at, a.c.chain, a.c.seq))
+                 .order_by(a.c.chain, a.c.seq))
         for action, actor, subject, at, detail in self.rows(query):
             try:
                 when = _utc(datetime.fromisoformat(at))
