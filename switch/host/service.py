@@ -36,8 +36,11 @@ The database failing (§5):
 A lost race with another switch process (a unique key, a serialization failure, a
 deadlock) decides the batch again once; a write that fails otherwise (no single
 request to blame) is decided again a request at a time, so only the one whose write
-fails loses its answer.  A broken invariant (:class:`InvariantError`) is never
-answered: it goes up to the runner, which stops the process.
+fails loses its answer.  A request alone whose conditional debit fell short (another
+process drew on the same wallet, payable account or shelf since it read it) is
+decided again once, on fresh balances, before it loses its answer.  A broken
+invariant (:class:`InvariantError`) is never answered: it goes up to the runner,
+which stops the process.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ from switch.core.verify import Checks
 from switch.db.engine import Database
 from switch.host.known_taks import KnownTaks
 from switch.host.observer import NO_OBSERVER, HostObserver
+from switch.host.rules_store import StockShortfall
 from switch.host.store import BatchStore
-from switch.ledger.postings import LedgerError
+from switch.ledger.postings import InsufficientFunds, LedgerError
 from switch.protocol import codes
 from switch.protocol.errors import FramingError, ProtocolError
 from switch.protocol.message import Message, encode
@@ -185,6 +189,17 @@ class HostService:
                               type(exc.orig).__name__)
                     return [self._unavailable(job, checks) for job in jobs]
                 self.observer.database_error("other")
+                return self._one_by_one(jobs, checks, exc)
+            except (InsufficientFunds, StockShortfall) as exc:
+                if attempt == 1 and len(jobs) == 1:
+                    # Another process's debit of a row this request shares (a wallet
+                    # of two cards, a payable account, a shelf) landed between its
+                    # read and its conditional UPDATE (issue 17): decided again, it
+                    # sees that debit.  A batch of several is re-run one by one first.
+                    self.observer.database_error("race")
+                    log.info("a request lost a race for a shared balance or shelf (%s): "
+                             "deciding it again", type(exc).__name__)
+                    continue
                 return self._one_by_one(jobs, checks, exc)
             except LedgerError as exc:
                 return self._one_by_one(jobs, checks, exc)

@@ -49,11 +49,13 @@ class SeededWorld:
                    reader)
 
 
-def seed(url: str, *, writer_lock: bool = True) -> SeededWorld:
+def seed(url: str, *, writer_lock: bool = True, terminal_count: int = 2) -> SeededWorld:
+    """The demo world (12 KPM, ``terminal_count`` active terminals on
+    ``terminal_count // 2`` e-warongs) with the period allocated."""
     settings = Settings(database_url=url)
     keys = Keyring.from_settings(settings)
     db = open_database(url, writer_lock=writer_lock)
-    demo = build_world(kpm_count=12, terminal_count=2)
+    demo = build_world(kpm_count=12, terminal_count=terminal_count)
     seed_database(db, keys, demo)
     allocate_period(db, "2026-11", PERIOD_SEN)
     return SeededWorld(url, db, keys, demo)
