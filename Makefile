@@ -114,7 +114,7 @@ bench: $(STAMP)
 # Issue 17: 1, 2 and 3 switch processes on one PostgreSQL, one after the other in one run,
 # then pgbench on the same server; the table, the ratios and var/bench/scale/scale-postgresql.png.
 scale-bench: $(STAMP)
-	$(PY) -m loadtest.scale_bench --processes 1,2,3 --sweep 1000,2500 --duration-s 20
+	$(PY) -m loadtest.scale_bench --processes 1,2,3 --sweep 1000,2000 --duration-s 20
 
 # Issue 14's acceptance point: one e-warong's 32 terminals buy one item open-loop at 500/s
 # for 30 s against 10,000 units received (the shelf runs out mid-run: ST under load too);

@@ -208,6 +208,9 @@ def logged_on_edcs(args: Args, ports: list[int], world: DemoWorld | None = None
                   link, reader)
         if not edc.ensure_logged_on():
             raise RuntimeError(f"terminal {term.tid} could not log on")
+        # closed (reopened on demand): a thousand terminals' idle logon connections
+        # would otherwise count against the switch's per-address limit during the load
+        link.close()
         edcs.append((edc, reader))
     return edcs
 

@@ -25,10 +25,13 @@ of several switch processes run at once; each first locks (:func:`batch_lock_key
   (the same key on two processes, a reversal racing its original, a void racing
   either), its keys and logon, its open batch, settlement and batch upload, its
   velocity window — is read and written by one batch at a time;
-* **its cards** (the PAN's token): a card's ATC, PIN tries, status and dormancy.
+* **its cards** (the PAN's token): a card's ATC, PIN tries, status and dormancy;
+* **its cards' wallets**, row locks taken by the card read (``FOR UPDATE OF accounts``):
+  a family's two cards in two batches take turns, so each decides on the balance the
+  other left (and its answer's DE 54 shows it).
 
-Rows that many keys share are never read-then-written: a wallet of two cards, an
-e-warong's payable account and its stock change only by conditional ``UPDATE``s
+The other rows many keys share are never read-then-written: an e-warong's payable
+account and its stock change only by conditional ``UPDATE``s
 (``balance_sen >= :debit``, ``on_hand >= :units``) whose shortfall fails the batch
 (:class:`~switch.ledger.postings.InsufficientFunds`), which the host then decides
 again one request at a time, on fresh balances.  The audit chain is one of
@@ -143,7 +146,7 @@ _TERMINALS = Prepared(
            Ewarong.close_hhmm, Ewarong.utc_offset_minutes, _ZONES_OF_EWARONG)
     .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
     .where(in_json_list("tids", TerminalRow.tid)))
-_CARDS = Prepared(
+_CARDS_SELECT = (
     select(CardRow.pan_token, CardRow.id, CardRow.pan_masked, CardRow.psn,
            CardRow.expiry_yymm, CardRow.pin_offset, Kpm.status.label("kpm_status"),
            Account.id.label("wallet_account_id"), CardRow.status, CardRow.wrong_pin_count,
@@ -152,6 +155,11 @@ _CARDS = Prepared(
     .join(Kpm, CardRow.kpm_id == Kpm.id)
     .join(Account, Kpm.wallet_account_id == Account.id)
     .where(in_json_list("tokens", CardRow.pan_token)))
+_CARDS = Prepared(_CARDS_SELECT)
+#: The batch's read: the wallets locked until the commit (PostgreSQL), so a family's two
+#: cards in two processes' batches take turns and each decides on (and shows, in DE 54)
+#: the balance the other left.  SQLite: its one writer already holds everything.
+_CARDS_LOCKING_WALLETS = Prepared(_CARDS_SELECT.with_for_update(of=Account))
 _CREDITED = aliased(Account)
 _RECORDS = Prepared(
     select(RequestRecord.tid, RequestRecord.local_date, RequestRecord.stan, RequestRecord.kind,
@@ -277,10 +285,12 @@ class BatchStore:
         return pans
 
     @staticmethod
-    def _submit_cards(connection: Connection, pans: dict[str, str]) -> Submitted | None:
+    def _submit_cards(connection: Connection, pans: dict[str, str], *,
+                      lock_wallets: bool = False) -> Submitted | None:
         if not pans:
             return None
-        return _CARDS.submit(connection, {"tokens": json_list(pans)})
+        statement = _CARDS_LOCKING_WALLETS if lock_wallets else _CARDS
+        return statement.submit(connection, {"tokens": json_list(pans)})
 
     def _terminals(self, read: Submitted, logging_on: set[str]) -> dict[str, Terminal]:
         kek = self.keys.kek
@@ -373,7 +383,7 @@ class StoreBatch:
             records_read = (_RECORDS.submit(connection, {"keys": keys, "cutoff": now - window})
                             if recorded else None)
             pans = self.pans
-            cards_read = store._submit_cards(connection, pans)
+            cards_read = store._submit_cards(connection, pans, lock_wallets=True)
             batch_reads = ((_OPEN_BATCH.submit(connection, {"tids": json_list(batched)}),
                             _PENDING_UPLOADS.submit(connection, {"tids": json_list(batched)}))
                            if batched else None)
