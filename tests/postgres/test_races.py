@@ -60,15 +60,20 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, result
 
 
-def _wait_until_blocked_on_a_lock(db: Database, deadline_s: float = TIMEOUT_S) -> None:
-    """Poll (with a deadline) until another backend waits for a lock."""
+def _someone_waits_for_a_lock(db: Database) -> bool:
+    with db.engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()")))
+
+
+def _wait_until_blocked_on_a_lock(db: Database, deadline_s: float = TIMEOUT_S,
+                                  or_until: threading.Event | None = None) -> None:
+    """Poll (with a deadline) until another backend waits for a lock (or ``or_until``
+    is set)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        with db.engine.connect() as conn:
-            waiting = conn.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"))
-        if waiting:
+        if (or_until is not None and or_until.is_set()) or _someone_waits_for_a_lock(db):
             return
         time.sleep(0.02)
     raise AssertionError("no transaction ever waited for the lock")
@@ -77,9 +82,12 @@ def _wait_until_blocked_on_a_lock(db: Database, deadline_s: float = TIMEOUT_S) -
 def test_two_hosts_racing_on_one_key_retry_and_replay(
         unlocked: SeededWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both transactions find no idempotency record: the first holds its run's reads
-    until the second has committed (no lock orders them: there is no writer lock here,
-    and each takes an audit chain of its own).  The first then hits the unique key,
-    rolls back, retries once, replays."""
+    until the second has read its records and waits (for the card's wallet, which the
+    first's card read locked; there is no writer lock here, and each takes an audit
+    chain of its own).  The first commits; the second, granted the wallet, decides on
+    what it read before it waited, hits the unique key, rolls back, retries once,
+    replays.  (Should the second ever not wait, it commits first and the first is the
+    one that retries: the same counts.)"""
     world = unlocked
     hosts = [HostService(open_database(world.url, create=False, writer_lock=False),
                          Settings(database_url=world.url), FixedClock()) for _ in range(2)]
@@ -108,7 +116,7 @@ def test_two_hosts_racing_on_one_key_retry_and_replay(
         found = real_read(*args, **kwargs)  # the batch's idempotency lookup: no record yet
         if held.acquire(blocking=False):  # the first racer through, once
             first.append(threading.current_thread())
-            assert other_committed.wait(TIMEOUT_S), "the other racer never committed"
+            _wait_until_blocked_on_a_lock(world.db, or_until=other_committed)
         return found
 
     monkeypatch.setattr(StoreBatch, "read", read_then_wait)
