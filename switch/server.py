@@ -35,7 +35,6 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
     """Serve on every configured transport until SIGINT/SIGTERM (or ``stop`` is set);
     then drain and close.  Every transport calls the one ``AsyncHost`` (one writer).
     ``/metrics`` is served on ``metrics_port`` (docs/METRICS.md) unless it is 0."""
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     db = open_database(settings.database_url)
     metrics = SwitchMetrics()
     host = AsyncHost(HostService(db, settings, clock, observer=metrics))

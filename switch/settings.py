@@ -90,12 +90,6 @@ class Settings(BaseSettings):
     #: for the ledger writer under the GIL) or the standard library's ``asyncio``.
     #: Without uvloop installed, ``serve`` says so and uses ``asyncio``.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    #: ``serve``'s ``sys.setswitchinterval``: how long a thread may hold the GIL while
-    #: another wants it.  The ledger writer waits for the database several times a
-    #: batch and must get the GIL back each time from the event loop and the preparer
-    #: (CPU-bound); Python's default (5 ms) makes each of those waits up to 5 ms
-    #: longer.  docs/BENCHMARKS.md has the measurement.
-    gil_switch_interval_ms: float = Field(default=5.0, gt=0, le=100)
 
     # -- programme rules (issue 14, docs/RULES.md) -----------------------------------
     #: A card unused this many days is dormant (FAILURES F5, RC 62).
