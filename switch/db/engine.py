@@ -224,7 +224,12 @@ def create_db_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # Durable commits even if the server (or a role) defaults to async commit.
         connect_args["options"] = "-c synchronous_commit=on"
-    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    # No pool_pre_ping: it cost every batch a round trip (SELECT 1 at checkout, ~4 % of
+    # the switch's samples in a py-spy profile).  A connection found dead by a batch
+    # fails that batch (RC 91, signed) and SQLAlchemy, seeing a disconnect, invalidates
+    # the pool's older connections: the next batch connects anew (through the host
+    # list after a failover, docs/SCALING.md).
+    engine = create_engine(url, connect_args=connect_args)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _owed_first(connection: Connection, cursor: Any, *_: Any) -> None:

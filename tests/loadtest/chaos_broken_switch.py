@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from switch.core.effects import Decision, Effect
+from switch.core.request import Request
 from switch.host import service
 from switch.host.store import BatchStore, StoreBatch
 from switch.ledger.money import Posting
@@ -52,10 +53,10 @@ def install_rollback() -> None:
         real_write(self, effects, now=now)
 
     @contextmanager
-    def batch(self: BatchStore) -> Iterator[StoreBatch]:
+    def batch(self: BatchStore, requests: Sequence[Request]) -> Iterator[StoreBatch]:
         moved.money = False
         try:
-            with real_batch(self) as store_batch:
+            with real_batch(self, requests) as store_batch:
                 yield store_batch
                 if moved.money and next(batches) % EVERY == 0:
                     raise _Dropped
