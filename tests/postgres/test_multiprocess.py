@@ -7,7 +7,6 @@ either approved-and-reversed or declined 05, never debited-and-forgotten.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from switch.protocol.message import Message
 from switch.protocol.unit import decode_unit
 from terminal_sim.demo import free_port, start_switch, stop_switch
 from terminal_sim.link import TcpLink
-from tests.postgres.world import PERIOD_SEN, SeededWorld, seed
+from tests.postgres.world import PERIOD_SEN, SeededWorld, seed, send_at_once
 
 TEMPE = BasketLine("TMP001", 1, 500_000)
 ROUNDS = 8
@@ -50,29 +49,7 @@ def switches(pg_url: str, tmp_path: Path) -> Iterator[tuple[SeededWorld, list[in
 
 
 def _at_once(sends: list[tuple[TcpLink, bytes]]) -> list[bytes]:
-    """Send each unit on its link from its own thread, released together."""
-    barrier = threading.Barrier(len(sends))
-    replies: list[bytes | BaseException | None] = [None] * len(sends)
-
-    def run(i: int, link: TcpLink, unit: bytes) -> None:
-        try:
-            barrier.wait(timeout=TIMEOUT_S)
-            replies[i] = link.exchange(unit, TIMEOUT_S)
-        except BaseException as exc:  # reported below, in the test's thread
-            replies[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, link, unit))
-               for i, (link, unit) in enumerate(sends)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=2 * TIMEOUT_S)
-        assert not thread.is_alive(), "a switch did not answer in time"
-    out = []
-    for reply in replies:
-        assert isinstance(reply, bytes), f"no reply: {reply!r}"
-        out.append(reply)
-    return out
+    return send_at_once(sends, TIMEOUT_S)
 
 
 def _fields(reply: bytes) -> tuple[str | None, str | None]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.demo import free_port, start_switch, stop_switch
 from terminal_sim.edc import Edc, State, TxnResult
 from terminal_sim.link import TcpLink
-from tests.postgres.world import PERIOD_SEN, SeededWorld, seed
+from tests.postgres.world import PERIOD_SEN, SeededWorld, seed, send_at_once
 
 PROCESSES = 3
 #: Active terminals of the seeded world (two e-warongs of two terminals each).
@@ -144,29 +143,7 @@ def _log_markers(logs: list[Path]) -> dict[str, int]:
 
 
 def _at_once(sends: list[tuple[TcpLink, bytes]]) -> list[bytes]:
-    """Send each unit on its link from its own thread, released together."""
-    barrier = threading.Barrier(len(sends))
-    replies: list[bytes | BaseException | None] = [None] * len(sends)
-
-    def run(i: int, link: TcpLink, unit: bytes) -> None:
-        try:
-            barrier.wait(timeout=TIMEOUT_S)
-            replies[i] = link.exchange(unit, TIMEOUT_S)
-        except BaseException as exc:  # reported below, in the test's thread
-            replies[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, link, unit))
-               for i, (link, unit) in enumerate(sends)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=2 * TIMEOUT_S)
-        assert not thread.is_alive(), "a switch did not answer in time"
-    out = []
-    for reply in replies:
-        assert isinstance(reply, bytes), f"no reply: {reply!r}"
-        out.append(reply)
-    return out
+    return send_at_once(sends, TIMEOUT_S)
 
 
 # -- 1. the same unit to three processes -------------------------------------------------

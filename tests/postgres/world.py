@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from card_emulator.card import KksCard
@@ -14,10 +15,10 @@ from switch.security.keyring import Keyring
 from switch.settings import Settings
 from terminal_sim.card_reader import EmulatedReader
 from terminal_sim.edc import Edc, EdcConfig
-from terminal_sim.link import Link
+from terminal_sim.link import Link, TcpLink
 from tests.world import PERIOD_SEN
 
-__all__ = ["PERIOD_SEN", "SeededWorld", "seed"]
+__all__ = ["PERIOD_SEN", "SeededWorld", "seed", "send_at_once"]
 
 
 @dataclass
@@ -59,3 +60,30 @@ def seed(url: str, *, writer_lock: bool = True, terminal_count: int = 2) -> Seed
     seed_database(db, keys, demo)
     allocate_period(db, "2026-11", PERIOD_SEN)
     return SeededWorld(url, db, keys, demo)
+
+
+def send_at_once(sends: list[tuple[TcpLink, bytes]], timeout_s: float) -> list[bytes]:
+    """Send each unit on its link from its own thread, released together (a barrier);
+    every reply, in order (a missing one fails the test)."""
+    barrier = threading.Barrier(len(sends))
+    replies: list[bytes | BaseException | None] = [None] * len(sends)
+
+    def run(i: int, link: TcpLink, unit: bytes) -> None:
+        try:
+            barrier.wait(timeout=timeout_s)
+            replies[i] = link.exchange(unit, timeout_s)
+        except BaseException as exc:  # reported below, in the test's thread
+            replies[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, link, unit))
+               for i, (link, unit) in enumerate(sends)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=2 * timeout_s)
+        assert not thread.is_alive(), "a switch did not answer in time"
+    out = []
+    for reply in replies:
+        assert isinstance(reply, bytes), f"no reply: {reply!r}"
+        out.append(reply)
+    return out
