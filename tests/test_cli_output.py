@@ -93,7 +93,7 @@ def test_json_of_the_read_commands_carries_the_figures(
     assert code == 0 and len(shown["records"]) == 2
     assert isinstance(shown["records"][0]["detail"], dict)
     code, revision = _json(world, capsys, "db", "current")
-    assert code == 0 and revision["revision"] == "0004"
+    assert code == 0 and revision["revision"] == "0005"
     code, terminals = _json(world, capsys, "terminals")
     assert code == 0 and terminals == {"terminals": []}
     code, stock = _json(world, capsys, "stock", "show", "--ewarong", world.terminal().mid)
