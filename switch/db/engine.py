@@ -26,9 +26,10 @@ default).  Two kinds of writer transaction (issue 17: no global writer lock):
   exclusive advisory lock per key (:func:`lock_key`: a terminal, a card), all in one
   statement, in ascending order (no two batches can wait for each other), before
   the batch's first read.  What one key protects is in :mod:`switch.host.store`.
-  Rows shared by many keys (a wallet of two cards, an e-warong's payable account or
-  stock) are changed only by conditional ``UPDATE``s, which PostgreSQL re-checks
-  after the row lock is granted.
+  A family's wallet (shared by its cards) is row-locked by the batch's card read;
+  rows shared by many keys (an e-warong's payable account or stock) are changed only
+  by conditional ``UPDATE``s, which PostgreSQL re-checks after the row lock is
+  granted.
 
 Without any lock a reversal and its original racing in two switch processes could
 each miss the other's uncommitted idempotency record (different rows, so no
