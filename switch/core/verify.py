@@ -34,6 +34,9 @@ class Checks:
     _macs: dict[tuple[bytes, bytes], bool] = field(default_factory=dict)
     _pins: dict[tuple[bytes, bytes, str, str], bool] = field(default_factory=dict)
     _arqcs: dict[tuple[str, str, bytes], bool] = field(default_factory=dict)
+    #: The AC session key of each (PAN, PSN, ATC) met: derived once for the ARQC check
+    #: and the ARPC of the same request.
+    _sessions: dict[tuple[str, str, bytes], emv.AcSession] = field(default_factory=dict)
 
     def mac_ok(self, tak: bytes, raw: bytes) -> bool:
         key = (tak, raw)
@@ -51,14 +54,28 @@ class Checks:
         """``tags`` must be ``emv.parse_icc_data(de55)`` (the memo is keyed by ``de55``)."""
         key = (pan, psn, de55)
         if key not in self._arqcs:
-            self._arqcs[key] = emv.verify_arqc(self.keys.imk_ac, pan, psn, tags)
+            atc = tags.get("9F36")
+            session = (self._session(pan, psn, bytes(atc))
+                       if atc is not None and len(atc) == 2 else None)
+            self._arqcs[key] = emv.verify_arqc(self.keys.imk_ac, pan, psn, tags, session)
         return self._arqcs[key]
 
     def issuer_authentication(self, pan: str, cryptogram: Cryptogram, rc: str) -> bytes:
         """DE 55 tag 91: ARPC (method 1) + ARC, for a cryptogram that verified."""
         arc = rc.encode()
-        arpc = emv.compute_arpc(self.keys.imk_ac, pan, cryptogram.psn, cryptogram.tags, arc)
+        atc = cryptogram.tags.get("9F36")
+        session = (self._session(pan, cryptogram.psn, bytes(atc))
+                   if atc is not None and len(atc) == 2 else None)
+        arpc = emv.compute_arpc(self.keys.imk_ac, pan, cryptogram.psn, cryptogram.tags, arc,
+                                session)
         return TAG_91 + emv.build_tag_91(arpc, arc)
+
+    def _session(self, pan: str, psn: str, atc: bytes) -> emv.AcSession:
+        key = (pan, psn, atc)
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = emv.AcSession(self.keys.imk_ac, pan, psn, atc)
+        return session
 
 
 @dataclass(frozen=True)

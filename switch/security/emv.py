@@ -26,8 +26,11 @@ cash-back, so the switch uses six zero bytes when it is absent.
 
 The derivations and MACs give the same bytes as pyemv (``kd.derive_icc_mk_a``,
 ``kd.derive_common_sk``, ``ac.generate_ac``, ``ac.generate_arpc_1``), with the
-block-cipher work done by `switch.security.des` in one call per step; pyemv
-still provides the BER-TLV codec.
+block-cipher work done by `switch.security.des` in one call per step.  A request's
+session key is derived once (:class:`AcSession`) for both its ARQC check and its ARPC.
+DE 55 is read by a short loop when it is what terminals send (primitive tags of one
+or two bytes, one-byte lengths) and by pyemv's BER-TLV codec otherwise, so pyemv
+decides every unusual or malformed case (a Hypothesis test holds the two equal).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "CDOL1_LENGTH",
     "DE55_TAG_ORDER",
     "IAD",
+    "AcSession",
     "IccDataError",
     "arqc_input",
     "build_icc_data",
@@ -135,6 +139,29 @@ def derive_session_key_ac(icc_mk_ac: bytes, atc: bytes) -> bytes:
     return des.adjust_parity(des.ecb_encrypt(icc_mk_ac, r_a + r_b))
 
 
+class AcSession:
+    """One transaction's AC session key, derived once from the IMK, PAN, PSN and ATC,
+    with its MAC contexts: the ARQC check and the ARPC of one request share it."""
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, imk_ac: bytes, pan: str, psn: str, atc: bytes) -> None:
+        self._mac = des.RetailMac(derive_session_key_ac(derive_icc_mk_ac(imk_ac, pan, psn),
+                                                        bytes(atc)))
+
+    def arqc(self, *, cdol1_data: bytes, aip: bytes, atc: bytes) -> bytes:
+        """:func:`compute_arqc` under this session key."""
+        data = arqc_input(cdol1_data=cdol1_data, aip=aip, atc=atc)
+        return self._mac.mac(des.pad_method_2(data))
+
+    def encrypt_block(self, block: bytes) -> bytes:
+        """3DES-ECB of one block under the session key: a retail MAC of one block is
+        exactly that (no chaining step), so the MAC's final context serves."""
+        if len(block) != des.BLOCK:
+            raise ValueError("one 8-byte block")
+        return self._mac.mac(block)
+
+
 def cdol1_dol() -> bytes:
     """The CDOL1 (tag 8C) value: tags and lengths of `CDOL1_TAGS` (Book 3 §5.4)."""
     return b"".join(bytes.fromhex(tag) + bytes([length]) for tag, length in CDOL1_TAGS)
@@ -169,11 +196,13 @@ def _cdol1_from_tags(icc_tags: Mapping[str, bytes]) -> bytes | None:
     return b"".join(parts)
 
 
-def verify_arqc(imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes]) -> bool:
+def verify_arqc(imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes],
+                session: AcSession | None = None) -> bool:
     """Recompute the ARQC from DE 55 and compare with 9F26 (HOST_SPEC §7).
 
     Returns ``False``, never raises, when a tag is missing or has the wrong
-    length: a malformed request is a failed cryptogram check (RC 63).
+    length: a malformed request is a failed cryptogram check (RC 63).  ``session``:
+    the request's :class:`AcSession` for this PAN, PSN and 9F36, if made already.
     """
     cdol1 = _cdol1_from_tags(icc_tags)
     aip = icc_tags.get("82")
@@ -184,19 +213,22 @@ def verify_arqc(imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes]
     if len(aip) != 2 or len(atc) != 2 or len(arqc) != 8:
         return False
     try:
-        icc_mk_ac = derive_icc_mk_ac(imk_ac, pan, psn)
-        expected = compute_arqc(icc_mk_ac, cdol1_data=cdol1, aip=bytes(aip), atc=bytes(atc))
+        if session is None:
+            session = AcSession(imk_ac, pan, psn, bytes(atc))
+        expected = session.arqc(cdol1_data=cdol1, aip=bytes(aip), atc=bytes(atc))
     except ValueError:
         return False
     return hmac.compare_digest(expected, bytes(arqc))
 
 
 def compute_arpc(
-    imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes], arc: bytes
+    imk_ac: bytes, pan: str, psn: str, icc_tags: Mapping[str, bytes], arc: bytes,
+    session: AcSession | None = None,
 ) -> bytes:
     """ARPC method 1 over the request's ARQC and the 2-byte ARC (Book 2 §8.2.1).
 
-    Raises `IccDataError` when 9F26 or 9F36 is missing or mis-sized.
+    Raises `IccDataError` when 9F26 or 9F36 is missing or mis-sized.  ``session``:
+    the request's :class:`AcSession` (for this PAN, PSN and 9F36), if made already.
     """
     arqc = icc_tags.get("9F26")
     atc = icc_tags.get("9F36")
@@ -204,12 +236,13 @@ def compute_arpc(
         raise IccDataError("9F26 (8 bytes) and 9F36 (2 bytes) are needed for the ARPC")
     if len(arc) != 2:
         raise ValueError("ARC must be 2 bytes")
-    sk_ac = derive_session_key_ac(derive_icc_mk_ac(imk_ac, pan, psn), bytes(atc))
+    if session is None:
+        session = AcSession(imk_ac, pan, psn, bytes(atc))
     # 3DES(SK-AC, ARQC XOR (ARC || 00*6)): CBC with a zero IV over one block.
     arqc = bytes(arqc)
     arc = bytes(arc)
     block = bytes((arqc[0] ^ arc[0], arqc[1] ^ arc[1])) + arqc[2:]
-    return des.ecb_encrypt(sk_ac, block)
+    return session.encrypt_block(block)
 
 
 def build_tag_91(arpc: bytes, arc: bytes) -> bytes:
@@ -225,11 +258,52 @@ def parse_icc_data(de55: bytes) -> dict[str, bytes]:
     >>> parse_icc_data(bytes.fromhex("9F360200019C0100"))
     {'9F36': b'\\x00\\x01', '9C': b'\\x00'}
     """
+    data = bytes(de55)
+    simple = _parse_simple_tlv(data)
+    if simple is not None:
+        return simple
     try:
-        decoded = _tlv.decode(bytes(de55), flatten=True)
+        decoded = _tlv.decode(data, flatten=True)
     except (ValueError, IndexError, TypeError) as exc:
         raise IccDataError(f"malformed DE 55: {exc}") from exc
     return {str(tag): bytes(value) for tag, value in decoded.items()}
+
+
+#: Tag bytes -> name for the tags terminals send (the rest are named as they come).
+_TAG_NAMES: Final[dict[bytes, str]] = {
+    bytes.fromhex(tag): tag for tag in (*DE55_TAG_ORDER, "9F03", "91")}
+
+
+def _parse_simple_tlv(data: bytes) -> dict[str, bytes] | None:
+    """DE 55 as :func:`parse_icc_data` gives it when every tag is primitive, of one or
+    two bytes, with a one-byte length (what terminals send); ``None`` for anything
+    else, truncation included, which pyemv's codec then reads (or refuses)."""
+    out: dict[str, bytes] = {}
+    names = _TAG_NAMES
+    at, end = 0, len(data)
+    while at < end:
+        first = data[at]
+        if first & 0x20:  # constructed
+            return None
+        tag_end = at + 1
+        if first & 0x1F == 0x1F:  # a second tag byte
+            if tag_end >= end or data[tag_end] & 0x80:  # missing, or a third follows
+                return None
+            tag_end += 1
+        if tag_end >= end:
+            return None
+        length = data[tag_end]
+        if length & 0x80:  # a long-form length
+            return None
+        start = tag_end + 1
+        stop = start + length
+        if stop > end:
+            return None
+        raw_tag = data[at:tag_end]
+        name = names.get(raw_tag)
+        out[name if name is not None else raw_tag.hex().upper()] = data[start:stop]
+        at = stop
+    return out
 
 
 def build_icc_data(tags: Mapping[str, bytes]) -> bytes:

@@ -440,3 +440,84 @@ def test_compute_arpc_still_checks_its_inputs() -> None:
         emv.derive_session_key_ac(bytes(16), b"\x00")
     with pytest.raises(ValueError):
         emv.derive_session_key_ac(bytes(8), b"\x00\x01")
+
+
+@FAST
+@given(imk=double_keys, pan=pans, psn=psns, tags=icc_tags(), arc=two_bytes)
+def test_one_session_serves_the_arqc_and_the_arpc(
+    imk: bytes, pan: str, psn: str, tags: dict[str, bytes], arc: bytes
+) -> None:
+    """A request's :class:`emv.AcSession` gives pyemv's ARQC, then pyemv's ARPC over it:
+    the MAC's chaining state left by the ARQC does not reach the one-block ARPC."""
+    sk = pyemv_session_key(imk, pan, psn, tags["9F36"])
+    data = cdol1_of(tags) + tags["82"] + tags["9F36"]
+    arqc = pyemv_ac.generate_ac(sk, data, pyemv_ac.PaddingType.EMV)
+    session = emv.AcSession(imk, pan, psn, tags["9F36"])
+    signed = {**tags, "9F26": arqc}
+    assert emv.verify_arqc(imk, pan, psn, signed, session)
+    assert emv.compute_arpc(imk, pan, psn, signed, arc, session) == (
+        pyemv_ac.generate_arpc_1(sk, arqc, arc))
+    # again, in the other order, on the same session
+    assert emv.compute_arpc(imk, pan, psn, signed, arc, session) == (
+        pyemv_ac.generate_arpc_1(sk, arqc, arc))
+    assert emv.verify_arqc(imk, pan, psn, signed, session)
+
+
+def test_session_block_is_one_block() -> None:
+    session = emv.AcSession(bytes(16), "6032981234567890", "01", b"\x00\x01")
+    with pytest.raises(ValueError):
+        session.encrypt_block(bytes(16))
+
+
+# --- DE 55 parsing: the short loop against pyemv's codec ----------------------------------
+
+from pyemv import tlv as pyemv_tlv  # noqa: E402
+
+_tag_bytes = st.one_of(
+    st.sampled_from([bytes.fromhex(t) for t in emv.DE55_TAG_ORDER]),
+    st.binary(min_size=1, max_size=3),
+)
+_tlv_items = st.tuples(_tag_bytes, st.binary(max_size=20)).map(
+    lambda tv: tv[0] + bytes([len(tv[1])]) + tv[1])
+#: Mostly well-formed TLV (what terminals send), then cut, spliced or random bytes.
+_de55s = st.one_of(
+    st.lists(_tlv_items, max_size=15).map(b"".join),
+    st.tuples(st.lists(_tlv_items, max_size=15).map(b"".join),
+              st.integers(min_value=0, max_value=300)).map(lambda d: d[0][: d[1]]),
+    st.lists(st.one_of(_tlv_items, st.binary(max_size=4)), max_size=10).map(b"".join),
+    st.binary(max_size=80),
+)
+
+
+def _pyemv_parse(de55: bytes) -> dict[str, bytes] | type[emv.IccDataError]:
+    try:
+        decoded = pyemv_tlv.decode(de55, flatten=True)
+    except (ValueError, IndexError, TypeError):
+        return emv.IccDataError
+    return {str(tag): bytes(value) for tag, value in decoded.items()}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(de55=_de55s)
+def test_parse_icc_data_equals_pyemv(de55: bytes) -> None:
+    """Same tags and values (or the same refusal) as pyemv's BER-TLV decoder."""
+    expected = _pyemv_parse(de55)
+    if expected is emv.IccDataError:
+        with pytest.raises(emv.IccDataError):
+            emv.parse_icc_data(de55)
+    else:
+        got = emv.parse_icc_data(de55)
+        assert got == expected
+        assert list(got) == list(expected)  # in the same order
+        assert all(type(value) is bytes for value in got.values())
+
+
+def test_the_short_loop_reads_what_terminals_send() -> None:
+    """The fast path is taken for HOST_SPEC §7's DE 55, and only pyemv reads the rest."""
+    de55 = emv.build_icc_data({"9F26": bytes(8), "9F27": b"\x80", "9F36": b"\x00\x07",
+                               "82": b"\x39\x00", "9F02": bytes(6)})
+    assert emv._parse_simple_tlv(de55) == _pyemv_parse(de55)
+    assert emv._parse_simple_tlv(bytes.fromhex("E0035F2A00")) is None  # constructed
+    assert emv._parse_simple_tlv(bytes.fromhex("9F02810100")) is None  # long-form length
+    assert emv._parse_simple_tlv(bytes.fromhex("9F8101020000")) is None  # three-byte tag
+    assert emv._parse_simple_tlv(bytes.fromhex("9F02030000")) is None  # cut short
