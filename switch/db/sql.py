@@ -45,7 +45,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.engine import Dialect
@@ -72,6 +73,9 @@ class _Compiled:
     processors: Mapping[str, Callable[[Any], Any]]
     #: Result processors by column position (only the columns that have one).
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
+    #: The positional arguments out of the (processed) values, in ``order``: one C
+    #: call per row (``None``: named paramstyle).
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
 
 
 class Prepared:
@@ -111,7 +115,7 @@ class Prepared:
                 if processor is not None:
                     results.append((position, processor))
             compiled = self._compiled[dialect.name] = _Compiled(
-                str(done), order, defaults, processors, tuple(results))
+                str(done), order, defaults, processors, tuple(results), _picker(order))
         return compiled
 
     def _arguments(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
@@ -119,8 +123,8 @@ class Prepared:
         for name, processor in compiled.processors.items():
             if name in values:
                 values[name] = processor(values[name])
-        if compiled.order is not None:
-            return tuple(values[name] for name in compiled.order)
+        if compiled.pick is not None:
+            return compiled.pick(values)
         return values
 
     def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
@@ -148,6 +152,20 @@ class Prepared:
         compiled = self._for(connection.dialect)
         arguments = [self._arguments(compiled, row) for row in rows]
         return int(run_sql(connection, compiled.sql, arguments, many=True).rowcount)
+
+
+def _picker(order: tuple[str, ...] | None,
+            ) -> Callable[[Mapping[str, Any]], tuple[Any, ...]] | None:
+    """``values -> tuple(values[name] for name in order)``, as one ``itemgetter`` call
+    (which returns a bare value, not a 1-tuple, for a single name)."""
+    if order is None:
+        return None
+    if not order:
+        return lambda values: ()
+    if len(order) == 1:
+        (only,) = order
+        return lambda values: (values[only],)
+    return cast(Callable[[Mapping[str, Any]], tuple[Any, ...]], itemgetter(*order))
 
 
 class InJsonList(ColumnElement[Any]):
