@@ -107,7 +107,10 @@ class TcpTransport:
                 timeout_s = self._settings.idle_timeout_s
             else:
                 timeout_s = max(0.0, frame_deadline - loop.time())
-            data = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout_s)
+            # asyncio.timeout, not wait_for: no task per read (wait_for wraps the read in
+            # a new task each time, a cost on every request of every connection)
+            async with asyncio.timeout(timeout_s):
+                data = await reader.read(READ_CHUNK_BYTES)
             if not data:
                 return
             framer.receive_data(data)
