@@ -120,17 +120,19 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             select(AuditRecord).order_by(AuditRecord.at.desc(), AuditRecord.chain.desc(),
                                          AuditRecord.seq.desc()).limit(args.last)
         ).all()
-        shown = [{"seq": rec.seq, "at": rec.at, "actor": rec.actor, "action": rec.action,
-                  "subject": rec.subject, "detail": rec.detail} for rec in reversed(rows)]
+        # a record is named by its chain and its place in it (16 chains on PostgreSQL)
+        shown = [{"chain": rec.chain, "seq": rec.seq, "at": rec.at, "actor": rec.actor,
+                  "action": rec.action, "subject": rec.subject, "detail": rec.detail}
+                 for rec in reversed(rows)]
         if json_mode(args):
             import json
 
             print_json({"records": [{**r, "detail": json.loads(str(r["detail"]))}
                                     for r in shown]})
         else:
-            print_table(["seq", "at", "actor", "action", "subject", "detail"],
-                        [[rec.seq, rec.at, rec.actor, rec.action, rec.subject, rec.detail]
-                         for rec in reversed(rows)], empty="(no audit records)")
+            print_table(["chain", "seq", "at", "actor", "action", "subject", "detail"],
+                        [[rec.chain, rec.seq, rec.at, rec.actor, rec.action, rec.subject,
+                          rec.detail] for rec in reversed(rows)], empty="(no audit records)")
     return 0
 
 

@@ -92,6 +92,13 @@ def test_json_of_the_read_commands_carries_the_figures(
     code, shown = _json(world, capsys, "audit", "show", "--last", "2")
     assert code == 0 and len(shown["records"]) == 2
     assert isinstance(shown["records"][0]["detail"], dict)
+    # a record is named by chain and seq (several chains on PostgreSQL, docs/DATABASE.md)
+    assert all(isinstance(r["chain"], int) and r["chain"] >= 1 for r in shown["records"])
+    code, text, _ = run_cli(world, capsys, "audit", "show", "--last", "1")
+    header, row = text.splitlines()
+    assert header.split()[:3] == ["chain", "seq", "at"]
+    assert row.split()[:2] == [str(shown["records"][-1]["chain"]),
+                               str(shown["records"][-1]["seq"])]
     code, revision = _json(world, capsys, "db", "current")
     assert code == 0 and revision["revision"] == "0005"
     code, terminals = _json(world, capsys, "terminals")

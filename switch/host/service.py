@@ -294,7 +294,10 @@ def _undecodable(data: bytes, exc: ProtocolError) -> bytes | None:
 def _write_log(effects: Sequence[Effect]) -> None:
     for effect in effects:
         if isinstance(effect, LogLine) and log.isEnabledFor(effect.level):
-            log.log(effect.level, effect.msg, *effect.args)
+            # What log.log does, less its look up the stack for the caller's file and
+            # line (a line per request; the log format shows neither)
+            log.handle(log.makeRecord(log.name, effect.level, __file__, 0, effect.msg,
+                                      effect.args, None))
 
 
 #: PostgreSQL SQLSTATEs of a lost race: unique_violation, serialization_failure,
