@@ -145,7 +145,21 @@ _TERMINALS = Prepared(
            TerminalRow.logon_at, Ewarong.id, Ewarong.region, Ewarong.open_hhmm,
            Ewarong.close_hhmm, Ewarong.utc_offset_minutes, _ZONES_OF_EWARONG)
     .join(Ewarong, TerminalRow.ewarong_id == Ewarong.id)
-    .where(in_json_list("tids", TerminalRow.tid)))
+    .where(in_json_list("tids", TerminalRow.tid)),
+    # PostgreSQL: a probe per terminal and per e-warong (lateral, OFFSET 0 so it is not
+    # flattened); as a join the generic plan read every e-warong into a hash for each
+    # batch, a scan that grows with the country's e-warongs
+    postgresql=text(
+        "SELECT t.tid, t.status, t.tpk_wrapped, t.tak_wrapped, t.tmk_wrapped, e.mid, "
+        "e.status, e.payable_account_id, t.batch_number, t.logon_stan, t.logon_at, e.id, "
+        "e.region, e.open_hhmm, e.close_hhmm, e.utc_offset_minutes, "
+        "(SELECT string_agg(z.zone_prefix, ',') FROM ewarong_zones z "
+        "WHERE z.ewarong_id = e.id) "
+        "FROM jsonb_array_elements_text(CAST(:tids AS jsonb)) AS k(tid) "
+        "CROSS JOIN LATERAL (SELECT * FROM terminals WHERE terminals.tid = k.tid "
+        "OFFSET 0) AS t "
+        "CROSS JOIN LATERAL (SELECT * FROM ewarongs WHERE ewarongs.id = t.ewarong_id "
+        "OFFSET 0) AS e"))
 _CARDS_SELECT = (
     select(CardRow.pan_token, CardRow.id, CardRow.pan_masked, CardRow.psn,
            CardRow.expiry_yymm, CardRow.pin_offset, Kpm.status.label("kpm_status"),
