@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from switch.audit.chain import GENESIS_MAC, Entry, Head, VerifyReport, link, verify_rows
@@ -32,6 +32,11 @@ from switch.db.tables import AuditHead, AuditRecord
 CHAINS = 16
 _FREE_HEAD = Prepared(select(AuditHead.id, AuditHead.seq, AuditHead.mac)
                       .order_by(AuditHead.id).limit(1)
+                      .with_for_update(skip_locked=True),
+                      # LIMIT 1 as a literal: with a parameter there PostgreSQL planned
+                      # the statement again for every batch (pg_stat_statements)
+                      postgresql=select(AuditHead.id, AuditHead.seq, AuditHead.mac)
+                      .order_by(AuditHead.id).limit(literal_column("1"))
                       .with_for_update(skip_locked=True))
 _HEAD_FOR_UPDATE = Prepared(select(AuditHead.id, AuditHead.seq, AuditHead.mac)
                             .where(AuditHead.id == bindparam("chain")).with_for_update())
