@@ -55,8 +55,11 @@ class Checks:
         key = (pan, psn, de55)
         if key not in self._arqcs:
             atc = tags.get("9F36")
-            session = (self._session(pan, psn, bytes(atc))
-                       if atc is not None and len(atc) == 2 else None)
+            try:
+                session = (self._session(pan, psn, bytes(atc))
+                           if atc is not None and len(atc) == 2 else None)
+            except ValueError:  # a PAN or PSN no key derives from: verify_arqc refuses it
+                session = None
             self._arqcs[key] = emv.verify_arqc(self.keys.imk_ac, pan, psn, tags, session)
         return self._arqcs[key]
 

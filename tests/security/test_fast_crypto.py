@@ -521,3 +521,17 @@ def test_the_short_loop_reads_what_terminals_send() -> None:
     assert emv._parse_simple_tlv(bytes.fromhex("9F02810100")) is None  # long-form length
     assert emv._parse_simple_tlv(bytes.fromhex("9F8101020000")) is None  # three-byte tag
     assert emv._parse_simple_tlv(bytes.fromhex("9F02030000")) is None  # cut short
+
+
+@pytest.mark.parametrize("psn", ["z=", "0G", ""])
+def test_a_psn_no_key_derives_from_is_a_failed_check_not_a_crash(psn: str) -> None:
+    """DE 23 comes from the terminal: a PSN that is not hex fails the ARQC check (RC 63),
+    as it did before the session key was shared, instead of raising out of the decision."""
+    from switch.core.verify import Checks
+    from switch.security.keyring import Keyring
+    from switch.settings import Settings
+
+    checks = Checks(Keyring.from_settings(Settings()))
+    tags = {"9F36": b"\x00\x01", "9F26": bytes(8), "82": b"\x39\x00"}
+    assert checks.arqc_ok("6032981234567890", psn, b"de55", tags) is False
+    assert emv.verify_arqc(bytes(16), "6032981234567890", psn, tags) is False
