@@ -523,10 +523,12 @@ def test_the_short_loop_reads_what_terminals_send() -> None:
     assert emv._parse_simple_tlv(bytes.fromhex("9F02030000")) is None  # cut short
 
 
-@pytest.mark.parametrize("psn", ["z=", "0G", ""])
+@pytest.mark.parametrize("psn", ["z=", "0G"])
 def test_a_psn_no_key_derives_from_is_a_failed_check_not_a_crash(psn: str) -> None:
-    """DE 23 comes from the terminal: a PSN that is not hex fails the ARQC check (RC 63),
-    as it did before the session key was shared, instead of raising out of the decision."""
+    """``Checks.arqc_ok`` never raises: a PSN that is not hex fails the ARQC check (RC 63),
+    as it did before the session key was shared, instead of raising out of the decision.
+    The codec already refuses non-digit DE 23, so this guards the check's own contract;
+    both cases raise ValueError from the session-key derivation without the guard."""
     from switch.core.verify import Checks
     from switch.security.keyring import Keyring
     from switch.settings import Settings
