@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve console test lint fuzz fuzz-atheris bench scale-bench stock-bench idle-connections load load-ui chaos haproxy pg-standby lock clean help
+.PHONY: native run serve console test lint fuzz fuzz-atheris bench scale-bench stock-bench idle-connections load load-ui chaos haproxy pg-standby lock clean help
 
 help:
 	@echo "make run    - switch on SQLite + simulated EDC fleet + scenarios + money verdict"
@@ -13,6 +13,8 @@ help:
 	@echo "make console - the operations console on 127.0.0.1:8080 over the demo world (var/console.db),"
 	@echo "              with one demo user per role (logins printed); docs/CONSOLE.md"
 	@echo "make lint   - ruff and mypy"
+	@echo "make native - compile the purchase path with mypyc into build/native (the targets above do it"
+	@echo "              when needed); says whether this Python uses it (switch/native.py)"
 	@echo "make fuzz   - 100,000 hostile inputs against a live switch (zero crashes, zero hangs)"
 	@echo "make load   - Locust EDC users, payday spike, against a live switch + money verdict"
 	@echo "              (ENGINE=postgresql: a fresh PostgreSQL database; WORKERS=N: N Locust workers)"
@@ -53,6 +55,17 @@ $(STAMP): pyproject.toml $(LOCKS)
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# The purchase path compiled with mypyc (switch/native.py): rebuilt when any switch/ source
+# changes (about 40 s); used only while it matches every source, and without a C compiler
+# the switch runs as pure Python, the same code.  BPNT_NATIVE=0 runs pure Python anyway.
+NATIVE := build/native/.made
+NATIVE_SOURCES := $(shell find switch -name '*.py' -not -path '*/migrations/*')
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	$(PY) -m switch.native_build
+	@mkdir -p build/native && touch $@
+native: $(NATIVE)
+	@$(PY) -m switch.native_build --check
+
 # The console's charts library (Chart.js, pinned in console/web/package-lock.json), from
 # npm at install time, served from /static/vendor: never a CDN (no internet at run time).
 # npm ci uses npm's cache, so it works offline after the first install.
@@ -62,13 +75,13 @@ $(CHART_JS): console/web/package.json console/web/package-lock.json
 	mkdir -p console/static/vendor
 	cp console/web/node_modules/chart.js/dist/chart.umd.js $@
 
-run: $(STAMP) $(CHART_JS)
+run: $(STAMP) $(NATIVE) $(CHART_JS)
 	$(PY) -m terminal_sim.cli demo
 	@echo "the console opens this run's database: BPNT_DATABASE_URL=sqlite:///var/demo.db make console"
 
 # A fresh demo database each time, so the named scenarios start from full wallets.
 SERVE_DB := sqlite:///var/serve.db
-serve: $(STAMP)
+serve: $(STAMP) $(NATIVE)
 	rm -f var/serve.db var/serve.db-wal var/serve.db-shm var/edc-state.json
 	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli seed-demo
 	BPNT_DATABASE_URL=$(SERVE_DB) $(PY) -m switch.cli allocate --period $$(date +%Y-%m)
@@ -77,22 +90,26 @@ serve: $(STAMP)
 # The console over the demo world: seeded (and this month allocated) once into
 # var/console.db, or over BPNT_DATABASE_URL when set (e.g. the database make run left).
 CONSOLE_DB ?= sqlite:///var/console.db
-console: $(STAMP) $(CHART_JS)
+console: $(STAMP) $(NATIVE) $(CHART_JS)
 	@if [ -z "$$BPNT_DATABASE_URL" ] && [ ! -f var/console.db ]; then \
 		BPNT_DATABASE_URL=$(CONSOLE_DB) $(PY) -m switch.cli seed-demo && \
 		BPNT_DATABASE_URL=$(CONSOLE_DB) $(PY) -m switch.cli allocate --period $$(date +%Y-%m); fi
 	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console seed-demo-users
 	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console
 
-test: $(STAMP) $(CHART_JS)
+# The suite on the compiled build, then the pure deciders, codec and crypto again in pure
+# Python (BPNT_NATIVE=0): one source, two builds, the same answers.
+test: $(STAMP) $(NATIVE) $(CHART_JS)
+	$(PY) -m switch.native_build --check
 	$(PY) -m pytest
+	BPNT_NATIVE=0 $(PY) -m pytest -q tests/core tests/protocol tests/security
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 # 100,000 hostile inputs against a live switch on loopback (about 5 minutes).
-fuzz: $(STAMP)
+fuzz: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.fuzz --inputs 100000
 
 # Coverage-guided (atheris / libFuzzer) on the codec and host path, in process, 5 minutes.
@@ -103,7 +120,7 @@ fuzz-atheris: $(STAMP) requirements/fuzz.lock
 # Host-only baseline, then the open-loop TCP bench (issue 3): SQLite sweep, and
 # PostgreSQL + pgbench when a server answers on 127.0.0.1:5432.  docs/BENCHMARKS.md.
 PG_PROBE := import psycopg; psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.host_bench --requests 2000
 	$(PY) -m loadtest.bench --engine sqlite --sweep 600,1000,1500,1800 --duration-s 60 --out var/bench/sqlite
 	if $(PY) -c '$(PG_PROBE)' 2>/dev/null; then \
@@ -113,14 +130,14 @@ bench: $(STAMP)
 
 # Issue 17: 1, 2 and 3 switch processes on one PostgreSQL, one after the other in one run,
 # then pgbench on the same server; the table, the ratios and var/bench/scale/scale-postgresql.png.
-scale-bench: $(STAMP)
+scale-bench: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.scale_bench --processes 1,2,3 --sweep 1000,2000 --duration-s 20
 
 # Issue 14's acceptance point: one e-warong's 32 terminals buy one item open-loop at 500/s
 # for 30 s against 10,000 units received (the shelf runs out mid-run: ST under load too);
 # stock = received - sold exactly, and the money invariant.  ENGINE=postgresql for the other.
 ENGINE ?= sqlite
-stock-bench: $(STAMP)
+stock-bench: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.stock_bench --engine $(ENGINE) --terminals 32 --rate 500 --duration-s 30 \
 		--item BRS005 --units-per-purchase 1 --received 10000
 
@@ -129,7 +146,7 @@ stock-bench: $(STAMP)
 # answered within 1 s; a fresh demo database (SQLite in a temp dir; ENGINE=postgresql).
 # Needs about CONNECTIONS + 128 open files here (ulimit -Hn); docs/SCALING.md.
 CONNECTIONS ?= 10000
-idle-connections: $(STAMP)
+idle-connections: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.idle_connections --connections $(CONNECTIONS) --engine $(ENGINE)
 
 # Locust EDC users (payday spike) against a real switch on loopback, then the money verdict
@@ -137,12 +154,12 @@ idle-connections: $(STAMP)
 # dropped afterwards; WORKERS=N: a Locust master and N worker processes.  docs/LOAD.md.
 WORKERS ?= 0
 LOAD_ARGS = --engine $(ENGINE) --workers $(WORKERS)
-load: $(STAMP)
+load: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.load $(LOAD_ARGS)
 
 # The same with Locust's web UI on 127.0.0.1 (URL printed), up until Ctrl-C (at most 2 h),
 # then the verdict.
-load-ui: $(STAMP)
+load-ui: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.load --ui $(LOAD_ARGS)
 
 # Chaos (FAILURES F1, F8, F13, F14; docs/CHAOS.md): each scenario under EDC load with its
@@ -151,7 +168,7 @@ load-ui: $(STAMP)
 # The SQLite db-outage needs root (a tmpfs); PostgreSQL runs the harness's own cluster and
 # the broker scenarios their own Mosquitto, never the services on 5432 and 1883.
 CHAOS_FLAGS ?= $(if $(filter true,$(CI)),--ci)
-chaos: $(STAMP)
+chaos: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.chaos all $(CHAOS_FLAGS)
 
 # Several switches behind one address (docs/SCALING.md): SWITCHES `bpnt-switch serve` processes
@@ -162,7 +179,7 @@ chaos: $(STAMP)
 # haproxy and the switches by PID; DURATION=S stops it all after S seconds.
 SWITCHES ?= 2
 HAPROXY_ENGINE = $(if $(filter command line environment,$(origin ENGINE)),$(ENGINE),postgresql)
-haproxy: $(STAMP)
+haproxy: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.haproxy --switches $(SWITCHES) --engine $(HAPROXY_ENGINE) \
 		$(if $(DURATION),--duration-s $(DURATION))
 
@@ -171,7 +188,7 @@ haproxy: $(STAMP)
 # (synchronous_standby_names, synchronous_commit=on); the multi-host URL for BPNT_DATABASE_URL is
 # printed.  Both stop by their data directories after DURATION seconds (600) or on Ctrl-C /
 # SIGTERM, and are removed.  FAILOVER=S: SIGKILL the primary S seconds in, promote the standby.
-pg-standby: $(STAMP)
+pg-standby: $(STAMP) $(NATIVE)
 	$(PY) -m loadtest.pg_standby $(if $(DURATION),--duration-s $(DURATION)) \
 		$(if $(FAILOVER),--failover-after-s $(FAILOVER))
 
@@ -198,4 +215,4 @@ lock: $(LOCK_VENV)/.installed-stamp
 		-c requirements/dev.lock -o requirements/fuzz.lock
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LOCK_VENV) var build .pytest_cache .mypy_cache .ruff_cache .hypothesis

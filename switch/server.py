@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Protocol
 
+from switch import native
 from switch.clock import Clock
 from switch.db.schema import open_database
 from switch.host.runner import AsyncHost
@@ -70,7 +71,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None,
               flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+    log.info("event loop: %s.%s; purchase path %s (switch/native.py)",
+             type(loop).__module__, type(loop).__name__, native.state)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

@@ -86,6 +86,9 @@ def gated(decider: GatedDecider) -> Callable[[Request, BatchFacts], Decision]:
             return refuse(request, facts, caller)
         return decider(request, facts, caller)
 
-    decide.__name__ = decide.__qualname__ = decider.__name__
-    decide.__doc__ = decider.__doc__
+    try:
+        decide.__name__ = decide.__qualname__ = decider.__name__
+        decide.__doc__ = decider.__doc__
+    except AttributeError:  # compiled (switch/native.py), a closure's name is fixed
+        pass
     return decide

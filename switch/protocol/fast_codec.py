@@ -46,6 +46,8 @@ from switch.protocol.spec import (
 )
 
 FieldValue = str | bytes
+#: What the decoders take: bytes, or any buffer (the serial line reads into a bytearray).
+Buffer = bytes | bytearray | memoryview
 #: Checks one value and gives its wire bytes (length prefix included).
 FieldEncoder = Callable[[FieldValue], bytes]
 #: Reads one field at ``pos`` of the message into the fields dict; gives the next pos.
@@ -534,12 +536,14 @@ def encode_fields(mti: str, fields: Mapping[int, FieldValue]) -> bytes:
     return b"".join(parts)
 
 
-def decode_fields(data: bytes) -> tuple[str, dict[int, FieldValue]]:
+def decode_fields(given: Buffer) -> tuple[str, dict[int, FieldValue]]:
     """A message's bytes → its MTI and data elements (in DE order); every defect is a
     :class:`ProtocolError`."""
-    if type(data) is not bytes:
+    if type(given) is bytes:
+        data = given
+    else:
         try:
-            data = bytes(data)
+            data = bytes(given)
         except (TypeError, ValueError):
             raise ProtocolError("cannot decode: not bytes") from None
     if len(data) < MTI_LEN + BITMAP_LEN:

@@ -19,14 +19,14 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import iso8583
 
 from switch.protocol.errors import ProtocolError
-from switch.protocol.fast_codec import FieldValue, decode_fields, encode_fields
+from switch.protocol.fast_codec import Buffer, FieldValue, decode_fields, encode_fields
 from switch.protocol.spec import (
     BINARY_FIELDS,
     DEFINED_FIELDS,
@@ -103,7 +103,9 @@ def mask_pan(pan: str) -> str:
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
-def _check_value(de: int, value: FieldValue) -> None:
+def _check_value(de: object, value: object) -> None:
+    """Any key and value a caller put in a message: a refusal, never a ``TypeError`` (the
+    compiled build checks declared types, switch/native.py)."""
     if de not in DEFINED_FIELDS:
         raise ProtocolError("data element not in the BPNT dialect", field=str(de))
     if de in BINARY_FIELDS:
@@ -137,7 +139,7 @@ def encode(message: Message) -> bytes:
     return encode_fields(message.mti, message.fields)
 
 
-def decode(data: bytes) -> Message:
+def decode(data: Buffer) -> Message:
     """ISO 8583 bytes → Message; every defect is a :class:`ProtocolError`."""
     mti, fields = decode_fields(data)
     return Message(mti, fields)
@@ -147,7 +149,8 @@ def encode_reference(message: Message) -> bytes:
     """:func:`encode` the generic way, through pyiso8583 (the test oracle)."""
     _check_mti(message.mti)
     doc: dict[str, Any] = {"t": message.mti}
-    for de, value in message.fields.items():
+    items: Iterable[tuple[object, object]] = message.fields.items()  # whatever it holds
+    for de, value in items:
         _check_value(de, value)
         doc[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
     try:
@@ -157,7 +160,7 @@ def encode_reference(message: Message) -> bytes:
     return bytes(raw)
 
 
-def decode_reference(data: bytes) -> Message:
+def decode_reference(data: Buffer) -> Message:
     """:func:`decode` the generic way, through pyiso8583 (the test oracle)."""
     try:
         doc, _ = iso8583.decode(bytes(data), SPEC)

@@ -36,6 +36,7 @@ check of the same rules through the store.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,8 +241,25 @@ class PureHost:
 def _snapshot(facts: BatchFacts) -> dict[str, Any]:
     """The facts as values; the reserved ids (thousands of ints) copied flat, which is
     all a deep copy would do to them, only faster."""
-    return {k: tuple(v) if k in ("record_ids", "transfer_ids") else copy.deepcopy(v)
-            for k, v in vars(facts).items() if k != "checks"}
+    return {f.name: (tuple(getattr(facts, f.name)) if f.name in ("record_ids", "transfer_ids")
+                     else _deep_copy(getattr(facts, f.name)))
+            for f in dataclasses.fields(facts) if f.name != "checks"}
+
+
+def _deep_copy(value: Any) -> Any:
+    """``copy.deepcopy``, but a dataclass is built again through its constructor: the
+    compiled build (switch/native.py) keeps a frozen dataclass's fields out of reach of
+    the setattr that deepcopy restores them with."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value)(**{f.name: _deep_copy(getattr(value, f.name))
+                              for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return type(value)({_deep_copy(k): _deep_copy(v) for k, v in value.items()})
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return type(value)(*(_deep_copy(v) for v in value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(_deep_copy(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def _cards() -> list[CardModel]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from switch.protocol.serial_framing import (
@@ -118,11 +118,18 @@ def _receive_damaged_then_retransmission(
     clock = FakeClock()
     receiver = SerialConnection(clock)
     frame = frame_serial(unit)
-    _feed(receiver, _damaged(frame, data, first), data)
+    damaged = _damaged(frame, data, first)
+    _feed(receiver, damaged, data)
     clock.now_s = INTER_BYTE_TIMEOUT_S
     receiver.poll()
     before = receiver.outgoing()
-    assert receiver.next_unit() is None
+    read = receiver.next_unit()
+    # The damaged bytes may hold a well-formed frame of their own: an STX, a length, an
+    # ETX and an LRC that happen to agree inside the unit (unit 02 02 00 03, its STX
+    # lost).  No LRC tells that from a real frame (a 1-in-256 check), so it is not what
+    # these tests judge; anything read must be such a frame, never the damaged unit.
+    assert read is None or frame_serial(read) in damaged
+    assume(read is None)
     _feed(receiver, frame, data)
     return before, receiver
 
