@@ -97,12 +97,13 @@ console: $(STAMP) $(NATIVE) $(CHART_JS)
 	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console seed-demo-users
 	BPNT_DATABASE_URL=$${BPNT_DATABASE_URL:-$(CONSOLE_DB)} $(PY) -m switch.cli console
 
-# The suite on the compiled build, then the pure deciders, codec and crypto again in pure
+# The suite on the compiled build, then the deciders, codec and crypto tests and every doctest
+# (those of compiled modules are skipped above: conftest.py) again in pure
 # Python (BPNT_NATIVE=0): one source, two builds, the same answers.
 test: $(STAMP) $(NATIVE) $(CHART_JS)
 	$(PY) -m switch.native_build --check
 	$(PY) -m pytest
-	BPNT_NATIVE=0 $(PY) -m pytest -q tests/core tests/protocol tests/security
+	BPNT_NATIVE=0 $(PY) -m pytest -q tests/core tests/protocol tests/security switch
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
