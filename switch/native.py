@@ -18,8 +18,10 @@ and turned into C.  They are used **only while they match their sources**:
   ``BPNT_NATIVE=0`` — leaves the package pure Python, which is the same code.
 
 :data:`state` says which one this process runs (``bpnt-switch serve`` logs it).
-``make test`` runs the suite on the compiled build and the core, protocol and security
-tests again with ``BPNT_NATIVE=0``, so both stay the same program.
+``make test`` runs the suite on the compiled build (``tests/test_native.py`` fails in CI
+if it is not the one loaded), then the core, protocol and security tests and every
+doctest again with ``BPNT_NATIVE=0``, so both stay the same program (a compiled module's
+doctests run only there: ``conftest.py``).
 
 Left out on purpose: :mod:`switch.protocol.fast_codec` and :mod:`switch.security.pin`.
 mypyc checks argument types at run time, and both promise a clean refusal (never a
