@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml $(LOCKS)
 	@touch $(STAMP)
 
 # The purchase path compiled with mypyc (switch/native.py): rebuilt when any switch/ source
-# changes (about 40 s); used only while it matches every source, and without a C compiler
+# changes (about 35-60 s); used only while it matches every source, and without a C compiler
 # the switch runs as pure Python, the same code.  BPNT_NATIVE=0 runs pure Python anyway.
 NATIVE := build/native/.made
 NATIVE_SOURCES := $(shell find switch -name '*.py' -not -path '*/migrations/*')

@@ -144,12 +144,9 @@ def install() -> str:
     global state
     if any(isinstance(finder, _NativeFinder) for finder in sys.meta_path):
         return state
-    early = [module for module in MODULES if module in sys.modules]
-    found = check()
+    found = check()  # no module of the package is imported yet: switch/__init__.py
     if isinstance(found, str):
         state = f"pure: {found}"
-    elif early:
-        state = f"pure: {early[0]} was imported before switch"
     else:
         sys.meta_path.insert(0, _NativeFinder(found))
         state = "native"
